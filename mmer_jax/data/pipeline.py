@@ -1,0 +1,267 @@
+"""Fixed-shape numpy batches from a built dataset: utterance batches and dialogue batches.
+
+Steps compile once per shape, so every batch of a stream has the same shape: the last batch is
+padded with rows whose `example_mask` is False, sequences are padded (or truncated) to the
+modality's `max_len`, and dialogues are padded to a few length buckets. Padding never changes a
+masked result: models pool over `lengths`, losses and metrics weight by `example_mask`.
+
+Utterance batch:
+  <modality>     float32 [B, D] (utterance level) or [B, T, D] (sequence level), present modalities
+  lengths        {modality: int32 [B]} for sequence-level modalities
+  modality_mask  bool [B, 3]  (audio, visual, text): what the dataset has; `missing.py` drops more
+  label          int32 [B] (classification) | float32 [B] (regression)
+  example_mask   bool [B]
+Dialogue batch (utterance-level features per turn):
+  <modality>     float32 [B, L, D]
+  speaker        int32 [B, L]; turn_mask bool [B, L] (== example_mask); modality_mask bool [B, L, 3]
+  label          [B, L]; dialogue_mask bool [B]
+  graph          padded jraph.GraphsTuple (see `dialogue_graph`)
+
+Determinism: the order of an epoch is a permutation drawn from `np.random.default_rng((seed, epoch))`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import queue
+import threading
+from typing import Any, Iterator, Mapping, Sequence
+
+import jraph
+import numpy as np
+
+from mmer_jax.data import schema
+
+DEFAULT_BUCKETS = (8, 16, 32, 64, 128)
+
+
+def epoch_order(num_examples: int, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+  """The example order of one epoch; a fresh, reproducible permutation per (seed, epoch)."""
+  if not shuffle:
+    return np.arange(num_examples)
+  return np.random.default_rng((seed, epoch)).permutation(num_examples)
+
+
+def sequence_lengths(spec: schema.DatasetSpec, max_lens: Mapping[str, int] | None = None) -> dict[str, int]:
+  """Padded length per sequence-level modality: the spec's default unless overridden."""
+  max_lens = dict(max_lens or {})
+  return {name: int(max_lens.get(name) or m.max_len)
+          for name, m in spec.modalities.items() if m.level == 'sequence'}
+
+
+def collate_utterances(examples: Sequence[Mapping[str, Any]], spec: schema.DatasetSpec, *,
+                       batch_size: int, max_lens: Mapping[str, int] | None = None) -> dict:
+  """Stacks up to `batch_size` examples into one fixed-shape batch (padding rows masked out)."""
+  n = len(examples)
+  if n > batch_size:
+    raise ValueError(f'{n} examples do not fit a batch of {batch_size}')
+  seq_lens = sequence_lengths(spec, max_lens)
+  batch: dict[str, Any] = {'lengths': {}}
+  for name, m in spec.modalities.items():
+    if m.level == 'utterance':
+      x = np.zeros((batch_size, m.dim), np.float32)
+      for i, ex in enumerate(examples):
+        x[i] = ex[name]
+    else:
+      t_max = seq_lens[name]
+      x = np.zeros((batch_size, t_max, m.dim), np.float32)
+      lengths = np.ones(batch_size, np.int32)  # padding rows: one zero frame, never empty
+      for i, ex in enumerate(examples):
+        frames = ex[name][:t_max]
+        x[i, : len(frames)] = frames
+        lengths[i] = len(frames)
+      batch['lengths'][name] = lengths
+    batch[name] = x
+  label_dtype = np.int32 if spec.task == 'classification' else np.float32
+  batch['label'] = np.zeros(batch_size, label_dtype)
+  batch['label'][:n] = [ex['label'] for ex in examples]
+  batch['example_mask'] = np.arange(batch_size) < n
+  batch['modality_mask'] = np.tile(spec.available, (batch_size, 1))
+  return batch
+
+
+def read(source, indices: Sequence[int]) -> list:
+  """Examples at `indices`, batched when the source supports it (tfds data sources do)."""
+  indices = [int(i) for i in indices]
+  if hasattr(source, '__getitems__'):
+    return source.__getitems__(indices)
+  return [source[i] for i in indices]
+
+
+def utterance_batches(source, spec: schema.DatasetSpec, *, batch_size: int, seed: int = 0,
+                      epoch: int = 0, shuffle: bool = False, drop_remainder: bool = False,
+                      max_lens: Mapping[str, int] | None = None) -> Iterator[dict]:
+  """One epoch of utterance batches from a random-access source (e.g. `tfds.data_source`)."""
+  order = epoch_order(len(source), seed=seed, epoch=epoch, shuffle=shuffle)
+  stop = len(order) - len(order) % batch_size if drop_remainder else len(order)
+  for start in range(0, stop, batch_size):
+    examples = read(source, order[start: start + batch_size])
+    yield collate_utterances(examples, spec, batch_size=batch_size, max_lens=max_lens)
+
+
+def num_batches(num_examples: int, batch_size: int, drop_remainder: bool = False) -> int:
+  return num_examples // batch_size if drop_remainder else -(-num_examples // batch_size)
+
+
+# --------------------------------------------------------------------------- dialogues
+
+
+@dataclasses.dataclass
+class Dialogue:
+  """One conversation in turn order: per-turn features [n, D], labels, speakers."""
+  dialogue_id: str
+  features: dict[str, np.ndarray]
+  label: np.ndarray
+  speaker: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.label)
+
+
+def _utterance_vector(x: np.ndarray) -> np.ndarray:
+  # A dialogue model sees one vector per turn; sequence-level features are mean-pooled.
+  return x if x.ndim == 1 else x.mean(axis=0)
+
+
+def load_dialogues(source, spec: schema.DatasetSpec) -> list[Dialogue]:
+  """Reads a whole split and groups it into dialogues (sorted by dialogue id, turns in order)."""
+  rows: dict[str, list] = collections.defaultdict(list)
+  for ex in read(source, range(len(source))):
+    did = ex['dialogue_id']
+    did = did.decode() if isinstance(did, bytes) else str(did)
+    rows[did].append(ex)
+  dialogues = []
+  for did in sorted(rows):
+    turns = sorted(rows[did], key=lambda ex: int(ex['turn']))
+    feats = {m: np.stack([_utterance_vector(np.asarray(ex[m], np.float32)) for ex in turns])
+             for m in spec.modalities}
+    dialogues.append(Dialogue(
+        dialogue_id=did, features=feats,
+        label=np.array([ex['label'] for ex in turns]),
+        speaker=np.array([ex['speaker'] for ex in turns], np.int32)))
+  return dialogues
+
+
+def bucket_length(n: int, buckets: Sequence[int]) -> int:
+  """Smallest bucket that holds `n` turns; longer dialogues round up to a multiple of the largest."""
+  for b in sorted(buckets):
+    if n <= b:
+      return b
+  top = max(buckets)
+  return -(-n // top) * top
+
+
+def graph_budget(dialogues_per_batch: int, max_turns: int, num_modalities: int) -> tuple[int, int, int]:
+  """(n_node, n_edge, n_graph) that every padded graph of a bucket is padded to."""
+  m, length = num_modalities, max_turns
+  n_node = dialogues_per_batch * length * m + 1
+  n_edge = dialogues_per_batch * (m * length * length + length * m * (m - 1))
+  return n_node, n_edge, dialogues_per_batch + 1
+
+
+def dialogue_graph(turns: Sequence[int], *, max_turns: int, num_modalities: int) -> jraph.GraphsTuple:
+  """MMGCN's graph for a batch of dialogues, padded to the bucket's fixed budget.
+
+  One node per (dialogue, turn, present modality). Within a dialogue every pair of nodes of one
+  modality is connected (self-loops included), and each utterance's nodes are connected across
+  modalities (both directions). Edges carry no features: MMGCN computes edge weights from the node
+  features inside the model. Node fields: `utterance` (flat index b * max_turns + turn into the
+  batch's [B, L] turn grid, which the model gathers from) and `modality` (index into the dataset's
+  present modalities).
+  """
+  graphs = []
+  m = num_modalities
+  for b, n in enumerate(turns):
+    node_turn = np.tile(np.arange(n), m)
+    node_mod = np.repeat(np.arange(m), n)
+    # Intra-modality: all ordered pairs (i, j) within each modality block.
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing='ij')
+    intra_s = (np.arange(m)[:, None] * n + i.reshape(1, -1)).reshape(-1)
+    intra_r = (np.arange(m)[:, None] * n + j.reshape(1, -1)).reshape(-1)
+    # Cross-modality: the same turn in two different modalities.
+    pairs = [(a, c) for a in range(m) for c in range(m) if a != c]
+    cross_s = np.concatenate([a * n + np.arange(n) for a, _ in pairs]) if pairs else np.zeros(0, int)
+    cross_r = np.concatenate([c * n + np.arange(n) for _, c in pairs]) if pairs else np.zeros(0, int)
+    senders = np.concatenate([intra_s, cross_s]).astype(np.int32)
+    receivers = np.concatenate([intra_r, cross_r]).astype(np.int32)
+    graphs.append(jraph.GraphsTuple(
+        nodes={'utterance': (b * max_turns + node_turn).astype(np.int32),
+               'modality': node_mod.astype(np.int32)},
+        edges=None, senders=senders, receivers=receivers, globals=None,
+        n_node=np.array([n * m], np.int32), n_edge=np.array([len(senders)], np.int32)))
+  n_node, n_edge, n_graph = graph_budget(len(turns), max_turns, m)
+  batched = jraph.batch_np(graphs)
+  return jraph.pad_with_graphs(batched, n_node=n_node, n_edge=n_edge, n_graph=n_graph)
+
+
+def collate_dialogues(dialogues: Sequence[Dialogue], spec: schema.DatasetSpec, *,
+                      dialogues_per_batch: int, buckets: Sequence[int] = DEFAULT_BUCKETS,
+                      with_graph: bool = True) -> dict:
+  """Pads up to `dialogues_per_batch` dialogues to one bucket length; builds the graph."""
+  n_dia = len(dialogues)
+  if n_dia > dialogues_per_batch:
+    raise ValueError(f'{n_dia} dialogues do not fit a batch of {dialogues_per_batch}')
+  length = bucket_length(max([len(d) for d in dialogues] + [1]), buckets)
+  b = dialogues_per_batch
+  batch: dict[str, Any] = {}
+  for name, m in spec.modalities.items():
+    x = np.zeros((b, length, m.dim), np.float32)
+    for k, d in enumerate(dialogues):
+      x[k, : len(d)] = d.features[name]
+    batch[name] = x
+  label_dtype = np.int32 if spec.task == 'classification' else np.float32
+  batch['label'] = np.zeros((b, length), label_dtype)
+  batch['speaker'] = np.zeros((b, length), np.int32)
+  turn_mask = np.zeros((b, length), bool)
+  for k, d in enumerate(dialogues):
+    batch['label'][k, : len(d)] = d.label
+    batch['speaker'][k, : len(d)] = d.speaker
+    turn_mask[k, : len(d)] = True
+  batch['turn_mask'] = turn_mask
+  batch['example_mask'] = turn_mask
+  batch['dialogue_mask'] = np.arange(b) < n_dia
+  batch['modality_mask'] = np.tile(spec.available, (b, length, 1))
+  if with_graph:
+    turns = [len(d) for d in dialogues] + [0] * (b - n_dia)
+    batch['graph'] = dialogue_graph(turns, max_turns=length, num_modalities=len(spec.modalities))
+  return batch
+
+
+def dialogue_batches(dialogues: Sequence[Dialogue], spec: schema.DatasetSpec, *,
+                     dialogues_per_batch: int, seed: int = 0, epoch: int = 0, shuffle: bool = False,
+                     buckets: Sequence[int] = DEFAULT_BUCKETS, with_graph: bool = True) -> Iterator[dict]:
+  """One epoch of dialogue batches; each is padded to the smallest bucket that fits it."""
+  order = epoch_order(len(dialogues), seed=seed, epoch=epoch, shuffle=shuffle)
+  for start in range(0, len(order), dialogues_per_batch):
+    chunk = [dialogues[i] for i in order[start: start + dialogues_per_batch]]
+    yield collate_dialogues(chunk, spec, dialogues_per_batch=dialogues_per_batch,
+                            buckets=buckets, with_graph=with_graph)
+
+
+# --------------------------------------------------------------------------- host prefetch
+
+
+def prefetch(iterator: Iterator[Any], size: int = 2) -> Iterator[Any]:
+  """Runs `iterator` in a background thread, `size` items ahead (hides host batching time)."""
+  q: queue.Queue = queue.Queue(maxsize=size)
+  sentinel = object()
+  errors: list[BaseException] = []
+
+  def work():
+    try:
+      for item in iterator:
+        q.put(item)
+    except BaseException as e:  # pylint: disable=broad-except
+      errors.append(e)
+    finally:
+      q.put(sentinel)
+
+  threading.Thread(target=work, daemon=True).start()
+  while True:
+    item = q.get()
+    if item is sentinel:
+      if errors:
+        raise errors[0]
+      return
+    yield item
