@@ -1,0 +1,77 @@
+"""Shared defaults; every other config starts from `get_config()` here and overrides.
+
+  python -m mmer_jax.main --config=configs/fusion_iemocap.py:synthetic   (a concrete config)
+
+Not runnable on its own: it names no method.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Data: a registry name (`synthetic/<release>`, `features_dir` or an official release).
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'synthetic/iemocap_4'
+  config.data.data_dir = config_dict.placeholder(str)  # where built datasets live (TFDS data_dir)
+  config.data.manual_dir = config_dict.placeholder(str)  # the user's copy of an official release
+  config.data.features_dir = config_dict.placeholder(str)  # a generic feature directory
+  config.data.options = ml_collections.ConfigDict()  # builder options: seed, sizes, fold, ...
+  config.data.level = 'utterance'  # 'utterance' | 'dialogue' (set by the method's config)
+  config.data.batch_size = 128  # utterances, or dialogues when level == 'dialogue'
+  config.data.eval_batch_size = 256
+  config.data.buckets = (8, 16, 32, 64, 128)  # dialogue length buckets
+  config.data.max_lens = ml_collections.ConfigDict()  # {modality: frames}; default from the dataset
+  config.data.prefetch = 2
+
+  # Method: `name` picks the file in mmer_jax/methods; the rest are that method's knobs.
+  config.method = ml_collections.ConfigDict()
+  config.method.name = config_dict.placeholder(str)
+
+  # Optimiser (optax).
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'adam'  # 'adam' | 'adamw' | 'sgd'
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  config.optimizer.eps = 1e-8
+  config.optimizer.weight_decay = 0.0
+  config.optimizer.weight_decay_mode = 'decoupled'  # 'decoupled' (AdamW) | 'l2' (added to the grads, torch Adam)
+  config.optimizer.clip_norm = config_dict.placeholder(float)  # global-norm clipping
+  config.optimizer.clip_value = config_dict.placeholder(float)  # element-wise clipping
+  config.optimizer.schedule = 'constant'  # 'constant' | 'linear_decay' | 'cosine'
+  config.optimizer.constant_epochs = 0  # linear_decay: epochs at the base rate before decaying
+  config.optimizer.warmup_epochs = 0
+  config.optimizer.reduce_on_plateau = False  # optax.contrib.reduce_on_plateau on the epoch train loss
+  config.optimizer.plateau_factor = 0.5
+  config.optimizer.plateau_patience = 5  # epochs
+
+  # Training loop.
+  config.train = ml_collections.ConfigDict()
+  config.train.num_epochs = 20
+  config.train.missing = 'none'  # modality dropout while training: 'none' | 'patterns' | 'patterns_and_full' | 'rate'
+  config.train.missing_rate = 0.3
+  config.train.log_every_steps = 50
+  config.train.eval_every_epochs = 1
+  config.train.checkpoint_every_steps = 200
+  config.train.select_metric = 'valid/ua'  # model selection on the validation split only
+  config.train.select_mode = 'max'  # 'max' | 'min'
+  config.train.max_steps = config_dict.placeholder(int)  # stop early (smoke runs, benchmarks)
+
+  # Evaluation grid (evaluate.py): conditions x missing rates on the test split.
+  config.eval = ml_collections.ConfigDict()
+  config.eval.conditions = ('full', 'a', 'v', 't', 'av', 'at', 'vt')
+  config.eval.rates = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+  config.eval.split = 'test'
+
+  config.parallel = 'jit'  # 'jit' (NamedSharding over a Mesh axis `batch`) | 'pmap'
+  config.gradcheck = ml_collections.ConfigDict()
+  config.gradcheck.batch_size = 4
+  config.gradcheck.eps = 1e-4
+  config.gradcheck.atol = 1e-5
+  config.gradcheck.rtol = 1e-4
+  return config

@@ -1,0 +1,45 @@
+"""Orbax checkpoints of a run: the latest state (for resuming) and the best params (for testing).
+
+Both are `ocp.CheckpointManager`s under `<workdir>/checkpoints/`; orbax writes each step to a
+temporary directory and renames it when complete, so a run killed mid-save leaves the previous
+checkpoint intact. The loop's own bookkeeping (best metric so far, its step) is saved as JSON
+beside the state, so a resumed run makes the same selection as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def create_managers(workdir: str) -> tuple[ocp.CheckpointManager, ocp.CheckpointManager]:
+  """(latest, best) managers; `latest` keeps two steps, `best` one."""
+  root = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  latest = ocp.CheckpointManager(
+      os.path.join(root, 'latest'),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False))
+  best = ocp.CheckpointManager(
+      os.path.join(root, 'best'),
+      options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False))
+  return latest, best
+
+
+def save(manager: ocp.CheckpointManager, step: int, items: Any, meta: dict) -> None:
+  """Saves a pytree and JSON metadata at `step` and waits until it is on disk."""
+  manager.save(int(step), args=ocp.args.Composite(
+      state=ocp.args.StandardSave(jax.device_get(items)), meta=ocp.args.JsonSave(meta)), force=True)
+  manager.wait_until_finished()
+
+
+def restore(manager: ocp.CheckpointManager, target: Any, step: int | None = None) -> tuple[Any, dict] | None:
+  """(items, meta) of `step` (default: the latest), shaped like `target`; None when there is none."""
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    return None
+  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, jax.device_get(target))
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+  return restored.state, dict(restored.meta)

@@ -1,0 +1,79 @@
+"""Batches for the trainer: one object per run that knows the level, sizes and padding of a config."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterator
+
+import ml_collections
+
+from mmer_jax.data import pipeline
+from mmer_jax.data import registry
+from mmer_jax.data import schema
+
+
+def load_dataset(config: ml_collections.ConfigDict) -> registry.Dataset:
+  """Builds (if needed) and opens the dataset a config names; a features_dir always wins."""
+  data = config.data
+  name = 'features_dir' if data.features_dir else data.name
+  return registry.load(name, data_dir=data.data_dir, manual_dir=data.manual_dir,
+                       features_dir=data.features_dir, **data.options.to_dict())
+
+
+class Streams:
+  """Epochs of fixed-shape batches of one dataset at one level (utterance or dialogue)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, dataset: registry.Dataset, *, level: str,
+               needs_graph: bool = False):
+    if level not in ('utterance', 'dialogue'):
+      raise ValueError(f'level: expected utterance | dialogue, got {level!r}')
+    self.config, self.dataset, self.level, self.needs_graph = config, dataset, level, needs_graph
+    self.spec: schema.DatasetSpec = dataset.spec
+    self._dialogues = {}
+    if level == 'dialogue':
+      self._dialogues = {s: pipeline.load_dialogues(dataset.sources[s], self.spec) for s in schema.SPLITS}
+
+  def batch_size(self, train: bool) -> int:
+    return self.config.data.batch_size if train else self.config.data.eval_batch_size
+
+  def num_examples(self, split: str) -> int:
+    if self.level == 'dialogue':
+      return len(self._dialogues[split])
+    return len(self.dataset.sources[split])
+
+  def num_batches(self, split: str, train: bool) -> int:
+    return pipeline.num_batches(self.num_examples(split), self.batch_size(train))
+
+  def epoch(self, split: str, epoch: int = 0, *, train: bool, start: int = 0,
+            seed: int | None = None) -> Iterator[dict]:
+    """Batches of one epoch (shuffled when `train`), from batch index `start` on."""
+    seed = self.config.seed if seed is None else seed
+    size = self.batch_size(train)
+    if self.level == 'dialogue':
+      it = pipeline.dialogue_batches(
+          self._dialogues[split], self.spec, dialogues_per_batch=size, seed=seed, epoch=epoch,
+          shuffle=train, buckets=tuple(self.config.data.buckets), with_graph=self.needs_graph)
+    else:
+      source = self.dataset.sources[split]
+      if start:  # skip whole batches without reading them (resume mid-epoch)
+        order = pipeline.epoch_order(len(source), seed=seed, epoch=epoch, shuffle=train)[start * size:]
+        source = _Subset(source, order)
+        train = False  # `order` is already this epoch's permutation
+      it = pipeline.utterance_batches(source, self.spec, batch_size=size, seed=seed, epoch=epoch,
+                                      shuffle=train, max_lens=self.config.data.max_lens.to_dict())
+      start = 0
+    it = itertools.islice(it, start, None)
+    return pipeline.prefetch(it, self.config.data.prefetch) if self.config.data.prefetch else it
+
+
+class _Subset:
+  """A view of a source at given indices (keeps batched reads)."""
+
+  def __init__(self, source, indices):
+    self._source, self._indices = source, indices
+
+  def __len__(self):
+    return len(self._indices)
+
+  def __getitems__(self, idx):
+    return pipeline.read(self._source, [self._indices[i] for i in idx])

@@ -1,0 +1,60 @@
+"""The entry point: train, evaluate or gradient-check a method on a dataset, as a config says.
+
+  python -m mmer_jax.main --config=configs/fusion_iemocap.py:synthetic
+  python -m mmer_jax.main --config=configs/bclstm_meld.py --config.data.features_dir=../shared/data/meld_text
+  python -m mmer_jax.main --config=configs/fusion_iemocap.py:synthetic --mode=evaluate
+
+This is the only module of the library that defines flags. `--workdir` defaults to
+`runs/<config name>[_<variant>]`.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from mmer_jax import gradcheck
+from mmer_jax import train
+from mmer_jax.data import schema
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/<name>.py[:variant]).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default runs/<config>[_<variant>]).')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'gradcheck'],
+                          'train (then evaluate), evaluate the best checkpoint, or gradcheck the loss.')
+flags.mark_flags_as_required(['config'])
+
+
+def default_workdir(config_arg: str) -> str:
+  path, _, variant = config_arg.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join('runs', f'{name}_{variant}' if variant else name)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS['config']))
+  logging.info('devices: %s', jax.devices())
+  try:
+    if _MODE.value == 'train':
+      train.train_and_evaluate(config, workdir)
+    elif _MODE.value == 'evaluate':
+      train.evaluate_best(train.Run(config), workdir)
+    else:
+      report = gradcheck.run(config)
+      print(gradcheck.format_report(report))
+      if not report['ok']:
+        sys.exit(1)
+  except schema.DataError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  app.run(main)

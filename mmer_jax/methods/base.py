@@ -1,0 +1,56 @@
+"""The interface the trainer knows: a method turns a config into a model with init, loss and predict.
+
+`train.py`, `evaluate.py` and `benchmark.py` only ever call these; they never branch on a method's
+name. Losses are per example (shape of `batch['example_mask']`: [B] for utterance batches, [B, L]
+for dialogue batches) so the trainer can weight them by the mask and reduce them exactly the same
+way on one device, under sharded jit, and under pmap.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+
+from mmer_jax.data import schema
+
+Params = Any
+Batch = Mapping[str, Any]
+
+
+class Method(abc.ABC):
+  """Base class; subclasses set `level` and implement the three functions below."""
+
+  level: str = 'utterance'  # 'utterance' | 'dialogue': which batches the method eats
+  needs_graph: bool = False  # dialogue batches carry a jraph graph only if the method asks
+
+  def __init__(self, config: ml_collections.ConfigDict, spec: schema.DatasetSpec):
+    self.config = config  # the whole (locked) config; `config.method` holds the method's knobs
+    self.spec = spec
+
+  @property
+  def num_outputs(self) -> int:
+    return self.spec.num_classes if self.spec.task == 'classification' else 1
+
+  @abc.abstractmethod
+  def init(self, rng: jax.Array, batch: Batch) -> Params:
+    """Initial parameters for a batch of the method's level."""
+
+  @abc.abstractmethod
+  def loss(self, params: Params, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Training loss per example and named per-example aux terms (same shape), train mode."""
+
+  @abc.abstractmethod
+  def predict(self, params: Params, batch: Batch) -> jax.Array:
+    """Eval-mode outputs: logits [..., C] (classification) or scores [...] (regression)."""
+
+  def trainable_mask(self, params: Params) -> Any:
+    """Pytree of bools: which parameters the optimiser updates (frozen teachers say False)."""
+    return jax.tree_util.tree_map(lambda _: True, params)
+
+  def prepare(self, params: Params, datasets, workdir: str) -> Params:
+    """Hook run once before training (e.g. a pretraining stage); returns the params to train."""
+    del datasets, workdir
+    return params

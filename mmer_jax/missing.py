@@ -1,0 +1,218 @@
+"""The missing-modality protocol shared by every method: masks, conditions and missing rates.
+
+A modality mask is a boolean array `[batch, 3]` in `MODALITIES` order (audio, visual, text):
+True means the modality is present for that sample. Models receive the mask itself, never a
+zeroed tensor they would have to guess from; `apply_mask` exists only for models whose inputs
+must be zero where a modality is missing, and even then the mask stays the source of truth.
+
+Two families of evaluation settings are used in the literature, and both are produced here:
+
+* Fixed conditions (MMIN): every test sample sees the same pattern, one of the six
+  {a}, {v}, {t}, {a,v}, {a,t}, {v,t}, or the full {a,v,t} (`CONDITIONS`, `condition_mask`).
+  MMIN trains with one of the six patterns drawn uniformly per sample (`random_pattern_mask`).
+
+* A missing rate r (GCNet, IMDer): `missing_rate_mask` drops each available modality of each
+  sample independently with probability r and conditions on at least one modality remaining,
+  which is exactly "re-draw until one remains". It samples the pattern directly from that
+  conditional distribution, P(pattern) proportional to (1 - r)^kept * r^dropped over the
+  non-empty patterns, so it needs no rejection loop and compiles under `jax.jit`.
+  At r = 0 nothing is dropped; at r = 1 (the limit r -> 1 of the same distribution) exactly
+  one available modality is kept, chosen uniformly.
+
+Bookkeeping of the missing fraction. With three modalities, let a be the fraction of samples
+missing two modalities and b the fraction missing one. The fraction of missing modality slots
+is (2a + b) / 3. GCNet picks a and b so that 2a + b = 3r exactly, i.e. the realized fraction is
+the nominal rate; since a + b <= 1 gives 2a + b <= 2, that is impossible above r = 2/3. Our
+independent-drop-then-condition scheme instead gives the realized fraction
+
+    effective_missing_fraction(r) = r (1 + r) / (1 + r + r^2)  <  r   for 0 < r <= 1
+
+(it reaches 2/3 at r = 1), because conditioning removes the all-missing samples. Results
+tables report the nominal r; `effective_missing_fraction` converts it.
+
+Differences from the IMDer authors' code, which we deliberately do not copy: their masks are
+drawn once per batch (every sample in a batch misses the same modalities), ours are drawn per
+sample; and their missing rate 0.0 still drops two modalities from every batch (an index -1
+bug), whereas our rate 0 drops nothing.
+
+Everything random takes an explicit `jax.random` key: the same key gives the same masks.
+Arguments that decide shapes or pattern sets (`batch_size`, `available`) must be static
+(Python or numpy values); the key and `rate` may be traced.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmer_jax.data.schema import MODALITIES
+
+CONDITIONS: Mapping[str, tuple[bool, bool, bool]] = types.MappingProxyType({
+    'full': (True, True, True),
+    'a': (True, False, False),
+    'v': (False, True, False),
+    't': (False, False, True),
+    'av': (True, True, False),
+    'at': (True, False, True),
+    'vt': (False, True, True),
+})
+MISSING_CONDITIONS = ('a', 'v', 't', 'av', 'at', 'vt')
+
+
+def _available(available) -> np.ndarray:
+  """Validates an availability vector (default: all modalities) and returns bool [3]."""
+  if available is None:
+    return np.ones(len(MODALITIES), bool)
+  out = np.asarray(available)
+  if out.shape != (len(MODALITIES),):
+    raise ValueError(f'available must have shape ({len(MODALITIES)},) in {MODALITIES} order, '
+                     f'got {out.shape}')
+  out = out.astype(bool)
+  if not out.any():
+    raise ValueError('available must contain at least one modality')
+  return out
+
+
+def _pattern(name: str) -> np.ndarray:
+  if name not in CONDITIONS:
+    raise ValueError(f'unknown condition {name!r}; expected one of {list(CONDITIONS)}')
+  return np.array(CONDITIONS[name], bool)
+
+
+def condition_mask(name: str, batch_size: int, available=None) -> jax.Array:
+  """The mask bool [batch_size, 3] of one fixed condition, the same for every sample.
+
+  With `available`, 'full' means every modality the dataset has, and a condition that needs a
+  modality the dataset lacks is an error (see `conditions_for`).
+  """
+  avail = _available(available)
+  pattern = _pattern(name)
+  if name == 'full':
+    pattern = avail
+  elif np.any(pattern & ~avail):
+    raise ValueError(f'condition {name!r} needs a modality the dataset does not have '
+                     f'(available: {[m for m, a in zip(MODALITIES, avail) if a]})')
+  return jnp.broadcast_to(jnp.asarray(pattern), (batch_size, len(MODALITIES)))
+
+
+def conditions_for(available) -> list[str]:
+  """The condition names a dataset with modalities `available` (bool [3]) can be evaluated on.
+
+  'full' always (meaning every available modality), then, in `CONDITIONS` order, each missing
+  pattern whose modalities are all available. A pattern equal to the available set (e.g. 't'
+  for a text-only dataset) duplicates 'full'; it is kept so that results tables of different
+  datasets share column names. A text-only dataset gives ['full', 't'].
+  """
+  avail = _available(available)
+  return ['full'] + [n for n in MISSING_CONDITIONS if not np.any(_pattern(n) & ~avail)]
+
+
+def random_pattern_mask(rng, batch_size: int, available=None, include_full: bool = False):
+  """MMIN training masks: per sample, one missing pattern drawn uniformly.
+
+  The candidates are the distinct patterns that keep only available modalities and miss at
+  least one of them: the six MMIN patterns when all three modalities are available, e.g. {a}
+  and {t} for an audio+text dataset. `include_full` adds the full available set as one more
+  equally likely candidate. A single-modality dataset cannot miss anything, so it always gets
+  the full mask.
+
+  Returns:
+    bool [batch_size, 3].
+  """
+  avail = _available(available)
+  candidates = [_pattern(n) for n in MISSING_CONDITIONS]
+  candidates = [p for p in candidates if not np.any(p & ~avail) and not np.array_equal(p, avail)]
+  if include_full or not candidates:
+    candidates.append(avail)
+  table = jnp.asarray(np.stack(candidates))
+  index = jax.random.randint(rng, (batch_size,), 0, len(candidates))
+  return table[index]
+
+
+def _nonempty_patterns(avail: np.ndarray) -> np.ndarray:
+  """All non-empty subsets of the available modalities, as bool [K, 3]."""
+  n = len(MODALITIES)
+  subsets = (np.arange(1, 2**n)[:, None] >> np.arange(n)[None, :]) & 1
+  subsets = subsets.astype(bool)
+  return subsets[~np.any(subsets & ~avail, axis=1)]
+
+
+def missing_rate_mask(rng, batch_size: int, rate, available=None) -> jax.Array:
+  """Per-sample masks at missing rate `rate`, at least one available modality kept.
+
+  Each available modality is dropped independently with probability `rate`, conditioned on at
+  least one remaining; unavailable modalities are always False. The pattern is drawn from the
+  exact conditional distribution, with log-probabilities taken relative to a single kept
+  modality, `(kept - 1) log(1 - r) + dropped log(r)` (using 0 log 0 = 0), which stays finite
+  at both ends: r = 0 keeps everything, r = 1 keeps one modality chosen uniformly.
+
+  Args:
+    rng: a `jax.random` key.
+    batch_size: number of samples (static).
+    rate: drop probability in [0, 1]; may be a traced scalar (then it is clipped to [0, 1]).
+    available: bool [3], the modalities the dataset has (static); default all.
+
+  Returns:
+    bool [batch_size, 3].
+  """
+  avail = _available(available)
+  if isinstance(rate, (int, float, np.number)) and not 0.0 <= float(rate) <= 1.0:
+    raise ValueError(f'rate must be in [0, 1], got {rate}')
+  patterns = _nonempty_patterns(avail)
+  kept = patterns.sum(axis=1)
+  dropped = avail.sum() - kept
+  r = jnp.clip(jnp.asarray(rate, jnp.float32), 0.0, 1.0)
+  logits = (jax.scipy.special.xlogy(jnp.asarray(kept - 1, jnp.float32), 1.0 - r)
+            + jax.scipy.special.xlogy(jnp.asarray(dropped, jnp.float32), r))
+  index = jax.random.categorical(rng, logits, shape=(batch_size,))
+  return jnp.asarray(patterns)[index]
+
+
+def effective_missing_fraction(rate, num_modalities: int = 3):
+  """Expected fraction of missing modality slots of `missing_rate_mask` at `rate`.
+
+  Each modality is missing with probability r (1 - r^(M-1)) / (1 - r^M) after conditioning
+  on at least one of M kept, written as r * sum_{j<M-1} r^j / sum_{j<M} r^j so that r = 1 needs
+  no special case (the value there is (M-1)/M). For M = 3 this equals (2a + b) / 3 with a, b
+  the fractions of samples missing two and one modalities; see the module docstring.
+  Works on Python floats and numpy arrays.
+  """
+  if num_modalities < 1:
+    raise ValueError(f'num_modalities must be >= 1, got {num_modalities}')
+  r = np.asarray(rate, np.float64)
+  if np.any((r < 0) | (r > 1)):
+    raise ValueError(f'rate must be in [0, 1], got {rate}')
+  num = sum(r**j for j in range(num_modalities - 1)) if num_modalities > 1 else 0.0
+  den = sum(r**j for j in range(num_modalities))
+  out = r * num / den
+  return float(out) if np.ndim(out) == 0 else out
+
+
+def apply_mask(features: Mapping[str, jax.Array], mask) -> dict[str, jax.Array]:
+  """Zeroes each sample's missing modalities, for models that need zeros at their input.
+
+  A convenience only: models should still be given `mask`, which stays the source of truth
+  (a zero feature vector can be a real observation).
+
+  Args:
+    features: dict with any subset of the keys 'audio', 'visual', 'text'; arrays [B, ...].
+    mask: bool [B, 3] in `MODALITIES` order. Extra leading axes are allowed as long as the
+      features share them (e.g. dialogue batches: mask [D, T, 3], features [D, T, ...]).
+
+  Returns:
+    a new dict with the same keys, where rows whose modality is missing are exactly zero.
+  """
+  unknown = set(features) - set(MODALITIES)
+  if unknown:
+    raise ValueError(f'unknown modalities {sorted(unknown)}; expected a subset of {MODALITIES}')
+  mask = jnp.asarray(mask, bool)
+  out = {}
+  for name, x in features.items():
+    keep = mask[..., MODALITIES.index(name)]
+    keep = keep.reshape(keep.shape + (1,) * (jnp.ndim(x) - keep.ndim))
+    out[name] = jnp.where(keep, x, jnp.zeros((), jnp.result_type(x)))
+  return out

@@ -1,0 +1,51 @@
+"""Data parallelism: a 1-D `Mesh` over axis `batch` for sharded jit, and the pmap layout.
+
+Under jit, batch arrays are placed with `NamedSharding(mesh, P('batch'))` and parameters are
+replicated; XLA inserts the gradient all-reduce. Under pmap, batches are reshaped to
+[devices, per_device, ...] and the step reduces with `psum` over the same axis name. A dialogue
+graph (jraph) is replicated under jit; pmap does not support graph batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXIS = 'batch'
+_UNSHARDED_KEYS = ('graph',)
+
+
+def create_mesh(devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (AXIS,))
+
+
+def check_batch_size(batch_size: int, num_devices: int, what: str = 'data.batch_size') -> None:
+  if batch_size % num_devices:
+    raise ValueError(f'{what}={batch_size} must be divisible by the {num_devices} devices '
+                     'that data parallelism splits it over')
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+  """Places a host batch on the mesh: split along `batch`, graphs replicated."""
+  sharded, replicated = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
+  out = {}
+  for key, value in batch.items():
+    sharding = replicated if key in _UNSHARDED_KEYS else sharded
+    out[key] = jax.tree_util.tree_map(lambda x, s=sharding: jax.device_put(x, s), value)
+  return out
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def split_for_pmap(batch: dict, num_devices: int) -> dict:
+  """[B, ...] -> [devices, B / devices, ...] for every leaf; refuses graph batches."""
+  if any(k in batch for k in _UNSHARDED_KEYS):
+    raise NotImplementedError("parallel='pmap' does not split graph batches; use parallel='jit'")
+  return jax.tree_util.tree_map(
+      lambda x: np.asarray(x).reshape((num_devices, -1) + np.shape(x)[1:]), batch)

@@ -1,0 +1,129 @@
+"""Pure train and eval steps, generic over methods, and their compiled jit / pmap forms.
+
+The loss of a step is `sum(per_example_loss * example_mask) / sum(example_mask)` over the *global*
+batch, so one device, sharded jit and pmap (which `psum`s the numerator, the count and the
+gradients) compute the same numbers. Random modality dropout for training is drawn for the global
+batch from the step's key and sliced per device under pmap, for the same reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from mmer_jax import missing
+from mmer_jax import parallel
+from mmer_jax.methods import base
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a step changes: parameters, optimiser state, step counter, base PRNG key."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+  tx: optax.GradientTransformationExtraArgs = flax.struct.field(pytree_node=False)
+
+  @classmethod
+  def create(cls, *, params, tx, rng):
+    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng, tx=tx)
+
+  def apply_gradients(self, grads, **extra_args):
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params, **extra_args)
+    return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
+                        opt_state=opt_state)
+
+  def checkpoint_items(self) -> dict:
+    return {'step': self.step, 'params': self.params, 'opt_state': self.opt_state, 'rng': self.rng}
+
+  def restore_items(self, items: dict) -> 'TrainState':
+    return self.replace(**items)
+
+
+def training_modality_mask(rng, batch_mask: jax.Array, *, missing_mode: str, rate: float,
+                           available, num_shards: int = 1, shard_index=0) -> jax.Array:
+  """The modality mask a training batch is seen with (the dataset's mask AND a random drop).
+
+  Masks are drawn for the global batch (`num_shards` x local rows) and this shard's slice is kept.
+  """
+  if missing_mode == 'none':
+    return batch_mask
+  lead = batch_mask.shape[:-1]
+  local = math.prod(lead)
+  n = local * num_shards
+  if missing_mode == 'rate':
+    drawn = missing.missing_rate_mask(rng, n, rate, available=available)
+  elif missing_mode in ('patterns', 'patterns_and_full'):
+    drawn = missing.random_pattern_mask(rng, n, available=available,
+                                        include_full=missing_mode == 'patterns_and_full')
+  else:
+    raise ValueError(f'train.missing: expected none | patterns | patterns_and_full | rate, got {missing_mode!r}')
+  drawn = jax.lax.dynamic_slice_in_dim(drawn, shard_index * local, local, axis=0)
+  return batch_mask & drawn.reshape(batch_mask.shape)
+
+
+def weighted_loss(method: base.Method, params, batch: dict, rng, count):
+  """The scalar training objective: masked per-example losses summed and divided by `count`."""
+  weight = batch['example_mask'].astype(jnp.float32)
+  per_example, aux = method.loss(params, batch, rng)
+  loss = (per_example * weight).sum() / count
+  return loss, {k: (v * weight).sum() / count for k, v in aux.items()}
+
+
+def train_step(state: TrainState, batch: dict, *, method: base.Method, missing_mode: str = 'none',
+               rate: float = 0.0, axis_name: str | None = None, num_shards: int = 1):
+  """One optimiser step; returns the new state and step metrics (global means)."""
+  rng = jax.random.fold_in(state.rng, state.step)
+  mask_rng, loss_rng = jax.random.split(rng)
+  shard = jax.lax.axis_index(axis_name) if axis_name else 0
+  batch = dict(batch)
+  batch['modality_mask'] = training_modality_mask(
+      mask_rng, batch['modality_mask'], missing_mode=missing_mode, rate=rate,
+      available=method.spec.available, num_shards=num_shards, shard_index=shard)
+  weight = batch['example_mask'].astype(jnp.float32)
+  count = weight.sum()
+  if axis_name:
+    count = jax.lax.psum(count, axis_name)
+  count = jnp.maximum(count, 1.0)
+
+  def loss_fn(params):
+    return weighted_loss(method, params, batch, loss_rng, count)
+
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  if axis_name:
+    grads, loss, aux = jax.lax.psum((grads, loss, aux), axis_name)
+  state = state.apply_gradients(grads, value=loss)
+  metrics = {'loss': loss, **aux, 'grad_norm': optax.global_norm(grads)}
+  return state, metrics
+
+
+def eval_step(params, batch: dict, *, method: base.Method):
+  """Eval-mode outputs of a batch (the caller applies `example_mask`)."""
+  return method.predict(params, batch)
+
+
+def compile_steps(method: base.Method, config, mesh) -> tuple[Callable, Callable, Callable]:
+  """(train_step, eval_step, place_batch) compiled for `config.parallel` on `mesh`."""
+  missing_mode, rate = config.train.missing, config.train.missing_rate
+  n = mesh.devices.size
+  if config.parallel == 'jit':
+    # Sharded inputs and replicated state: jit propagates the shardings, the state is donated.
+    train = jax.jit(functools.partial(train_step, method=method, missing_mode=missing_mode, rate=rate),
+                    donate_argnums=(0,))
+    evaluate = jax.jit(functools.partial(eval_step, method=method))
+    return train, evaluate, lambda b: parallel.shard_batch(b, mesh)
+  if config.parallel == 'pmap':
+    devices = list(mesh.devices.flat)
+    train = jax.pmap(functools.partial(train_step, method=method, missing_mode=missing_mode, rate=rate,
+                                       axis_name=parallel.AXIS, num_shards=n),
+                     axis_name=parallel.AXIS, devices=devices, donate_argnums=(0,))
+    evaluate = jax.pmap(functools.partial(eval_step, method=method), axis_name=parallel.AXIS,
+                        devices=devices)
+    return train, evaluate, lambda b: parallel.split_for_pmap(b, n)
+  raise ValueError(f"parallel: expected 'jit' or 'pmap', got {config.parallel!r}")

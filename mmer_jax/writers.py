@@ -1,0 +1,52 @@
+"""Where a run's numbers go: TensorBoard event files (tensorboardX, no TensorFlow), a JSONL file,
+and a progress line with step, loss, steps/s and ETA on the log.
+
+(clu's metric_writers import TensorFlow at package import time, so they are not used here.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Mapping
+
+from absl import logging
+import numpy as np
+
+
+class MetricWriter:
+  """Writes scalars to `<workdir>/tensorboard/` and `<workdir>/metrics.jsonl`."""
+
+  def __init__(self, workdir: str):
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    os.makedirs(workdir, exist_ok=True)
+    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
+    for key, value in scalars.items():
+      self._tb.add_scalar(key, value, global_step=int(step))
+    self._jsonl.write(json.dumps({'step': int(step), **scalars}) + '\n')
+    self._jsonl.flush()
+
+  def close(self) -> None:
+    self._tb.close()
+    self._jsonl.close()
+
+
+class Progress:
+  """Logs `step/total loss steps/s ETA` every call; rates over the window since the last call."""
+
+  def __init__(self, total_steps: int, start_step: int = 0):
+    self.total, self._last_step, self._last_time = total_steps, start_step, time.perf_counter()
+
+  def __call__(self, step: int, loss: float) -> dict:
+    now = time.perf_counter()
+    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    eta = (self.total - step) / max(rate, 1e-9)
+    logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', step, self.total, loss, rate,
+                 time.strftime('%H:%M:%S', time.gmtime(eta)))
+    self._last_step, self._last_time = step, now
+    return {'steps_per_sec': rate}
