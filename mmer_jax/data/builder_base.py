@@ -20,6 +20,10 @@ DEFAULT_DATA_DIR = os.path.join(os.path.expanduser('~'), 'tensorflow_datasets')
 class FeatureBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base class: subclasses implement `spec()` and `_load_splits(dl_manager)`."""
 
+  # Nothing is downloaded, so there is no checksums file beside the code to look up (TFDS finds it
+  # through `code_path`, which needs the optional `importlib_resources` package).
+  code_path = None
+
   def spec(self) -> schema.DatasetSpec:
     raise NotImplementedError
 

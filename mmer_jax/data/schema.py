@@ -166,16 +166,16 @@ def validate_chunk(spec: DatasetSpec, split: str, chunk: SplitData) -> None:
     if not np.issubdtype(label.dtype, np.integer):
       if not np.all(np.isfinite(label)) or np.any(label != np.round(label)):
         bad = int(np.flatnonzero(~np.isfinite(label) | (label != np.round(label)))[0])
-        raise DataError(src, 'label', f'an integer class index, got {label[bad]!r}', row=bad)
+        raise DataError(src, 'label', f'an integer class index, got {label[bad].item()!r}', row=bad)
     bad = np.flatnonzero((label < 0) | (label >= spec.num_classes))
     if bad.size:
       raise DataError(src, 'label', f'a class index in [0, {spec.num_classes - 1}] '
-                      f'({len(spec.label_names)} labels), got {label[bad[0]]!r}', row=int(bad[0]))
+                      f'({len(spec.label_names)} labels), got {label[bad[0]].item()!r}', row=int(bad[0]))
   else:
     lo, hi = spec.label_range
     bad = np.flatnonzero(~np.isfinite(label) | (label < lo) | (label > hi))
     if bad.size:
-      raise DataError(src, 'label', f'a finite score in [{lo}, {hi}], got {label[bad[0]]!r}',
+      raise DataError(src, 'label', f'a finite score in [{lo}, {hi}], got {label[bad[0]].item()!r}',
                       row=int(bad[0]))
   missing = set(spec.modalities) - set(chunk.features)
   if missing:
@@ -201,7 +201,7 @@ def validate_chunk(spec: DatasetSpec, split: str, chunk: SplitData) -> None:
         bad = np.flatnonzero((lengths < 1) | (lengths > value.shape[1]))
         if bad.size:
           raise DataError(src, f'{name}_lengths', f'a length in [1, {value.shape[1]}], '
-                          f'got {lengths[bad[0]]}', row=int(bad[0]))
+                          f'got {lengths[bad[0]].item()}', row=int(bad[0]))
     else:
       for i, x in enumerate(value):
         x = np.asarray(x)
