@@ -75,3 +75,33 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.gradcheck.atol = 1e-5
   config.gradcheck.rtol = 1e-4
   return config
+
+
+SMOKE_SIZES = {
+    'utterance': {'train': 48, 'valid': 16, 'test': 16},  # utterances
+    'conversation': {'train': 8, 'valid': 4, 'test': 4},  # dialogues
+}
+
+
+def apply_variant(config: ml_collections.ConfigDict, arg: str | None, *,
+                  conversational: bool = False) -> ml_collections.ConfigDict:
+  """Applies the comma-separated variants after ':' in `--config=file.py:variants`.
+
+  synthetic  the synthetic stand-in of the same release (no files needed)
+  smoke      a tiny synthetic set, two epochs, small batches: seconds, for tests
+  (none)     the official release, from `config.data.manual_dir`
+  """
+  variants = [v for v in (arg or '').split(',') if v]
+  unknown = set(variants) - {'synthetic', 'smoke'}
+  if unknown:
+    raise ValueError(f'unknown config variant(s) {sorted(unknown)}; expected synthetic and/or smoke')
+  if 'synthetic' in variants or 'smoke' in variants:
+    config.data.name = 'synthetic/' + config.data.name
+  if 'smoke' in variants:
+    config.data.options.sizes = SMOKE_SIZES['conversation' if conversational else 'utterance']
+    config.data.batch_size = 4 if conversational else 8
+    config.data.eval_batch_size = 4 if conversational else 8
+    config.train.num_epochs = 2
+    config.train.log_every_steps = 2
+    config.train.checkpoint_every_steps = 3
+  return config

@@ -54,3 +54,24 @@ class Method(abc.ABC):
     """Hook run once before training (e.g. a pretraining stage); returns the params to train."""
     del datasets, workdir
     return params
+
+
+def supervised_loss(task: str, outputs: jax.Array, label: jax.Array) -> tuple[jax.Array, dict]:
+  """Per-example task loss: cross-entropy (classification) or L1 (regression, as MMSA and IMDer).
+
+  `outputs` are logits [..., C] or scores [..., 1] / [...]; aux holds per-example accuracy or
+  absolute error for the training log.
+  """
+  import optax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  if task == 'classification':
+    loss = optax.softmax_cross_entropy_with_integer_labels(outputs, label.astype(jnp.int32))
+    return loss, {'accuracy': (outputs.argmax(-1) == label).astype(jnp.float32)}
+  pred = regression_output(outputs)
+  err = jnp.abs(pred - label)
+  return err, {'mae': err}
+
+
+def regression_output(outputs: jax.Array) -> jax.Array:
+  """[..., 1] -> [...]; scores are left as they are."""
+  return outputs[..., 0] if outputs.ndim and outputs.shape[-1] == 1 else outputs

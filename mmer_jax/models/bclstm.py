@@ -1,0 +1,86 @@
+"""bc-LSTM: a bidirectional contextual LSTM over the turns of a dialogue (Poria et al., ACL 2017).
+
+The conversational baseline: every utterance is first encoded on its own (per modality, a
+Dense + ReLU + dropout over the utterance-level features, zeroed where the modality is missing
+for that utterance, then concatenated in (audio, visual, text) order); a bidirectional LSTM then
+runs over the turns of each dialogue so that every utterance sees its context in both directions;
+a Dense + ReLU + dropout and a per-turn linear classifier give logits [B, L, C].
+
+This is the single-level ("flat") variant of the paper's hierarchical model: the paper trains a
+contextual LSTM per modality first and fuses their outputs in a second contextual LSTM; here the
+per-modality utterance features are fused before one contextual LSTM, as the fusion baselines do.
+
+Dialogue batches (`data/pipeline.py`): features [B, L, D_m], `turn_mask` bool [B, L] marking the
+real turns as a prefix of each row (padding turns come after them; padding dialogues have no
+real turn), and a per-utterance modality mask [B, L, 3] (a [B, 3] mask is broadcast over turns).
+Padding never changes a real turn's logits: padded turns' features are zeroed, both LSTM
+directions get `seq_lengths` (the backward pass starts at each dialogue's last real turn), and
+the logits of padded turns are set to 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmer_jax.data.schema import MODALITIES
+
+Array = jax.Array
+Dtype = Any
+
+
+class BCLSTM(nn.Module):
+  """bc-LSTM over dialogues -> per-turn outputs [B, L, num_outputs].
+
+  Attributes:
+    modalities: present modalities (subset of ('audio', 'visual', 'text'), order kept).
+    utterance_dim: size of each modality's Dense + ReLU utterance feature.
+    lstm_hidden: LSTM state size per direction (the context vector is 2 * lstm_hidden).
+    dense_dim: size of the Dense + ReLU layer after the LSTM.
+    dropout: dropout after the utterance features, the LSTM and the dense layer.
+    num_outputs: classes (logits) or 1 (regression).
+    param_dtype: parameter dtype (the LSTM carry uses it too).
+  """
+  modalities: Sequence[str] = MODALITIES
+  utterance_dim: int = 100
+  lstm_hidden: int = 100
+  dense_dim: int = 100
+  dropout: float = 0.5
+  num_outputs: int = 6
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: Mapping[str, Array], turn_mask: Array, modality_mask: Array | None = None,
+               *, deterministic: bool) -> Array:
+    """features: name -> [B, L, D]; turn_mask: bool [B, L]; modality_mask: bool [B, L, 3] or [B, 3]."""
+    turn_mask = jnp.asarray(turn_mask, bool)
+    batch, num_turns = turn_mask.shape
+    if modality_mask is None:
+      modality_mask = jnp.ones((batch, num_turns, len(MODALITIES)), bool)
+    modality_mask = jnp.asarray(modality_mask, bool)
+    if modality_mask.ndim == 2:
+      modality_mask = jnp.broadcast_to(modality_mask[:, None, :], (batch, num_turns, modality_mask.shape[-1]))
+
+    utterances = []
+    for m in self.modalities:
+      present = (turn_mask & modality_mask[..., MODALITIES.index(m)])[..., None]
+      x = jnp.where(present, features[m], jnp.zeros((), features[m].dtype))
+      u = nn.relu(nn.Dense(self.utterance_dim, param_dtype=self.param_dtype, name=f'utterance_{m}')(x))
+      utterances.append(jnp.where(present, u, jnp.zeros((), u.dtype)))
+    u = jnp.concatenate(utterances, axis=-1)
+    u = nn.Dropout(self.dropout)(u, deterministic=deterministic)
+
+    lengths = turn_mask.sum(axis=1).astype(jnp.int32)
+
+    def lstm(name):  # the cell holds the parameters, named after the direction
+      return nn.RNN(nn.OptimizedLSTMCell(self.lstm_hidden, param_dtype=self.param_dtype, name=name))
+
+    context = nn.Bidirectional(lstm('lstm_forward'), lstm('lstm_backward'))(u, seq_lengths=lengths)
+    context = nn.Dropout(self.dropout)(context, deterministic=deterministic)
+    h = nn.relu(nn.Dense(self.dense_dim, param_dtype=self.param_dtype, name='dense')(context))
+    h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+    logits = nn.Dense(self.num_outputs, param_dtype=self.param_dtype, name='classifier')(h)
+    return jnp.where(turn_mask[..., None], logits, jnp.zeros((), logits.dtype))

@@ -1,0 +1,235 @@
+"""Per-modality utterance encoders: LSTM + max-pool, TextCNN, MLP, and a per-modality container.
+
+These are MMIN's utterance encoders (Zhao, Li, Jin, ACL 2021), shared by every utterance-level
+method and by the fusion baselines:
+
+* `LSTMEncoder`: a 1-layer unidirectional LSTM over frame features followed by a max-pool over
+  time (MMIN's acoustic and visual encoder, `embd_method=maxpool`).
+* `TextCNN`: Kim-style 1-D convolutions with kernel sizes 3/4/5, ReLU, max-pool over time, then
+  dropout and Dense + ReLU (MMIN's lexical encoder).
+* `MLPEncoder`: Dense + ReLU + dropout layers for utterance-level feature vectors [B, D].
+* `ModalityEncoders`: one of the above per present modality, returning a dict of [B, E] embeddings.
+
+Batch conventions (from `data/pipeline.py`): sequence features are [B, T, D] with `lengths` [B];
+frames at index >= length are padding. Unlike the authors' code, which runs the LSTM and the
+convolutions over the zero padding and pools over it too, padding here never influences an output:
+padded frames are replaced by zeros before any computation (so even NaN garbage cannot leak into
+values or gradients) and pooling only looks at valid positions. The padding-invariance tests in
+`tests/test_models.py` check this.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmer_jax.data.schema import MODALITIES
+
+Array = jax.Array
+Dtype = Any
+
+ENCODER_KINDS = ('lstm', 'textcnn', 'mlp')
+
+
+def valid_mask(lengths: Array | None, max_len: int, batch: int) -> Array:
+  """Boolean [B, T]: True for frames before each sequence's length (all True without lengths)."""
+  if lengths is None:
+    return jnp.ones((batch, max_len), bool)
+  return jnp.arange(max_len)[None, :] < jnp.asarray(lengths)[:, None]
+
+
+def zero_padding(x: Array, mask: Array) -> Array:
+  """Replaces padded frames by zeros; `where` (not multiply) so NaN/inf garbage cannot leak."""
+  return jnp.where(mask[..., None], x, jnp.zeros((), x.dtype))
+
+
+def masked_max(x: Array, mask: Array, axis: int) -> Array:
+  """Max of `x` over `axis` counting only positions where `mask` is True (-inf elsewhere).
+
+  Rows with no valid position give -inf; callers decide what such rows mean.
+  """
+  return jnp.max(jnp.where(jnp.expand_dims(mask, -1), x, -jnp.inf), axis=axis)
+
+
+class LSTMEncoder(nn.Module):
+  """1-layer unidirectional LSTM over [B, T, D] frames, max-pooled over the valid frames -> [B, hidden].
+
+  MMIN's acoustic/visual encoder. The recurrence is one `nn.RNN` scan of an `OptimizedLSTMCell`
+  (a single XLA while loop, no per-step Python); on CPU this measured faster than hoisting the
+  input projection out of the scan. `seq_lengths` freezes the carry after each sequence's end. The
+  LSTM is causal, so outputs at valid steps never see later (padding) frames; the max-pool then
+  ignores the padded steps, so padding cannot change the embedding. A sequence of length 0 (e.g.
+  an all-padding row) gets a zero embedding instead of -inf.
+
+  Attributes:
+    hidden: LSTM state size = embedding size.
+    unroll: scan unroll factor (1 was fastest on CPU; worth trying 2-8 on accelerators).
+    param_dtype: parameter dtype; the initial carry uses it too, so float64 checks need float64.
+  """
+  hidden: int = 128
+  unroll: int = 1
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, lengths: Array | None = None, *, deterministic: bool = True) -> Array:
+    """x: [B, T, D]; lengths: int [B] or None (all valid); `deterministic` is unused (no dropout)."""
+    del deterministic
+    batch, max_len = x.shape[:2]
+    mask = valid_mask(lengths, max_len, batch)
+    x = zero_padding(x, mask)
+    cell = nn.OptimizedLSTMCell(self.hidden, param_dtype=self.param_dtype, name='lstm')
+    outputs = nn.RNN(cell, unroll=self.unroll)(x, seq_lengths=lengths)  # [B, T, H]
+    pooled = masked_max(outputs, mask, axis=1)
+    return jnp.where(mask.any(axis=1, keepdims=True), pooled, jnp.zeros((), pooled.dtype))
+
+
+class TextCNN(nn.Module):
+  """Conv1d per kernel size + ReLU + max-pool over valid windows, concat, dropout, Dense + ReLU.
+
+  MMIN's lexical encoder: 'VALID' convolutions as in the authors' code (a window of size k starts
+  at positions 0..length-k), so with kernels (3, 4, 5) x 128 filters the pooled vector has 384
+  features, followed by dropout and Dense(out_dim) + ReLU.
+
+  Padding: frames beyond `lengths` are zeroed, and only windows that start at or before
+  `length - k` enter the max-pool (the others are set to -inf before the pool), so padding never
+  changes the output. A sequence shorter than a kernel (length < k) is treated as right
+  zero-padded to k frames: exactly one window, starting at 0, is pooled, covering its real frames
+  and zeros. The time axis is zero-padded to at least max(kernel_sizes) for the same reason.
+
+  Attributes:
+    num_filters: output channels per kernel size.
+    kernel_sizes: temporal kernel sizes.
+    out_dim: embedding size.
+    dropout: dropout rate on the pooled features (MMIN: 0.5).
+  """
+  num_filters: int = 128
+  kernel_sizes: Sequence[int] = (3, 4, 5)
+  out_dim: int = 128
+  dropout: float = 0.5
+
+  @nn.compact
+  def __call__(self, x: Array, lengths: Array | None = None, *, deterministic: bool) -> Array:
+    """x: [B, T, D]; lengths: int [B] or None (all valid) -> [B, out_dim]."""
+    batch, max_len = x.shape[:2]
+    mask = valid_mask(lengths, max_len, batch)
+    x = zero_padding(x, mask)
+    widest = max(self.kernel_sizes)
+    if max_len < widest:
+      x = jnp.pad(x, ((0, 0), (0, widest - max_len), (0, 0)))
+    lengths = mask.sum(axis=1)  # also covers lengths=None
+    pooled = []
+    for k in self.kernel_sizes:
+      h = nn.relu(nn.Conv(self.num_filters, (k,), padding='VALID', name=f'conv_{k}')(x))
+      num_windows = jnp.maximum(lengths - k + 1, 1)  # >= 1: short sequences keep window 0
+      windows = jnp.arange(h.shape[1])[None, :] < num_windows[:, None]
+      pooled.append(masked_max(h, windows, axis=1))
+    h = jnp.concatenate(pooled, axis=-1)
+    h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+    return nn.relu(nn.Dense(self.out_dim, name='embed')(h))
+
+
+class MLPEncoder(nn.Module):
+  """Dense + ReLU + dropout for each of `hidden` and then `out_dim`: [B, D] -> [B, out_dim].
+
+  The encoder for utterance-level feature vectors (MMIN's FcEncoder shape: every layer, the last
+  included, is followed by ReLU and dropout).
+  """
+  hidden: Sequence[int] = ()
+  out_dim: int = 128
+  dropout: float = 0.3
+
+  @nn.compact
+  def __call__(self, x: Array, lengths: Array | None = None, *, deterministic: bool) -> Array:
+    """x: [B, D] (or [..., D]); `lengths` is accepted for a uniform interface and ignored."""
+    del lengths
+    for i, features in enumerate((*self.hidden, self.out_dim)):
+      x = nn.relu(nn.Dense(features, name=f'dense_{i}')(x))
+      x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    return x
+
+
+def resolve_kinds(modalities: Sequence[str], kinds, ranks: Mapping[str, int] | None = None) -> dict[str, str]:
+  """The encoder kind per modality from an explicit spec, or from the input ranks if `kinds` is None.
+
+  `kinds` may be None (rank 3 -> 'textcnn' for text, 'lstm' otherwise; rank 2 -> 'mlp'), one kind
+  for every modality ('mlp'), a tuple aligned with `modalities`, or a mapping name -> kind.
+  """
+  if kinds is None:
+    if ranks is None:
+      raise ValueError('kinds=None needs the input ranks to choose encoders')
+    out = {}
+    for m in modalities:
+      if ranks[m] == 3:
+        out[m] = 'textcnn' if m == 'text' else 'lstm'
+      elif ranks[m] == 2:
+        out[m] = 'mlp'
+      else:
+        raise ValueError(f'{m}: expected [B, D] or [B, T, D] features, got rank {ranks[m]}')
+  elif isinstance(kinds, str):
+    out = {m: kinds for m in modalities}
+  elif isinstance(kinds, Mapping):
+    out = {m: kinds[m] for m in modalities}
+  else:
+    kinds = tuple(kinds)
+    if len(kinds) != len(modalities):
+      raise ValueError(f'kinds {kinds} must align with modalities {tuple(modalities)}')
+    out = dict(zip(modalities, kinds))
+  for m, kind in out.items():
+    if kind not in ENCODER_KINDS:
+      raise ValueError(f'{m}: unknown encoder kind {kind!r}; expected one of {ENCODER_KINDS}')
+    if ranks is not None:
+      want = 2 if kind == 'mlp' else 3
+      if ranks[m] != want:
+        raise ValueError(f'{m}: a {kind!r} encoder needs rank-{want} features, got rank {ranks[m]}')
+  return out
+
+
+class ModalityEncoders(nn.Module):
+  """One encoder per present modality -> dict name -> [B, embed_dim] embeddings.
+
+  Submodules are named after the modality (`params['audio']`, ...), so MMIN can copy a trained
+  full-modality model's encoders into its own and use them as the frozen teacher.
+
+  Attributes:
+    modalities: present modalities, a subset of ('audio', 'visual', 'text') (order kept).
+    embed_dim: embedding size of every modality (LSTM hidden, TextCNN and MLP output).
+    kinds: None (choose by input rank: sequence -> LSTM for audio/visual and TextCNN for text,
+      utterance level -> MLP), one kind for all ('mlp'), a tuple aligned with `modalities`
+      (e.g. ('lstm', 'lstm', 'textcnn')) or a mapping name -> kind.
+    dropout: dropout of the TextCNN and MLP encoders (the LSTM has none, as in MMIN).
+    num_filters, kernel_sizes: TextCNN convolutions.
+    mlp_hidden: hidden sizes of the MLP encoders.
+    param_dtype: parameter dtype of the LSTM encoders.
+  """
+  modalities: Sequence[str] = MODALITIES
+  embed_dim: int = 128
+  kinds: Any = None
+  dropout: float = 0.5
+  num_filters: int = 128
+  kernel_sizes: Sequence[int] = (3, 4, 5)
+  mlp_hidden: Sequence[int] = ()
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: Mapping[str, Array], lengths: Mapping[str, Array] | None = None, *,
+               deterministic: bool) -> dict[str, Array]:
+    """features: name -> [B, D] or [B, T, D]; lengths: name -> int [B] for sequence modalities."""
+    missing = [m for m in self.modalities if m not in features]
+    if missing:
+      raise ValueError(f'features lack modalities {missing}; have {sorted(features)}')
+    lengths = lengths or {}
+    kinds = resolve_kinds(self.modalities, self.kinds, {m: features[m].ndim for m in self.modalities})
+    out = {}
+    for m in self.modalities:
+      kind = kinds[m]
+      if kind == 'lstm':
+        encoder = LSTMEncoder(self.embed_dim, param_dtype=self.param_dtype, name=m)
+      elif kind == 'textcnn':
+        encoder = TextCNN(self.num_filters, tuple(self.kernel_sizes), self.embed_dim, self.dropout, name=m)
+      else:
+        encoder = MLPEncoder(tuple(self.mlp_hidden), self.embed_dim, self.dropout, name=m)
+      out[m] = encoder(features[m], lengths.get(m), deterministic=deterministic)
+    return out
