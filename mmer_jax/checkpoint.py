@@ -28,7 +28,13 @@ def create_managers(workdir: str) -> tuple[ocp.CheckpointManager, ocp.Checkpoint
 
 
 def save(manager: ocp.CheckpointManager, step: int, items: Any, meta: dict) -> None:
-  """Saves a pytree and JSON metadata at `step` and waits until it is on disk."""
+  """Saves a pytree and JSON metadata at `step` and waits until it is on disk.
+
+  A step that is already on disk is kept as it is: only a resumed run re-saves a step, and it
+  recomputes exactly the same state (the run was interrupted after this save, before the next).
+  """
+  if int(step) in manager.all_steps():
+    return
   manager.save(int(step), args=ocp.args.Composite(
       state=ocp.args.StandardSave(jax.device_get(items)), meta=ocp.args.JsonSave(meta)), force=True)
   manager.wait_until_finished()

@@ -49,3 +49,9 @@ def split_for_pmap(batch: dict, num_devices: int) -> dict:
     raise NotImplementedError("parallel='pmap' does not split graph batches; use parallel='jit'")
   return jax.tree_util.tree_map(
       lambda x: np.asarray(x).reshape((num_devices, -1) + np.shape(x)[1:]), batch)
+
+
+def stack_for_pmap(tree: Any, num_devices: int) -> Any:
+  """One copy per device along a new leading axis (pmap places it, one slice per device)."""
+  return jax.tree_util.tree_map(
+      lambda x: np.broadcast_to(np.asarray(x), (num_devices,) + np.shape(x)).copy(), jax.device_get(tree))

@@ -66,7 +66,7 @@ class Run:
 
   def to_devices(self, state):
     if self.is_pmap:
-      return jax.device_put_replicated(state, list(self.mesh.devices.flat))
+      return parallel.stack_for_pmap(state, self.mesh.devices.size)
     return parallel.replicate(state, self.mesh)
 
   def from_devices(self, state):

@@ -1,0 +1,86 @@
+"""One device, sharded jit over 8 and pmap over 8 host CPU devices give the same training run."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+_SCRIPT = textwrap.dedent('''
+    import json, sys
+    import jax
+    import numpy as np
+    sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
+    from configs import fusion_iemocap
+    from mmer_jax import train
+    import toy_data
+
+    toy = toy_data.write_features_dir({tmp!r} + '/toy', n=160)
+    assert len(jax.devices()) == 8, jax.devices()
+
+    def trajectory(parallel, devices, missing):
+      config = fusion_iemocap.get_config()
+      config.data.features_dir = str(toy)
+      config.data.data_dir = {tmp!r} + '/data'
+      config.data.batch_size = 16
+      config.data.eval_batch_size = 16
+      config.data.prefetch = 0
+      config.method.dropout = 0.0
+      config.method.encoder_dropout = 0.0
+      config.method.embed_dim = 16
+      config.method.num_filters = 8
+      config.method.hidden = (16,)
+      config.train.missing = missing
+      config.optimizer.learning_rate = 1e-2
+      config.parallel = parallel
+      run = train.Run(config, devices=devices)
+      state = run.to_devices(run.init_state())
+      losses = []
+      for epoch in range(2):
+        for batch in run.streams.epoch('train', epoch, train=True):
+          state, metrics = run.train_step(state, run.place(batch))
+          metrics = jax.device_get(metrics)
+          loss = np.asarray(metrics['loss']).reshape(-1)[0]
+          losses.append(float(loss))
+      params = run.from_devices(state).params
+      out = run.predict(run.device_params(params), next(iter(run.streams.epoch('test', train=False))))
+      return losses, np.asarray(out).tolist()
+
+    result = {{}}
+    for missing in ('none', 'patterns'):
+      result[missing] = {{
+          'single': trajectory('jit', jax.devices()[:1], missing),
+          'jit': trajectory('jit', jax.devices(), missing),
+          'pmap': trajectory('pmap', jax.devices(), missing),
+      }}
+    print('RESULT' + json.dumps(result))
+''')
+
+
+@pytest.fixture(scope='module')
+def trajectories(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp('parallel')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  script = _SCRIPT.format(repo=str(REPO), tests=str(REPO / 'tests'), tmp=str(tmp))
+  proc = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True,
+                        timeout=600, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT')][0]
+  return json.loads(line[len('RESULT'):])
+
+
+@pytest.mark.parametrize('missing', ['none', 'patterns'])
+@pytest.mark.parametrize('parallel', ['jit', 'pmap'])
+def test_data_parallel_matches_single_device(trajectories, missing, parallel):
+  import numpy as np
+  single_loss, single_out = trajectories[missing]['single']
+  loss, out = trajectories[missing][parallel]
+  assert len(loss) == len(single_loss) >= 10
+  np.testing.assert_allclose(loss, single_loss, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out, single_out, rtol=1e-4, atol=1e-4)
+  assert single_loss[-1] < single_loss[0], 'the run learns'
