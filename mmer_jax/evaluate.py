@@ -9,6 +9,7 @@ a rerun gives the same masks). Columns: the task's metrics. Written to `<workdir
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, Callable, Iterable
@@ -33,11 +34,26 @@ def rate_name(rate: float) -> str:
   return f'rate={rate:.1f}'
 
 
-def _mask_for(condition: str, batch_mask: np.ndarray, *, rng, available) -> np.ndarray:
-  rows = int(np.prod(batch_mask.shape[:-1]))
+@functools.partial(jax.jit, static_argnames=('rate', 'available'))
+def _rate_masks(rng, unit_index, turn_index, *, rate: float, available: tuple) -> jax.Array:
+  """One mask per (example, turn), keyed by position, never by how the split was batched."""
+  def one(unit, turn):
+    key = jax.random.fold_in(jax.random.fold_in(rng, unit), turn)
+    return missing.missing_rate_mask(key, 1, rate, available=np.array(available))[0]
+  return jax.vmap(one)(unit_index, turn_index)
+
+
+def _mask_for(condition: str, batch_mask: np.ndarray, *, rng, available, first_unit: int) -> np.ndarray:
+  """`batch_mask` AND the condition's mask; rate masks depend on the seed and example position only."""
+  lead = batch_mask.shape[:-1]  # [B] utterances or [B, L] dialogue turns
+  rows = int(np.prod(lead))
   if condition.startswith('rate='):
     rate = float(condition.split('=')[1])
-    drawn = np.asarray(missing.missing_rate_mask(rng, rows, rate, available=available))
+    grid = np.indices(lead).reshape(len(lead), -1)
+    unit = first_unit + grid[0]
+    turn = grid[1] if len(lead) > 1 else np.zeros_like(unit)
+    drawn = np.asarray(_rate_masks(rng, unit, turn, rate=rate,
+                                   available=tuple(bool(a) for a in available)))
   else:
     drawn = np.asarray(missing.condition_mask(condition, rows))
   return batch_mask & drawn.reshape(batch_mask.shape)
@@ -45,13 +61,18 @@ def _mask_for(condition: str, batch_mask: np.ndarray, *, rng, available) -> np.n
 
 def predict_split(predict: Callable, params, batches: Iterable[dict], *, available,
                   condition: str = 'full', rng=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Outputs, labels and example mask of a whole split, flattened to rows, under a condition."""
+  """Outputs, labels and example mask of a whole split, flattened to rows, under a condition.
+
+  `batches` must be the split in its fixed (unshuffled) order: rate masks are keyed by position.
+  """
   outs, labels, masks = [], [], []
-  for i, batch in enumerate(batches):
+  first_unit = 0
+  for batch in batches:
     batch = dict(batch)
-    if condition != 'full' or rng is not None:
-      key = jax.random.fold_in(rng, i) if rng is not None else None
-      batch['modality_mask'] = _mask_for(condition, batch['modality_mask'], rng=key, available=available)
+    if condition != 'full':
+      batch['modality_mask'] = _mask_for(condition, batch['modality_mask'], rng=rng,
+                                         available=available, first_unit=first_unit)
+    first_unit += len(batch['example_mask'])
     out = np.asarray(predict(params, batch))
     mask = np.asarray(batch['example_mask'])
     outs.append(out.reshape((mask.size,) + out.shape[mask.ndim:]))

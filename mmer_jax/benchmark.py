@@ -1,0 +1,173 @@
+"""Step-time benchmark of a config: compile time, train and eval step times, throughput, memory.
+
+  python -m mmer_jax.benchmark --config=configs/fusion_iemocap.py:synthetic --steps 20
+  python -m mmer_jax.benchmark --config=configs/bclstm_meld.py --config.data.features_dir=../shared/data/meld_text
+  python -m mmer_jax.benchmark --config=configs/fusion_iemocap.py:smoke --config.parallel=pmap
+
+The second entry point of the library besides `mmer_jax.main` (and the only other module that
+defines flags). It prints ONE JSON line on stdout (everything else goes to stderr):
+
+  compile_s             the first train step, compilation included (blocked until ready)
+  step_s_median/min/max train step times over `--steps` timed steps, each blocked until ready,
+                        after `--warmup` untimed steps
+  examples_per_s        examples per train step / step_s_median
+  eval_step_s_median    the same for the eval step (`Run._eval_step`) on an eval-sized batch
+  eval_examples_per_s   examples per eval batch / eval_step_s_median
+  peak_rss_mb           peak resident memory of the process (`getrusage`)
+  devices               devices the step runs on (the run's mesh)
+
+It measures device compute, not the input pipeline: one host batch is taken from the training
+stream, placed on the devices once (`Run.place`) and fed to every step (the state is donated
+and threaded through, as in training). Examples are counted as the rows of an utterance batch
+(its configured size, padding rows included: the device computes them) and as the valid turns
+(`example_mask.sum()`) of a dialogue batch, whose padded length depends on its bucket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import sys
+import time
+from typing import Any, Callable
+
+from absl import app
+from absl import flags
+import jax
+import ml_collections
+import numpy as np
+
+from mmer_jax import train
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+  """Seconds `fn()` takes, its outputs blocked until ready."""
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - start
+
+
+def count_examples(batch: dict, level: str) -> int:
+  """Examples a batch stands for: utterance rows, or valid dialogue turns."""
+  mask = np.asarray(batch['example_mask'])
+  if level == 'dialogue':
+    return int(mask.sum())
+  return int(mask.shape[0])
+
+
+def peak_rss_mb() -> float:
+  """Peak resident set size of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak / (1024.0 * 1024.0) if sys.platform == 'darwin' else peak / 1024.0
+
+
+def _stats(times: list[float]) -> tuple[float, float, float]:
+  t = np.asarray(times, np.float64)
+  return float(np.median(t)), float(t.min()), float(t.max())
+
+
+def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int = 3,
+              devices=None, run: train.Run | None = None) -> dict[str, Any]:
+  """Times the compiled train and eval steps of `config`; returns the JSON-able report."""
+  if steps < 1:
+    raise ValueError(f'steps must be >= 1, got {steps}')
+  if warmup < 0:
+    raise ValueError(f'warmup must be >= 0, got {warmup}')
+  setup_start = time.perf_counter()
+  run = run or train.Run(config, devices=devices)
+  level = run.method.level
+
+  host_batch = next(iter(run.streams.epoch('train', 0, train=True)))
+  batch = run.place(host_batch)
+  state = run.to_devices(run.init_state())
+  jax.block_until_ready(state)
+  setup_s = time.perf_counter() - setup_start
+
+  # Train step: the state is donated, so each step's output state feeds the next.
+  def step():
+    nonlocal state
+    state, metrics = run.train_step(state, batch)
+    return state, metrics
+
+  compile_s = _timed(step)
+  for _ in range(warmup):
+    _timed(step)
+  times = [_timed(step) for _ in range(steps)]
+  step_median, step_min, step_max = _stats(times)
+  train_examples = count_examples(host_batch, level)
+
+  # Eval step on an eval-sized batch of the evaluation split, placed once.
+  split = config.eval.split
+  eval_host = next(iter(run.streams.epoch(split, train=False)))
+  eval_batch = run.place(eval_host)
+  params = run.device_params(run.from_devices(state).params)
+  eval_fn = lambda: run._eval_step(params, eval_batch)  # pylint: disable=protected-access
+  eval_compile_s = _timed(eval_fn)
+  for _ in range(warmup):
+    _timed(eval_fn)
+  eval_times = [_timed(eval_fn) for _ in range(steps)]
+  eval_median, eval_min, eval_max = _stats(eval_times)
+  eval_examples = count_examples(eval_host, level)
+
+  mesh_devices = list(run.mesh.devices.flat)
+  return {
+      'compile_s': compile_s,
+      'step_s_median': step_median,
+      'step_s_min': step_min,
+      'step_s_max': step_max,
+      'examples_per_s': train_examples / step_median,
+      'eval_compile_s': eval_compile_s,
+      'eval_step_s_median': eval_median,
+      'eval_step_s_min': eval_min,
+      'eval_step_s_max': eval_max,
+      'eval_examples_per_s': eval_examples / eval_median,
+      'peak_rss_mb': peak_rss_mb(),
+      'devices': len(mesh_devices),
+      'backend': jax.default_backend(),
+      'device_kind': mesh_devices[0].device_kind,
+      'parallel': config.parallel,
+      'method': config.method.name,
+      'dataset': run.dataset.name,
+      'level': level,
+      'batch_size': int(config.data.batch_size),
+      'eval_batch_size': int(config.data.eval_batch_size),
+      'examples_per_step': train_examples,
+      'eval_examples_per_step': eval_examples,
+      'eval_split': split,
+      'steps': steps,
+      'warmup': warmup,
+      'setup_s': setup_s,
+  }
+
+
+def _define_flags():
+  """Flags of the CLI, defined only when run as a program (importing this module defines none)."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config = config_flags.DEFINE_config_file('config', None, 'Config file (configs/<name>.py[:variant]).',
+                                           lock_config=True)
+  steps = flags.DEFINE_integer('steps', 20, 'Timed steps (train and eval each).')
+  warmup = flags.DEFINE_integer('warmup', 3, 'Untimed steps after the first (compiling) one.')
+  flags.mark_flags_as_required(['config'])
+  return config, steps, warmup
+
+
+def main(argv, *, config_flag, steps_flag, warmup_flag):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from mmer_jax.data import schema  # pylint: disable=g-import-not-at-top
+  config = config_flag.value
+  try:
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout to the one JSON line
+      report = benchmark(config, steps=steps_flag.value, warmup=warmup_flag.value)
+  except schema.DataError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  report['config'] = config_flags.get_config_filename(flags.FLAGS['config'])
+  print(json.dumps(report), flush=True)
+
+
+if __name__ == '__main__':
+  _config, _steps, _warmup = _define_flags()
+  app.run(lambda argv: main(argv, config_flag=_config, steps_flag=_steps, warmup_flag=_warmup))

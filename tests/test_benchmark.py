@@ -1,0 +1,82 @@
+"""`python -m mmer_jax.benchmark`: one JSON line of step timings on a smoke config."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mmer_jax import benchmark
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+REQUIRED_KEYS = ('compile_s', 'step_s_median', 'step_s_min', 'step_s_max', 'examples_per_s',
+                 'eval_examples_per_s', 'peak_rss_mb', 'devices')
+
+
+def run_cli(tmp_path, config: str, *extra: str, num_devices: int = 2, timeout: int = 300) -> dict:
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={num_devices}')
+  cmd = [sys.executable, '-m', 'mmer_jax.benchmark', f'--config={config}',
+         f'--config.data.data_dir={tmp_path / "data"}', *extra]
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  lines = [l for l in proc.stdout.splitlines() if l.strip()]
+  assert len(lines) == 1, f'stdout must hold exactly one JSON line, got:\n{proc.stdout[-2000:]}'
+  return json.loads(lines[0])
+
+
+def check_report(report: dict, *, steps: int, devices: int):
+  for key in REQUIRED_KEYS:
+    assert key in report, key
+    assert isinstance(report[key], (int, float)) and np.isfinite(report[key]), (key, report[key])
+    assert report[key] > 0, (key, report[key])
+  assert report['step_s_min'] <= report['step_s_median'] <= report['step_s_max']
+  assert report['eval_step_s_median'] > 0
+  assert report['devices'] == devices
+  assert report['steps'] == steps
+  assert report['examples_per_s'] == pytest.approx(report['examples_per_step'] / report['step_s_median'])
+  assert report['eval_examples_per_s'] == pytest.approx(
+      report['eval_examples_per_step'] / report['eval_step_s_median'])
+
+
+def test_cli_utterance_config(tmp_path):
+  report = run_cli(tmp_path, 'configs/fusion_iemocap.py:smoke', '--steps', '3', '--warmup', '1')
+  check_report(report, steps=3, devices=2)
+  assert report['config'] == 'configs/fusion_iemocap.py:smoke'
+  assert report['level'] == 'utterance'
+  assert report['batch_size'] == 8
+  assert report['examples_per_step'] == 8  # utterance batches count their rows
+
+
+@pytest.mark.slow
+def test_cli_dialogue_config_pmap(tmp_path):
+  report = run_cli(tmp_path, 'configs/bclstm_iemocap.py:smoke', '--steps', '2', '--warmup', '0',
+                   '--config.parallel=pmap')
+  check_report(report, steps=2, devices=2)
+  assert report['level'] == 'dialogue'
+  assert report['parallel'] == 'pmap'
+
+
+def test_count_examples():
+  utt = {'example_mask': np.array([True] * 5 + [False] * 3)}
+  assert benchmark.count_examples(utt, 'utterance') == 8  # the device computes every row
+  dia = {'example_mask': np.array([[True] * 4 + [False] * 4, [True] * 7 + [False]])}
+  assert benchmark.count_examples(dia, 'dialogue') == 11  # valid turns only
+
+
+def test_peak_rss_mb_is_plausible():
+  mb = benchmark.peak_rss_mb()
+  assert 10 < mb < 1024 * 1024
+
+
+def test_benchmark_rejects_bad_counts():
+  with pytest.raises(ValueError, match='steps'):
+    benchmark.benchmark(None, steps=0)
+  with pytest.raises(ValueError, match='warmup'):
+    benchmark.benchmark(None, steps=1, warmup=-1)
