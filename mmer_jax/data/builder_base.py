@@ -7,10 +7,14 @@ written as array_record and read back with `tfds.data_source`, so TensorFlow is 
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Iterable, Mapping
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import split_builder as split_builder_lib
+from tensorflow_datasets.core import splits as splits_lib
+from tensorflow_datasets.core import writer as writer_lib
 
 from mmer_jax.data import schema
 
@@ -43,6 +47,32 @@ class FeatureBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _split_generators(self, dl_manager):
     splits = self._load_splits(dl_manager)
     return {split: self._generate_examples(split=split, chunks=splits[split]) for split in schema.SPLITS}
+
+  def _download_and_prepare(self, dl_manager, download_config=None):
+    """Writes every split shard by shard, in generation order (as tfds.core.ShardBasedBuilder).
+
+    GeneratorBasedBuilder routes examples through TFDS's shuffler, which keeps up to 1 GB in
+    memory and then spills to temporary files through tf.io.gfile, i.e. TensorFlow, which we do
+    not depend on (MOSEI's training split is ~2.9 GB). Order does not matter to us: the input
+    pipeline shuffles by (seed, epoch). Nothing larger than a chunk is held in memory.
+    """
+    del download_config
+    splits = self._load_splits(dl_manager)
+    builder = split_builder_lib.SplitBuilder(
+        split_dict=self.info.splits, features=self.info.features,
+        dataset_size=self.info.dataset_size, beam_options=None, beam_runner=None,
+        example_writer=writer_lib.ExampleWriter(file_format=self.info.file_format),
+        ignore_duplicates=None, max_examples_per_split=None, shard_config=None)
+    futures = [
+        builder.submit_shard_based_generation(
+            split_name=split, example_gen_per_shard=self._shard_generators(split, splits[split]),
+            filename_template=self._get_filename_template(split_name=split))
+        for split in schema.SPLITS]
+    self.info.set_splits(splits_lib.SplitDict([f.result() for f in futures]))
+
+  def _shard_generators(self, split: str, chunks: Iterable[schema.SplitData]) -> list:
+    """Callables, one per output shard, each yielding (key, example) pairs; default one shard."""
+    return [functools.partial(self._generate_examples, split=split, chunks=chunks)]
 
   def _generate_examples(self, split: str, chunks: Iterable[schema.SplitData]):
     yield from schema.iter_examples(self.spec(), split, chunks)
