@@ -1,6 +1,6 @@
-"""bc-LSTM (Poria et al., ACL 2017) on IEMOCAP 6-class conversations (MMGCN's features).
+"""python -m mmer_jax.main --config=configs/bclstm_iemocap.py:synthetic
 
-  python -m mmer_jax.main --config=configs/bclstm_iemocap.py:synthetic
+bc-LSTM (Poria et al., ACL 2017) on IEMOCAP 6-class conversations (MMGCN's features).
 
 A bidirectional LSTM over the turns of each dialogue on top of per-modality utterance features
 (text 100, audio 1582, visual 342). Selected on valid weighted F1 (MMGCN's pickle has no valid

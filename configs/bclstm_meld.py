@@ -1,6 +1,7 @@
-"""bc-LSTM (Poria et al., ACL 2017) on MELD 7-class conversations.
+"""python -m mmer_jax.main --config=configs/bclstm_meld.py:synthetic
 
-  python -m mmer_jax.main --config=configs/bclstm_meld.py:synthetic
+bc-LSTM (Poria et al., ACL 2017) on MELD 7-class conversations.
+
   python -m mmer_jax.main --config=configs/bclstm_meld.py --config.data.features_dir=../shared/data/meld_text
 
 The second command trains on the real MELD text features shipped in `../shared/data/meld_text`

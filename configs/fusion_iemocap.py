@@ -1,6 +1,7 @@
-"""Early / late fusion baselines on IEMOCAP 4-class (MMIN's features: audio, visual, text sequences).
+"""python -m mmer_jax.main --config=configs/fusion_iemocap.py:synthetic
 
-  python -m mmer_jax.main --config=configs/fusion_iemocap.py:synthetic
+Early / late fusion baselines on IEMOCAP 4-class (MMIN's features: audio, visual, text sequences).
+
   python -m mmer_jax.main --config=configs/fusion_iemocap.py:synthetic --config.method.name=late_fusion
   python -m mmer_jax.main --config=configs/fusion_iemocap.py:synthetic --config.method.name=late_fusion \
       --config.train.missing=patterns_and_full      # the "augmented" baseline of the MMIN paper

@@ -1,6 +1,7 @@
-"""Early / late fusion baselines on CMU-MOSI (MMSA aligned_50 features), sentiment regression.
+"""python -m mmer_jax.main --config=configs/fusion_mosi.py:synthetic
 
-  python -m mmer_jax.main --config=configs/fusion_mosi.py:synthetic
+Early / late fusion baselines on CMU-MOSI (MMSA aligned_50 features), sentiment regression.
+
   python -m mmer_jax.main --config=configs/fusion_mosi.py:synthetic --config.method.name=late_fusion
 
 L1 loss on scores in [-3, 3]; the model is selected on valid MAE. Expected on the synthetic set:

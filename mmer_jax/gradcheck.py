@@ -52,7 +52,7 @@ def run(config: ml_collections.ConfigDict, *, seed: int = 0) -> dict:
     params = _to64(run_.method.init(rng, batch))
     mask_rng, loss_rng = jax.random.split(jax.random.fold_in(rng, 1))
     batch['modality_mask'] = steps.training_modality_mask(
-        mask_rng, jnp.asarray(batch['modality_mask']), missing_mode=cfg.train.missing,
+        mask_rng, jnp.asarray(batch['modality_mask']), missing_mode=run_.method.train_missing,
         rate=cfg.train.missing_rate, available=run_.spec.available)
     count = max(float(np.asarray(batch['example_mask']).sum()), 1.0)
 

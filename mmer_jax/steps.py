@@ -110,7 +110,7 @@ def eval_step(params, batch: dict, *, method: base.Method):
 
 def compile_steps(method: base.Method, config, mesh) -> tuple[Callable, Callable, Callable]:
   """(train_step, eval_step, place_batch) compiled for `config.parallel` on `mesh`."""
-  missing_mode, rate = config.train.missing, config.train.missing_rate
+  missing_mode, rate = method.train_missing, config.train.missing_rate
   n = mesh.devices.size
   if config.parallel == 'jit':
     # Sharded inputs and replicated state: jit propagates the shardings, the state is donated.

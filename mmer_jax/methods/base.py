@@ -46,13 +46,23 @@ class Method(abc.ABC):
   def predict(self, params: Params, batch: Batch) -> jax.Array:
     """Eval-mode outputs: logits [..., C] (classification) or scores [...] (regression)."""
 
+  @property
+  def train_missing(self) -> str:
+    """Modality dropout while training (see `steps.training_modality_mask`); a method whose
+    variants fix it (e.g. MMIN's comparison rows) overrides this."""
+    return self.config.train.missing
+
   def trainable_mask(self, params: Params) -> Any:
     """Pytree of bools: which parameters the optimiser updates (frozen teachers say False)."""
     return jax.tree_util.tree_map(lambda _: True, params)
 
-  def prepare(self, params: Params, datasets, workdir: str) -> Params:
-    """Hook run once before training (e.g. a pretraining stage); returns the params to train."""
-    del datasets, workdir
+  def prepare(self, params: Params, run, workdir: str | None) -> Params:
+    """Hook run once before training (e.g. a pretraining stage); returns the params to train.
+
+    `run` is the `train.Run` being set up; `workdir` is None when nothing should be trained
+    (benchmarks), in which case a method skips its pretraining stage.
+    """
+    del run, workdir
     return params
 
 
