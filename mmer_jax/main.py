@@ -8,6 +8,7 @@ This is the only module of the library that defines flags. `--workdir` defaults 
 `runs/<config name>[_<variant>]`.
 """
 
+import logging as std_logging
 import os
 import sys
 
@@ -29,6 +30,13 @@ _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'gradcheck'],
 flags.mark_flags_as_required(['config'])
 
 
+class _QuietLibraryInfo(std_logging.Filter):
+  """Drops INFO lines from orbax (several per checkpoint); its warnings and errors still show."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
 def default_workdir(config_arg: str) -> str:
   path, _, variant = config_arg.partition(':')
   name = os.path.splitext(os.path.basename(path))[0]
@@ -38,6 +46,7 @@ def default_workdir(config_arg: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_QuietLibraryInfo())
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS['config']))
   logging.info('devices: %s', jax.devices())
