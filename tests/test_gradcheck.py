@@ -22,11 +22,11 @@ def test_gradcheck_mode_passes_on_baselines(config, method, tmp_path):
        '--config.train.missing=patterns', f'--workdir={tmp_path / "run"}'],
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  lines = [l for l in proc.stdout.splitlines() if l.startswith('params/')]
+  lines = [l.split() for l in proc.stdout.splitlines()]
+  lines = [l for l in lines if len(l) == 4 and l[3] in ('yes', 'NO')]
   assert lines, proc.stdout
-  for line in lines:
-    rel = float(line.split()[2])
-    assert rel < 1e-4, line
+  for name, size, rel, ok in lines:
+    assert float(rel) < 1e-4 and ok == 'yes', (name, rel)
   assert 'gradcheck passed' in proc.stdout
 
 

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from mmer_jax.data.schema import MODALITIES
+from mmer_jax.models import encoders
 
 Array = jax.Array
 Dtype = Any
@@ -42,7 +43,7 @@ class BCLSTM(nn.Module):
     dense_dim: size of the Dense + ReLU layer after the LSTM.
     dropout: dropout after the utterance features, the LSTM and the dense layer.
     num_outputs: classes (logits) or 1 (regression).
-    param_dtype: parameter dtype (the LSTM carry uses it too).
+    param_dtype: parameter dtype (the carry takes the promoted input/parameter dtype).
   """
   modalities: Sequence[str] = MODALITIES
   utterance_dim: int = 100
@@ -78,7 +79,9 @@ class BCLSTM(nn.Module):
     def lstm(name):  # the cell holds the parameters, named after the direction
       return nn.RNN(nn.OptimizedLSTMCell(self.lstm_hidden, param_dtype=self.param_dtype, name=name))
 
-    context = nn.Bidirectional(lstm('lstm_forward'), lstm('lstm_backward'))(u, seq_lengths=lengths)
+    carry = encoders.zero_lstm_carry(batch, self.lstm_hidden, u.dtype, self.param_dtype)
+    context = nn.Bidirectional(lstm('lstm_forward'), lstm('lstm_backward'))(
+        u, initial_carry=(carry, carry), seq_lengths=lengths)
     context = nn.Dropout(self.dropout)(context, deterministic=deterministic)
     h = nn.relu(nn.Dense(self.dense_dim, param_dtype=self.param_dtype, name='dense')(context))
     h = nn.Dropout(self.dropout)(h, deterministic=deterministic)

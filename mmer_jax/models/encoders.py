@@ -54,6 +54,20 @@ def masked_max(x: Array, mask: Array, axis: int) -> Array:
   return jnp.max(jnp.where(jnp.expand_dims(mask, -1), x, -jnp.inf), axis=axis)
 
 
+def zero_lstm_carry(batch: int, hidden: int, dtype, param_dtype=None) -> tuple[Array, Array]:
+  """An LSTM's initial (c, h) in the dtype the cell computes in.
+
+  That is the promotion of the inputs' and the parameters' dtypes (what `OptimizedLSTMCell` does
+  with `dtype=None`), so float64 inputs work with float32 parameters (float64 gradient checks) and
+  bfloat16 inputs with float32 parameters; a carry in the parameters' dtype alone would change
+  type inside the scan in the first case, one in the inputs' dtype alone in the second.
+  """
+  if param_dtype is not None:
+    dtype = jnp.result_type(dtype, param_dtype)
+  zeros = jnp.zeros((batch, hidden), dtype)
+  return zeros, zeros
+
+
 class LSTMEncoder(nn.Module):
   """1-layer unidirectional LSTM over [B, T, D] frames, max-pooled over the valid frames -> [B, hidden].
 
@@ -67,7 +81,7 @@ class LSTMEncoder(nn.Module):
   Attributes:
     hidden: LSTM state size = embedding size.
     unroll: scan unroll factor (1 was fastest on CPU; worth trying 2-8 on accelerators).
-    param_dtype: parameter dtype; the initial carry uses it too, so float64 checks need float64.
+    param_dtype: parameter dtype (the carry takes the promoted input/parameter dtype).
   """
   hidden: int = 128
   unroll: int = 1
@@ -81,7 +95,8 @@ class LSTMEncoder(nn.Module):
     mask = valid_mask(lengths, max_len, batch)
     x = zero_padding(x, mask)
     cell = nn.OptimizedLSTMCell(self.hidden, param_dtype=self.param_dtype, name='lstm')
-    outputs = nn.RNN(cell, unroll=self.unroll)(x, seq_lengths=lengths)  # [B, T, H]
+    carry = zero_lstm_carry(batch, self.hidden, x.dtype, self.param_dtype)
+    outputs = nn.RNN(cell, unroll=self.unroll)(x, initial_carry=carry, seq_lengths=lengths)  # [B, T, H]
     pooled = masked_max(outputs, mask, axis=1)
     return jnp.where(mask.any(axis=1, keepdims=True), pooled, jnp.zeros((), pooled.dtype))
 

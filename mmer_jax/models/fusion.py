@@ -171,7 +171,8 @@ class GatedAttentionFusion(_FusionBase):
     gated, scores = [], []
     for m in self.modalities:
       h = embeddings[m]
-      g = nn.sigmoid(nn.Dense(gate_dim, name=f'gate_{m}')(h)) * jnp.tanh(nn.Dense(gate_dim, name=f'value_{m}')(h))
+      gate = nn.sigmoid(nn.Dense(gate_dim, name=f'gate_{m}')(h))
+      g = gate * jnp.tanh(nn.Dense(gate_dim, name=f'value_{m}')(h))
       gated.append(g)
       scores.append(scorer(g)[:, 0])
     gated = jnp.stack(gated, axis=1)  # [B, M, G]
