@@ -29,6 +29,9 @@ def get_config(arg: str | None = None):
   config.method.mlp_hidden = ()
   config.method.hidden = (128, 128)
   config.method.dropout = 0.3
+  # MMIN's baselines zero-fill a missing modality's features and encode them like any input;
+  # 'zero_embedding' instead tells the model what is missing (see mmer_jax/models/fusion.py).
+  config.method.missing_input = 'zero_features'
 
   config.optimizer.learning_rate = 2e-4
   config.optimizer.b1 = 0.5

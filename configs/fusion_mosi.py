@@ -26,6 +26,7 @@ def get_config(arg: str | None = None):
   config.method.mlp_hidden = ()
   config.method.hidden = (128, 128)
   config.method.dropout = 0.3
+  config.method.missing_input = 'zero_embedding'  # | 'zero_features' (see mmer_jax/models/fusion.py)
 
   config.optimizer.learning_rate = 5e-4
   config.optimizer.clip_norm = 5.0

@@ -9,17 +9,23 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize('config,method', [
-    ('fusion_iemocap', 'early_fusion'),
-    ('fusion_iemocap', 'late_fusion'),
-    ('fusion_mosi', 'early_fusion'),
-    ('bclstm_meld', 'bclstm'),
+_SMALL_FUSION = ['--config.method.embed_dim=8', '--config.method.num_filters=4',
+                 '--config.method.hidden=(8,)']
+_SMALL_BCLSTM = ['--config.method.utterance_dim=8', '--config.method.lstm_hidden=4',
+                 '--config.method.dense_dim=8']
+
+
+@pytest.mark.parametrize('config,method,small', [
+    ('fusion_iemocap', 'early_fusion', _SMALL_FUSION),
+    ('fusion_iemocap', 'late_fusion', _SMALL_FUSION),
+    ('fusion_mosi', 'gated_attention', _SMALL_FUSION),
+    ('bclstm_meld', 'bclstm', _SMALL_BCLSTM),
 ])
-def test_gradcheck_mode_passes_on_baselines(config, method, tmp_path):
+def test_gradcheck_mode_passes_on_baselines(config, method, small, tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'mmer_jax.main', f'--config=configs/{config}.py:smoke', '--mode=gradcheck',
        f'--config.method.name={method}', f'--config.data.data_dir={tmp_path / "data"}',
-       '--config.train.missing=patterns', f'--workdir={tmp_path / "run"}'],
+       '--config.train.missing=patterns', f'--workdir={tmp_path / "run"}', *small],
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   lines = [l.split() for l in proc.stdout.splitlines()]
@@ -53,6 +59,7 @@ def test_gradcheck_detects_a_wrong_gradient(tmp_path, monkeypatch):
   from configs import fusion_iemocap
   config = fusion_iemocap.get_config('smoke')
   config.data.data_dir = str(tmp_path / 'data')
+  config.method.embed_dim, config.method.num_filters, config.method.hidden = 8, 4, (8,)
   report = gradcheck.run(config)
   assert not report['ok']
   assert max(r['rel_error'] for r in report['groups'].values()) > 0.1

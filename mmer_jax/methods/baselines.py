@@ -30,7 +30,8 @@ class _UtteranceFusion(base.Method):
     self.model = self.model_cls(
         modalities=self.modalities, embed_dim=m.embed_dim, encoder_dropout=m.encoder_dropout,
         num_filters=m.num_filters, kernel_sizes=tuple(m.kernel_sizes), mlp_hidden=tuple(m.mlp_hidden),
-        hidden=tuple(m.hidden), dropout=m.dropout, num_outputs=self.num_outputs)
+        hidden=tuple(m.hidden), dropout=m.dropout, num_outputs=self.num_outputs,
+        missing_input=m.get('missing_input', 'zero_embedding'))
 
   def _apply(self, params, batch, rng=None):
     features = {k: batch[k] for k in self.modalities}

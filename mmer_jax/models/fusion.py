@@ -7,10 +7,16 @@ boolean [B, 3] mask in (audio, visual, text) order (True = present), and return 
 modalities); MMIN trains `EarlyFusion` as its full-modality stage-1 model and reuses its
 `encoders` parameters (a `ModalityEncoders` submodule) as initialisation and frozen teacher.
 
-A missing modality never influences the output: its input features are zeroed before encoding
-(so NaN garbage cannot leak into values or gradients either) and its embedding is replaced by
-zeros (early fusion), dropped from the mean (late fusion) or from the attention softmax (gated
-attention). Modalities the dataset does not have are simply not listed in `modalities`.
+A missing modality's input features are always zeroed before encoding (so NaN garbage cannot
+leak into values or gradients). What happens next is `missing_input`:
+- 'zero_embedding' (default): the model knows the modality is missing; its embedding is replaced
+  by zeros (early fusion), dropped from the mean (late fusion) or from the attention softmax
+  (gated attention), so it never influences the output.
+- 'zero_features': the convention of the MMIN authors' baselines: the zero-filled features are
+  encoded and fused like any other input, i.e. the model is not told what is missing. A model
+  trained on complete data then meets inputs it never saw, which is what the "augmented"
+  baseline (training with random missing patterns) of the MMIN paper repairs.
+Modalities the dataset does not have are simply not listed in `modalities`.
 """
 
 from __future__ import annotations
@@ -83,11 +89,16 @@ class _FusionBase(nn.Module):
   hidden: Sequence[int] = (128, 128)
   dropout: float = 0.5
   num_outputs: int = 4
+  missing_input: str = 'zero_embedding'  # | 'zero_features' (see the module docstring)
 
   def _encode(self, features, lengths, modality_mask, deterministic):
     """Per-modality embeddings with missing modalities' inputs and embeddings zeroed, and presence."""
     batch = features[self.modalities[0]].shape[0]
     features = mask_features(features, modality_mask, self.modalities)
+    if self.missing_input not in ('zero_embedding', 'zero_features'):
+      raise ValueError(f"missing_input: expected 'zero_embedding' or 'zero_features', got {self.missing_input!r}")
+    if self.missing_input == 'zero_features':
+      modality_mask = None  # encode the zero-filled features as if they were present
     embeddings = ModalityEncoders(
         modalities=tuple(self.modalities), embed_dim=self.embed_dim, kinds=self.kinds,
         dropout=self.encoder_dropout, num_filters=self.num_filters,

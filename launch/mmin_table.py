@@ -1,0 +1,101 @@
+"""Trains MMIN's comparison rows over seeds and writes the paper-shaped table (mean ± std).
+
+  python launch/mmin_table.py --workdir=runs/mmin_table --seeds=0,1,2
+  python launch/mmin_table.py --workdir=runs/mmin_table --seeds=0 --override=--config.train.num_epochs=10
+
+Rows: full_baseline (the stage-1 model, trained on complete data), augmented (trained on the six
+patterns and full), mmin, mmin_ae, mmin_nocycle; columns: {a} {v} {t} {a,v} {a,t} {v,t}, their
+average, and {a,v,t}; WA and UA on the test split. The MMIN rows reuse the same seed's
+full_baseline run as their stage 1 (`--config.method.pretrained_workdir`). Each run is a plain
+`python -m mmer_jax.main` command in its own workdir, so an interrupted table resumes where it
+stopped. Writes `<workdir>/table.md` and `table.json`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+import numpy as np
+
+_WORKDIR = flags.DEFINE_string('workdir', 'runs/mmin_table', 'Where the runs and the table go.')
+_CONFIG = flags.DEFINE_string('config', 'configs/mmin_iemocap.py:synthetic', 'The MMIN config.')
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (one run per row and seed).')
+_ROWS = flags.DEFINE_list('rows', ['full_baseline', 'augmented', 'mmin', 'mmin_ae', 'mmin_nocycle'],
+                          'Variants to train, in table order.')
+_OVERRIDES = flags.DEFINE_multi_string('override', [], 'Extra --config.x=v arguments for every run.')
+
+COLUMNS = (('a', '{a}'), ('v', '{v}'), ('t', '{t}'), ('av', '{a,v}'), ('at', '{a,t}'), ('vt', '{v,t}'))
+MISSING = tuple(c for c, _ in COLUMNS)
+
+
+def run_dir(root: str, row: str, seed: str) -> str:
+  return os.path.join(root, f'{row}_seed{seed}')
+
+
+def train(root: str, row: str, seed: str) -> dict:
+  workdir = run_dir(root, row, seed)
+  results = os.path.join(workdir, 'results.json')
+  if not os.path.exists(results):
+    cmd = [sys.executable, '-m', 'mmer_jax.main', f'--config={_CONFIG.value}', f'--workdir={workdir}',
+           f'--config.method.variant={row}', f'--config.seed={seed}', *_OVERRIDES.value]
+    if row.startswith('mmin'):
+      stage1 = run_dir(root, 'full_baseline', seed)
+      train(root, 'full_baseline', seed)
+      cmd.append(f'--config.method.pretrained_workdir={stage1}')
+    print('+', ' '.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+  with open(results, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def row_scores(results: dict) -> dict[str, dict[str, float]]:
+  """{metric: {column: value}} with the average over the six missing conditions."""
+  by_condition = {r['condition']: r['metrics'] for r in results['rows']}
+  out = {}
+  for metric in ('wa', 'ua'):
+    scores = {c: by_condition[c][metric] for c in MISSING}
+    scores['average'] = float(np.mean([scores[c] for c in MISSING]))
+    scores['full'] = by_condition['full'][metric]
+    out[metric] = scores
+  return out
+
+
+def markdown(table: dict) -> str:
+  keys = list(MISSING) + ['average', 'full']
+  names = [n for _, n in COLUMNS] + ['average', '{a,v,t}']
+  lines = []
+  for metric in ('wa', 'ua'):
+    lines += [f'**{metric.upper()}** (mean ± std over seeds {", ".join(table["seeds"])})', '',
+              '| method | ' + ' | '.join(names) + ' |', '|---|' + '---|' * len(names)]
+    for row in table['rows']:
+      cells = [f"{table['mean'][row][metric][k]:.4f} ± {table['std'][row][metric][k]:.4f}" for k in keys]
+      lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  root = _WORKDIR.value
+  os.makedirs(root, exist_ok=True)
+  per_seed = {row: [row_scores(train(root, row, s)) for s in _SEEDS.value] for row in _ROWS.value}
+  table = {'config': _CONFIG.value, 'seeds': _SEEDS.value, 'rows': _ROWS.value, 'mean': {}, 'std': {}}
+  for row, scores in per_seed.items():
+    table['mean'][row], table['std'][row] = {}, {}
+    for metric in ('wa', 'ua'):
+      keys = scores[0][metric].keys()
+      table['mean'][row][metric] = {k: float(np.mean([s[metric][k] for s in scores])) for k in keys}
+      table['std'][row][metric] = {k: float(np.std([s[metric][k] for s in scores])) for k in keys}
+  text = markdown(table)
+  with open(os.path.join(root, 'table.json'), 'w', encoding='utf-8') as f:
+    json.dump(table, f, indent=2)
+  with open(os.path.join(root, 'table.md'), 'w', encoding='utf-8') as f:
+    f.write(text)
+  print(text)
+
+
+if __name__ == '__main__':
+  app.run(main)
