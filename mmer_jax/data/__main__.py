@@ -9,6 +9,7 @@ Prints {"dataset", "splits": {split: {"examples": n, "dialogues": d or null}}, "
 non-zero with the error on stderr.
 """
 
+import contextlib
 import json
 import sys
 
@@ -27,8 +28,9 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Where built datasets live (TF
 def main(argv):
   del argv
   try:
-    dataset = registry.load(_DATASET.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
-                            features_dir=_FEATURES_DIR.value)
+    with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress; stdout is the JSON only
+      dataset = registry.load(_DATASET.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
+                              features_dir=_FEATURES_DIR.value)
   except (ValueError, OSError) as e:  # DataError is a ValueError
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
