@@ -1,18 +1,23 @@
 """`--mode=gradcheck`: the full training loss of a configured method against finite differences.
 
-In float64 on a small training batch (with the training-time modality dropout drawn from a fixed
-key and dropout masks fixed by the key), at the initial parameters plus a little Gaussian jitter
-(`config.gradcheck.jitter`, so no ReLU sits exactly on its kink), for each parameter group `jax.test_util.check_grads`
-checks forward and reverse mode against central differences, and the report gives the relative
-error of the directional derivative along a random direction in that group.
+In float64 on a small training batch (the training-time modality dropout and the dropout masks are
+fixed by a key), at the initial parameters plus a little Gaussian jitter (`config.gradcheck.jitter`,
+so no ReLU or max-pool sits exactly on its kink): for each parameter group (the first two levels of
+the parameter tree), the derivative along a random unit direction in that group by central
+differences, forward mode and reverse mode; the report gives their max relative error. Then
+`jax.test_util.check_grads` (fwd and rev) over all parameters at once. Every function is compiled
+once, so this takes seconds, not minutes, on the LSTM models.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from jax import test_util as jtu
 
 from mmer_jax import steps
@@ -32,11 +37,6 @@ def _groups(params) -> dict[str, tuple]:
     keys = [getattr(k, 'key', getattr(k, 'idx', k)) for k in path]
     groups.setdefault('/'.join(str(k) for k in keys[:2]), []).append(path)
   return groups
-
-
-def _set(params, paths, values):
-  leaves = dict(zip(paths, values))
-  return jax.tree_util.tree_map_with_path(lambda p, x: leaves.get(p, x), params)
 
 
 def run(config: ml_collections.ConfigDict, *, seed: int = 0) -> dict:
@@ -64,43 +64,48 @@ def run(config: ml_collections.ConfigDict, *, seed: int = 0) -> dict:
         rate=cfg.train.missing_rate, available=run_.spec.available)
     count = max(float(np.asarray(batch['example_mask']).sum()), 1.0)
 
+    @jax.jit
     def loss(p):
       return steps.weighted_loss(run_.method, p, batch, loss_rng, count)[0]
 
     eps, atol, rtol = cfg.gradcheck.eps, cfg.gradcheck.atol, cfg.gradcheck.rtol
+    jvp = jax.jit(lambda p, v: jax.jvp(loss, (p,), (v,))[1])
+    grad = jax.jit(jax.grad(loss))
+    gradient = grad(params)
     report = {'ok': True, 'groups': {}}
     for name, paths in _groups(params).items():
-      flat = dict(jax.tree_util.tree_flatten_with_path(params)[0])
-      values = [jnp.asarray(flat[p]) for p in paths]
-
-      def group_loss(*vals, paths=paths):
-        return loss(_set(params, paths, vals))
-
-      key = jax.random.fold_in(rng, hash(name) % (2 ** 31))
-      direction = [jax.random.normal(k, v.shape, v.dtype)
-                   for k, v in zip(jax.random.split(key, len(values)), values)]
-      norm = jnp.sqrt(sum(jnp.sum(d * d) for d in direction))
-      direction = [d / norm for d in direction]
-      plus = group_loss(*[v + eps * d for v, d in zip(values, direction)])
-      minus = group_loss(*[v - eps * d for v, d in zip(values, direction)])
-      numeric = (plus - minus) / (2 * eps)
-      _, fwd = jax.jvp(group_loss, tuple(values), tuple(direction))
-      grads = jax.grad(group_loss, argnums=tuple(range(len(values))))(*values)
-      rev = sum(jnp.vdot(g, d) for g, d in zip(grads, direction))
-      scale = max(abs(float(numeric)), abs(float(fwd)), 1e-8)
-      rel = max(abs(float(fwd - numeric)), abs(float(rev - numeric))) / scale
-      ok = True
-      size = sum(np.size(v) for v in values)
-      try:
-        # check_grads steps along an unnormalised Gaussian tangent (norm ~ sqrt(size)); scale its
-        # step so the perturbation has the same norm `eps` as ours and stays off ReLU/max kinks.
-        jtu.check_grads(group_loss, tuple(values), order=1, modes=('fwd', 'rev'),
-                        eps=eps / np.sqrt(size), atol=atol, rtol=rtol)
-      except AssertionError:
-        ok = False
+      # A unit direction inside this group (zero elsewhere): central difference vs jvp vs vjp.
+      key = jax.random.fold_in(rng, zlib.crc32(name.encode()))
+      chosen = set(paths)
+      direction = jax.tree_util.tree_map_with_path(
+          lambda path, x: (jax.random.normal(jax.random.fold_in(key, zlib.crc32(str(path).encode())),
+                                             np.shape(x), jnp.float64)
+                           if path in chosen else jnp.zeros(np.shape(x), jnp.float64)), params)
+      norm = optax.global_norm(direction)
+      direction = jax.tree_util.tree_map(lambda d: d / norm, direction)
+      shifted = lambda sign: jax.tree_util.tree_map(lambda p, d: p + sign * eps * d, params, direction)
+      numeric = float((loss(shifted(1.0)) - loss(shifted(-1.0))) / (2 * eps))
+      fwd = float(jvp(params, direction))
+      rev = float(sum(jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(gradient),
+                                                      jax.tree_util.tree_leaves(direction))))
+      scale = max(abs(numeric), abs(fwd), atol)
+      rel = max(abs(fwd - numeric), abs(rev - numeric)) / scale
+      ok = rel <= rtol
       report['groups'][name] = {'rel_error': rel, 'ok': ok,
-                                'size': int(size)}
+                                'size': int(sum(np.size(flat) for p, flat in
+                                                jax.tree_util.tree_flatten_with_path(params)[0]
+                                                if p in chosen))}
       report['ok'] &= ok
+    # And JAX's own check over all parameters at once (fwd and rev), with its step scaled like ours
+    # (check_grads' Gaussian tangent has norm ~ sqrt(size)).
+    size = sum(np.size(x) for x in jax.tree_util.tree_leaves(params))
+    try:
+      jtu.check_grads(loss, (params,), order=1, modes=('fwd', 'rev'), eps=eps / np.sqrt(size),
+                      atol=atol, rtol=rtol)
+      report['check_grads'] = True
+    except AssertionError:
+      report['check_grads'] = False
+      report['ok'] = False
     return report
   finally:
     jax.config.update('jax_enable_x64', False)
@@ -110,5 +115,7 @@ def format_report(report: dict) -> str:
   lines = [f"{'group':48s} {'size':>9s} {'max rel err':>12s}  ok"]
   for name, r in report['groups'].items():
     lines.append(f"{name:48s} {r['size']:9d} {r['rel_error']:12.3e}  {'yes' if r['ok'] else 'NO'}")
+  lines.append(f"jax.test_util.check_grads (fwd, rev) on all parameters: "
+               f"{'passed' if report.get('check_grads') else 'FAILED'}")
   lines.append('gradcheck ' + ('passed' if report['ok'] else 'FAILED'))
   return '\n'.join(lines)

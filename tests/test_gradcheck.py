@@ -37,16 +37,19 @@ def test_gradcheck_mode_passes_on_baselines(config, method, small, tmp_path):
 
 
 def test_gradcheck_detects_a_wrong_gradient(tmp_path, monkeypatch):
-  """A loss whose custom gradient is wrong must fail the check (the check can fail)."""
+  """A loss whose custom derivative is wrong must fail the check (the check can fail)."""
   import jax
   import jax.numpy as jnp
   from mmer_jax import gradcheck
 
-  @jax.custom_vjp
+  @jax.custom_jvp
   def bad_square(x):
     return x * x
 
-  bad_square.defvjp(lambda x: (x * x, x), lambda x, g: (3.0 * x * g,))  # true grad is 2x
+  @bad_square.defjvp
+  def _(primals, tangents):  # the true derivative is 2x
+    (x,), (t,) = primals, tangents
+    return x * x, 3.0 * x * t
   from mmer_jax.methods import baselines
   original = baselines.base.supervised_loss
 
