@@ -172,6 +172,8 @@ def evaluate_best(run: Run, workdir: str, *, best_mgr=None, state=None) -> dict:
                            conditions=config.eval.conditions, rates=config.eval.rates, seed=config.seed)
   results = evaluate.make_results(method=config.method.name, dataset=run.dataset.name, seed=config.seed,
                                   rows=rows, split=config.eval.split)
+  if config.method.get('variant'):
+    results['variant'] = config.method.variant
   results['selected_step'] = meta.get('best_step')
   results[f'valid_{config.train.select_metric.split("/")[-1]}'] = meta.get('best_metric')
   evaluate.write_results(workdir, results, run.spec.task)

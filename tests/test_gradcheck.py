@@ -20,6 +20,8 @@ _SMALL_BCLSTM = ['--config.method.utterance_dim=8', '--config.method.lstm_hidden
     ('fusion_iemocap', 'late_fusion', _SMALL_FUSION),
     ('fusion_mosi', 'gated_attention', _SMALL_FUSION),
     ('bclstm_meld', 'bclstm', _SMALL_BCLSTM),
+    ('mmin_iemocap', 'mmin', [*_SMALL_FUSION, '--config.method.cra_blocks=2',
+                              '--config.method.cra_layers=(16,8,4)', '--config.method.classifier_hidden=(8,)']),
 ])
 def test_gradcheck_mode_passes_on_baselines(config, method, small, tmp_path):
   proc = subprocess.run(

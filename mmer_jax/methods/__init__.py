@@ -9,6 +9,7 @@ _METHODS = {
     'late_fusion': ('mmer_jax.methods.baselines', 'LateFusionMethod'),
     'gated_attention': ('mmer_jax.methods.baselines', 'GatedAttentionMethod'),
     'bclstm': ('mmer_jax.methods.baselines', 'BcLSTMMethod'),
+    'mmin': ('mmer_jax.methods.mmin', 'MMINMethod'),
 }
 NAMES = tuple(_METHODS)
 

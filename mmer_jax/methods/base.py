@@ -46,6 +46,12 @@ class Method(abc.ABC):
   def predict(self, params: Params, batch: Batch) -> jax.Array:
     """Eval-mode outputs: logits [..., C] (classification) or scores [...] (regression)."""
 
+  def gradcheck_loss(self, params: Params, batch: Batch, rng: jax.Array, *, target_params: Params):
+    """`loss` with every stop-gradient target computed from `target_params` (fixed) instead of
+    `params`; a method without such targets needs no override. Used by `--mode=gradcheck`."""
+    del target_params
+    return self.loss(params, batch, rng)
+
   @property
   def train_missing(self) -> str:
     """Modality dropout while training (see `steps.training_modality_mask`); a method whose

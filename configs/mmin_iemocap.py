@@ -1,0 +1,104 @@
+"""python -m mmer_jax.main --config=configs/mmin_iemocap.py:synthetic
+
+MMIN (Zhao, Li, Jin, ACL 2021) on IEMOCAP 4-class (MMIN's features: ComParE audio, DenseFace
+visual, BERT-large text sequences), and the comparison rows of its paper:
+
+  python -m mmer_jax.main --config=configs/mmin_iemocap.py:synthetic --config.method.variant=mmin_ae
+  python -m mmer_jax.main --config=configs/mmin_iemocap.py:synthetic --config.method.variant=mmin_nocycle
+  python -m mmer_jax.main --config=configs/mmin_iemocap.py:synthetic --config.method.variant=augmented \
+      --config.optimizer.b1=0.9 --config.train.num_epochs=40 --config.optimizer.constant_epochs=20 \
+      --config.optimizer.clip_norm=0.5        # the authors' data-augmentation script's optimiser
+      # (+ --config.method.augmented_missing=patterns: their six patterns without the full one)
+  python -m mmer_jax.main --config=configs/mmin_iemocap.py:synthetic \
+      --config.method.teacher_target=complement   # the authors' code's imagination target
+
+A run is two stages in one workdir: stage 1 trains the full-modality early-fusion model into
+`<workdir>/stage1` (its results.json is the paper's "full-modality baseline" row, evaluated under
+every missing condition by zero-filling), then MMIN starts from its encoders (student, fine-tuned)
+and uses them as the frozen teacher. `--config.method.pretrained_workdir=DIR` reuses a finished
+stage-1 run instead (the same fold!). Training draws one of the six missing patterns per sample
+and step; the test grid reports the six conditions, full, and missing rates.
+
+Real data: without `:synthetic` it reads MMIN's h5 release from `--config.data.manual_dir`,
+one fold per run: `--config.data.options.fold=K` (K = 1..10, default 1). The paper's numbers are
+10-fold cross-validation: 10 runs with fold=1..10 (each with its own workdir and stage 1), the
+table being the mean over folds. Model selection uses valid UA (as the authors' IEMOCAP runs);
+note the trainer computes it on the complete validation split, whereas the authors pool the six
+missing patterns of the validation split.
+
+What to expect: the paper's claim is that MMIN beats both the full-modality baseline (stage 1,
+zero-filled at test time) and the augmented baseline under every missing condition, with the
+text-containing conditions strongest; on the synthetic stand-in (chance UA 0.25) that comparison
+is the one to look at in results.md (not yet measured at full length here). `:smoke` runs both
+stages end to end in about a minute on a CPU, mostly compilation (numbers meaningless).
+
+Hyperparameters follow the authors' master scripts (CAP_mmin.sh): Adam lr 2e-4, beta1 0.5 (their
+default; stage 1 used 0.9), batch 128, 30 epochs constant + 30 linearly decayed (optax decays to 0
+at the last step; theirs stops at lr/31), loss 1.0 CE + 4.0 forward + 2.0 cycle, separate forward
+and backward CRAs, classifier 320-128-128-4 with dropout 0.5. No weight decay: their
+weight_decay=1e-5 flag never reached the optimiser. They clip each network's gradient norm at 1.0;
+we clip the global norm at 1.0 (stage 1: 0.5).
+"""
+
+from ml_collections import config_dict
+
+from configs import default
+
+
+def get_config(arg: str | None = None):
+  config = default.get_config()
+  config.data.name = 'iemocap_4'
+  config.data.batch_size = 128
+  config.data.eval_batch_size = 256
+
+  m = config.method
+  m.name = 'mmin'
+  m.variant = 'mmin'  # mmin | mmin_ae | mmin_nocycle | full_baseline | augmented
+  m.teacher_target = 'full'  # full (the paper) | complement (the authors' code)
+  m.augmented_missing = 'patterns_and_full'  # augmented variant; 'patterns': the authors' code
+  m.ce_weight = 1.0
+  m.fwd_weight = 4.0
+  m.cycle_weight = 2.0
+  m.share_weights = False  # backward net = forward net
+  # Imagination nets. CRA: 5 blocks of 384-256-128-64-128-256-384 (+ the authors' transition).
+  m.cra_blocks = 5
+  m.cra_layers = (256, 128, 64)
+  # MMIN-AE: the authors' SimpleFcAE shape, 384-512-450-384-256 and back, LeakyReLU, ReLU output
+  # (about 1.4M weights per net against the CRA's 1.7M); the classifier reads its 256-d latent.
+  m.ae_layers = (512, 450, 384, 256)
+  m.ae_output_relu = True
+  m.classifier_hidden = (128, 128)
+  m.classifier_dropout = 0.5
+  # Encoders (shared by stage 1, the student and the teacher) and the early-fusion head of the
+  # full_baseline / augmented variants (stage 1: 384-128-128-4, dropout 0.3).
+  m.embed_dim = 128
+  m.encoder_dropout = 0.5
+  m.num_filters = 128
+  m.kernel_sizes = (3, 4, 5)
+  m.mlp_hidden = ()
+  m.hidden = (128, 128)
+  m.dropout = 0.3
+  # Stage 1 (CAP_utt_fusion.sh): 10 + 10 epochs, lr 2e-4, beta1 0.9, batch 128, clip 0.5.
+  m.stage1_epochs = 20
+  m.stage1_constant_epochs = 10
+  m.stage1_learning_rate = 2e-4
+  m.stage1_b1 = 0.9
+  m.stage1_clip_norm = 0.5
+  m.stage1_batch_size = config_dict.placeholder(int)  # None: data.batch_size
+  m.pretrained_workdir = config_dict.placeholder(str)  # a finished stage-1 run; None: train it
+
+  config.optimizer.name = 'adam'
+  config.optimizer.learning_rate = 2e-4
+  config.optimizer.b1 = 0.5
+  config.optimizer.weight_decay = 0.0
+  config.optimizer.clip_norm = 1.0
+  config.optimizer.schedule = 'linear_decay'
+  config.optimizer.constant_epochs = 30
+  config.train.num_epochs = 60
+  config.train.select_metric = 'valid/ua'
+  config = default.apply_variant(config, arg)
+  if 'smoke' in (arg or '').split(','):
+    m.stage1_epochs = config.train.num_epochs
+    m.stage1_constant_epochs = 1
+    config.optimizer.constant_epochs = 1
+  return config
