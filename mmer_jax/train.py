@@ -177,5 +177,7 @@ def evaluate_best(run: Run, workdir: str, *, best_mgr=None, state=None) -> dict:
   results['selected_step'] = meta.get('best_step')
   results[f'valid_{config.train.select_metric.split("/")[-1]}'] = meta.get('best_metric')
   evaluate.write_results(workdir, results, run.spec.task)
+  for path in run.method.write_figures(params, run, workdir):
+    logging.info('wrote %s', path)
   logging.info('\n%s', evaluate.results_markdown(results, run.spec.task))
   return results

@@ -51,6 +51,8 @@ def test_smoke_variant_trains_and_writes_results(path, tmp_path):
   assert (workdir / 'results.md').exists() and (workdir / 'config.json').exists()
   assert (workdir / 'metrics.jsonl').read_text().count('"step"') > 0
   assert any((workdir / 'tensorboard').iterdir())
+  if path.stem.startswith('mmin'):  # the paper's picture: imagined vs. real embeddings
+    assert (workdir / 'imagination_pca_visual.png').stat().st_size > 1000
 
 
 def test_real_release_without_files_stops_with_instructions(tmp_path):

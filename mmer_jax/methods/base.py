@@ -62,6 +62,11 @@ class Method(abc.ABC):
     """Pytree of bools: which parameters the optimiser updates (frozen teachers say False)."""
     return jax.tree_util.tree_map(lambda _: True, params)
 
+  def write_figures(self, params: Params, run, workdir: str) -> list[str]:
+    """Hook run after the test grid with the selected parameters; returns the files it wrote."""
+    del params, run, workdir
+    return []
+
   def prepare(self, params: Params, run, workdir: str | None) -> Params:
     """Hook run once before training (e.g. a pretraining stage); returns the params to train.
 

@@ -46,8 +46,10 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from mmer_jax import checkpoint
+from mmer_jax.data import schema
 from mmer_jax.methods import base
 from mmer_jax.models import fusion
 from mmer_jax.models import mmin as mmin_model
@@ -176,6 +178,47 @@ class MMINMethod(base.Method):
     else:
       out = self._apply(params, batch, teacher_targets=(), with_cycle=False)['logits']
     return out if self.spec.task == 'classification' else base.regression_output(out)
+
+  def write_figures(self, params, run, workdir):
+    """PCA of imagined vs. real (teacher) embeddings of a missing modality on the test split.
+
+    The paper's picture (it uses t-SNE): with {a, t} available, the visual part of the imagined
+    joint embedding against the frozen teacher's embedding of the real visual features.
+    """
+    if not self.is_mmin or len(self.modalities) < 2:
+      return []
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    absent = 'visual' if 'visual' in self.modalities else self.modalities[0]
+    k, dim = self.modalities.index(absent), self.config.method.embed_dim
+    keep = np.array([m != absent for m in schema.MODALITIES])
+    apply = jax.jit(lambda p, b: self._apply(p, b, teacher_targets=('full',), with_cycle=False))
+    imagined, real, labels = [], [], []
+    for batch in run.eval_batches(self.config.eval.split)():
+      batch = dict(batch, modality_mask=np.asarray(batch['modality_mask']) & keep)
+      out = apply(params, batch)
+      valid = np.asarray(batch['example_mask'])
+      imagined.append(np.asarray(out['imagined'])[valid, k * dim:(k + 1) * dim])
+      real.append(np.asarray(out['teacher_full'])[valid, k * dim:(k + 1) * dim])
+      labels.append(np.asarray(batch['label'])[valid])
+    imagined, real, labels = map(np.concatenate, (imagined, real, labels))
+    both = np.concatenate([imagined, real])
+    centred = both - both.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    fig, ax = plt.subplots(figsize=(6, 5))
+    n = len(imagined)
+    for c in np.unique(labels):
+      name = self.spec.label_names[int(c)] if self.spec.label_names else str(c)
+      ax.scatter(*xy[n:][labels == c].T, s=8, marker='o', alpha=0.5, color=f'C{int(c)}', label=f'real {name}')
+      ax.scatter(*xy[:n][labels == c].T, s=8, marker='x', alpha=0.7, color=f'C{int(c)}', label=f'imagined {name}')
+    ax.set_title(f'{absent} embedding, imagined from the others vs. real (PCA, test split)')
+    ax.legend(fontsize=6, ncol=2)
+    path = os.path.join(workdir, f'imagination_pca_{absent}.png')
+    fig.savefig(path, dpi=120, bbox_inches='tight')
+    plt.close(fig)
+    return [path]
 
   def trainable_mask(self, params):
     """Everything but the frozen `teacher` subtree."""
