@@ -17,7 +17,19 @@ from mmer_jax.models import bclstm
 from mmer_jax.models import fusion
 
 
-class _UtteranceFusion(base.Method):
+class _Supervised(base.Method):
+  """A single model trained with the task loss: subclasses define `_apply(params, batch, rng)`
+  (train mode when `rng` is given, eval mode otherwise)."""
+
+  def loss(self, params, batch, rng):
+    return base.supervised_loss(self.spec.task, self._apply(params, batch, rng), batch['label'])
+
+  def predict(self, params, batch):
+    out = self._apply(params, batch)
+    return out if self.spec.task == 'classification' else base.regression_output(out)
+
+
+class _UtteranceFusion(_Supervised):
   """Shared wiring of the fusion models: config -> module, batch -> call, outputs -> loss."""
 
   level = 'utterance'
@@ -44,13 +56,6 @@ class _UtteranceFusion(base.Method):
     return self.model.init({'params': rng}, features, batch.get('lengths'), batch['modality_mask'],
                            deterministic=True)['params']
 
-  def loss(self, params, batch, rng):
-    return base.supervised_loss(self.spec.task, self._apply(params, batch, rng), batch['label'])
-
-  def predict(self, params, batch):
-    out = self._apply(params, batch)
-    return out if self.spec.task == 'classification' else base.regression_output(out)
-
 
 class EarlyFusionMethod(_UtteranceFusion):
   model_cls = fusion.EarlyFusion
@@ -64,7 +69,7 @@ class GatedAttentionMethod(_UtteranceFusion):
   model_cls = fusion.GatedAttentionFusion
 
 
-class BcLSTMMethod(base.Method):
+class BcLSTMMethod(_Supervised):
   """bc-LSTM: per-turn outputs from a bidirectional LSTM over each dialogue's turns."""
 
   level = 'dialogue'
@@ -87,12 +92,5 @@ class BcLSTMMethod(base.Method):
     features = {k: jnp.asarray(batch[k]) for k in self.modalities}
     return self.model.init({'params': rng}, features, batch['turn_mask'], batch['modality_mask'],
                            deterministic=True)['params']
-
-  def loss(self, params, batch, rng):
-    return base.supervised_loss(self.spec.task, self._apply(params, batch, rng), batch['label'])
-
-  def predict(self, params, batch):
-    out = self._apply(params, batch)
-    return out if self.spec.task == 'classification' else base.regression_output(out)
 
 
