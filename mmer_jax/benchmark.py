@@ -62,6 +62,14 @@ def peak_rss_mb() -> float:
   return peak / (1024.0 * 1024.0) if sys.platform == 'darwin' else peak / 1024.0
 
 
+def _measure(fn: Callable[[], Any], *, warmup: int, steps: int) -> tuple[float, tuple[float, float, float]]:
+  """(first call incl. compilation, (median, min, max) of `steps` calls after `warmup` more)."""
+  first = _timed(fn)
+  for _ in range(warmup):
+    _timed(fn)
+  return first, _stats([_timed(fn) for _ in range(steps)])
+
+
 def _stats(times: list[float]) -> tuple[float, float, float]:
   t = np.asarray(times, np.float64)
   return float(np.median(t)), float(t.min()), float(t.max())
@@ -90,11 +98,7 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
     state, metrics = run.train_step(state, batch)
     return state, metrics
 
-  compile_s = _timed(step)
-  for _ in range(warmup):
-    _timed(step)
-  times = [_timed(step) for _ in range(steps)]
-  step_median, step_min, step_max = _stats(times)
+  compile_s, (step_median, step_min, step_max) = _measure(step, warmup=warmup, steps=steps)
   train_examples = count_examples(host_batch, level)
 
   # Eval step on an eval-sized batch of the evaluation split, placed once.
@@ -103,11 +107,7 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
   eval_batch = run.place(eval_host)
   params = run.device_params(run.from_devices(state).params)
   eval_fn = lambda: run._eval_step(params, eval_batch)  # pylint: disable=protected-access
-  eval_compile_s = _timed(eval_fn)
-  for _ in range(warmup):
-    _timed(eval_fn)
-  eval_times = [_timed(eval_fn) for _ in range(steps)]
-  eval_median, eval_min, eval_max = _stats(eval_times)
+  eval_compile_s, (eval_median, eval_min, eval_max) = _measure(eval_fn, warmup=warmup, steps=steps)
   eval_examples = count_examples(eval_host, level)
 
   mesh_devices = list(run.mesh.devices.flat)

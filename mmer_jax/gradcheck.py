@@ -11,6 +11,7 @@ once, so this takes seconds, not minutes, on the LSTM models.
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 import jax
@@ -64,14 +65,13 @@ def run(config: ml_collections.ConfigDict, *, seed: int = 0) -> dict:
         rate=cfg.train.missing_rate, available=run_.spec.available)
     count = max(float(np.asarray(batch['example_mask']).sum()), 1.0)
 
-    weight = jnp.asarray(batch['example_mask'], jnp.float64)
+    # Stop-gradient targets (frozen teachers, cycle targets) are computed at the checked point
+    # `params`: that is the function whose derivative jax.grad of the training loss is.
+    loss_fn = functools.partial(run_.method.gradcheck_loss, target_params=params)
 
     @jax.jit
     def loss(p):
-      # Stop-gradient targets (frozen teachers, cycle targets) are computed at the checked point
-      # `params`: that is the function whose derivative jax.grad of the training loss is.
-      per_example, _ = run_.method.gradcheck_loss(p, batch, loss_rng, target_params=params)
-      return (per_example * weight).sum() / count
+      return steps.weighted_loss(loss_fn, p, batch, loss_rng, count)[0]
 
     eps, atol, rtol = cfg.gradcheck.eps, cfg.gradcheck.atol, cfg.gradcheck.rtol
     jvp = jax.jit(lambda p, v: jax.jvp(loss, (p,), (v,))[1])

@@ -68,10 +68,13 @@ def training_modality_mask(rng, batch_mask: jax.Array, *, missing_mode: str, rat
   return batch_mask & drawn.reshape(batch_mask.shape)
 
 
-def weighted_loss(method: base.Method, params, batch: dict, rng, count):
-  """The scalar training objective: masked per-example losses summed and divided by `count`."""
+def weighted_loss(loss_fn: Callable, params, batch: dict, rng, count):
+  """The scalar training objective: masked per-example losses summed and divided by `count`.
+
+  `loss_fn(params, batch, rng) -> (per_example, aux)` is a method's `loss` (or `gradcheck_loss`).
+  """
   weight = batch['example_mask'].astype(jnp.float32)
-  per_example, aux = method.loss(params, batch, rng)
+  per_example, aux = loss_fn(params, batch, rng)
   loss = (per_example * weight).sum() / count
   return loss, {k: (v * weight).sum() / count for k, v in aux.items()}
 
@@ -93,7 +96,7 @@ def train_step(state: TrainState, batch: dict, *, method: base.Method, missing_m
   count = jnp.maximum(count, 1.0)
 
   def loss_fn(params):
-    return weighted_loss(method, params, batch, loss_rng, count)
+    return weighted_loss(method.loss, params, batch, loss_rng, count)
 
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   if axis_name:
