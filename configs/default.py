@@ -60,6 +60,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.checkpoint_every_steps = 200
   config.train.select_metric = 'valid/ua'  # model selection on the validation split only
   config.train.select_mode = 'max'  # 'max' | 'min'
+  # Missing conditions pooled for the validation metrics (e.g. ('a', 'v', 't', 'av', 'at', 'vt'));
+  # None: the method's choice (complete data, except MMIN's rows trained on missing data).
+  config.train.valid_conditions = config_dict.placeholder(tuple)
   config.train.max_steps = config_dict.placeholder(int)  # stop early (smoke runs, benchmarks)
 
   # Evaluation grid (evaluate.py): conditions x missing rates on the test split.

@@ -14,6 +14,7 @@ defines flags). It prints ONE JSON line on stdout (everything else goes to stder
   eval_step_s_median    the same for the eval step (`Run._eval_step`) on an eval-sized batch
   eval_examples_per_s   examples per eval batch / eval_step_s_median
   peak_rss_mb           peak resident memory of the process (`getrusage`)
+  timed_compiles        XLA compilations during the timed steps (must be 0: no retracing)
   devices               devices the step runs on (the run's mesh)
 
 It measures device compute, not the input pipeline: one host batch is taken from the training
@@ -21,6 +22,12 @@ stream, placed on the devices once (`Run.place`) and fed to every step (the stat
 and threaded through, as in training). Examples are counted as the rows of an utterance batch
 (its configured size, padding rows included: the device computes them) and as the valid turns
 (`example_mask.sum()`) of a dialogue batch, whose padded length depends on its bucket.
+
+The timed steps run under `jax.transfer_guard('disallow')`, so a step that moved data between
+host and device (a host round-trip) would fail the benchmark instead of slowing it silently, and
+XLA compilations are counted through `jax.monitoring`. `--profile_dir=DIR` also records the
+timed train steps with `jax.profiler.trace` (TensorBoard / Perfetto; `create_perfetto_trace`
+writes a `perfetto_trace.json.gz` that `benchmarks/profile_summary.py` ranks by op).
 """
 
 from __future__ import annotations
@@ -62,12 +69,40 @@ def peak_rss_mb() -> float:
   return peak / (1024.0 * 1024.0) if sys.platform == 'darwin' else peak / 1024.0
 
 
-def _measure(fn: Callable[[], Any], *, warmup: int, steps: int) -> tuple[float, tuple[float, float, float]]:
-  """(first call incl. compilation, (median, min, max) of `steps` calls after `warmup` more)."""
+_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'
+
+
+class CompileCounter:
+  """Counts XLA backend compilations while active (a `jax.monitoring` listener)."""
+
+  def __init__(self):
+    self.count = 0
+
+  def _listen(self, event: str, duration: float, **kwargs) -> None:
+    del duration, kwargs
+    if event == _COMPILE_EVENT:
+      self.count += 1
+
+  def __enter__(self) -> 'CompileCounter':
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+def _measure(fn: Callable[[], Any], *, warmup: int, steps: int,
+             profile_dir: str | None = None) -> tuple[float, tuple[float, float, float], int]:
+  """(first call incl. compilation, (median, min, max) of `steps` calls after `warmup` more,
+  compilations during those timed calls). The timed calls may not transfer host <-> device."""
   first = _timed(fn)
   for _ in range(warmup):
     _timed(fn)
-  return first, _stats([_timed(fn) for _ in range(steps)])
+  trace = (jax.profiler.trace(profile_dir, create_perfetto_trace=True) if profile_dir
+           else contextlib.nullcontext())
+  with CompileCounter() as compiles, jax.transfer_guard('disallow'), trace:
+    times = [_timed(fn) for _ in range(steps)]
+  return first, _stats(times), compiles.count
 
 
 def _stats(times: list[float]) -> tuple[float, float, float]:
@@ -76,7 +111,8 @@ def _stats(times: list[float]) -> tuple[float, float, float]:
 
 
 def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int = 3,
-              devices=None, run: train.Run | None = None) -> dict[str, Any]:
+              devices=None, run: train.Run | None = None,
+              profile_dir: str | None = None) -> dict[str, Any]:
   """Times the compiled train and eval steps of `config`; returns the JSON-able report."""
   if steps < 1:
     raise ValueError(f'steps must be >= 1, got {steps}')
@@ -98,7 +134,8 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
     state, metrics = run.train_step(state, batch)
     return state, metrics
 
-  compile_s, (step_median, step_min, step_max) = _measure(step, warmup=warmup, steps=steps)
+  compile_s, (step_median, step_min, step_max), train_compiles = _measure(
+      step, warmup=warmup, steps=steps, profile_dir=profile_dir)
   train_examples = count_examples(host_batch, level)
 
   # Eval step on an eval-sized batch of the evaluation split, placed once.
@@ -107,7 +144,8 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
   eval_batch = run.place(eval_host)
   params = run.device_params(run.from_devices(state).params)
   eval_fn = lambda: run._eval_step(params, eval_batch)  # pylint: disable=protected-access
-  eval_compile_s, (eval_median, eval_min, eval_max) = _measure(eval_fn, warmup=warmup, steps=steps)
+  eval_compile_s, (eval_median, eval_min, eval_max), eval_compiles = _measure(
+      eval_fn, warmup=warmup, steps=steps)
   eval_examples = count_examples(eval_host, level)
 
   mesh_devices = list(run.mesh.devices.flat)
@@ -123,6 +161,7 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
       'eval_step_s_max': eval_max,
       'eval_examples_per_s': eval_examples / eval_median,
       'peak_rss_mb': peak_rss_mb(),
+      'timed_compiles': train_compiles + eval_compiles,
       'devices': len(mesh_devices),
       'backend': jax.default_backend(),
       'device_kind': mesh_devices[0].device_kind,
@@ -148,11 +187,13 @@ def _define_flags():
                                            lock_config=True)
   steps = flags.DEFINE_integer('steps', 20, 'Timed steps (train and eval each).')
   warmup = flags.DEFINE_integer('warmup', 3, 'Untimed steps after the first (compiling) one.')
+  profile_dir = flags.DEFINE_string('profile_dir', None,
+                                    'Also trace the timed train steps with jax.profiler into DIR.')
   flags.mark_flags_as_required(['config'])
-  return config, steps, warmup
+  return config, steps, warmup, profile_dir
 
 
-def main(argv, *, config_flag, steps_flag, warmup_flag):
+def main(argv, *, config_flag, steps_flag, warmup_flag, profile_flag):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
@@ -160,7 +201,8 @@ def main(argv, *, config_flag, steps_flag, warmup_flag):
   config = config_flag.value
   try:
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout to the one JSON line
-      report = benchmark(config, steps=steps_flag.value, warmup=warmup_flag.value)
+      report = benchmark(config, steps=steps_flag.value, warmup=warmup_flag.value,
+                         profile_dir=profile_flag.value)
   except schema.DataError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
@@ -169,5 +211,6 @@ def main(argv, *, config_flag, steps_flag, warmup_flag):
 
 
 if __name__ == '__main__':
-  _config, _steps, _warmup = _define_flags()
-  app.run(lambda argv: main(argv, config_flag=_config, steps_flag=_steps, warmup_flag=_warmup))
+  _config, _steps, _warmup, _profile = _define_flags()
+  app.run(lambda argv: main(argv, config_flag=_config, steps_flag=_steps, warmup_flag=_warmup,
+                            profile_flag=_profile))

@@ -87,6 +87,25 @@ def split_metrics(spec: schema.DatasetSpec, predict: Callable, params, batches: 
   return metrics.compute(spec.task, outputs, labels, mask)
 
 
+def pooled_metrics(spec: schema.DatasetSpec, predict: Callable, params,
+                   make_batches: Callable[[], Iterable[dict]], conditions: Iterable[str]) -> dict:
+  """Metrics of the predictions under every condition in `conditions`, pooled into one set.
+
+  With the six missing patterns this is the authors' MMIN validation: each example counted once
+  per pattern. `('full',)` is the plain split metrics. Rate conditions are not accepted here (they
+  need a key).
+  """
+  conditions = tuple(conditions)
+  unknown = [c for c in conditions if c not in condition_names(spec, [c])]
+  if not conditions or unknown:
+    raise ValueError(f'valid conditions: expected a non-empty subset of '
+                     f'{missing.conditions_for(spec.available)}, got {list(conditions)}')
+  parts = [predict_split(predict, params, make_batches(), available=spec.available, condition=c)
+           for c in conditions]
+  outputs, labels, mask = (np.concatenate(p) for p in zip(*parts))
+  return metrics.compute(spec.task, outputs, labels, mask)
+
+
 def run_grid(spec: schema.DatasetSpec, predict: Callable, params, make_batches: Callable[[], Iterable[dict]],
              *, conditions: Iterable[str], rates: Iterable[float], seed: int) -> list[dict]:
   """One row per condition and rate: {'condition': name, 'metrics': {...}}."""

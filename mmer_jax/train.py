@@ -88,9 +88,10 @@ class Run:
   def eval_batches(self, split: str):
     return lambda: self.streams.epoch(split, train=False)
 
-  def evaluate_split(self, params_on_device, split: str) -> dict:
-    return evaluate.split_metrics(self.spec, self.predict, params_on_device,
-                                  self.eval_batches(split)())
+  def evaluate_split(self, params_on_device, split: str, conditions=('full',)) -> dict:
+    """Metrics of `split`, pooled over the missing `conditions` (default: complete data)."""
+    return evaluate.pooled_metrics(self.spec, self.predict, params_on_device,
+                                   self.eval_batches(split), conditions)
 
 
 def _is_better(value: float, best: float | None, mode: str) -> bool:
@@ -139,7 +140,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
       epoch_done = -(-step // run.steps_per_epoch)
       if epoch_done % tc.eval_every_epochs == 0 or step == run.num_steps:
         host_state = run.from_devices(state)
-        valid = {f'valid/{k}': v for k, v in run.evaluate_split(run.device_params(host_state.params), 'valid').items()}
+        valid = run.evaluate_split(run.device_params(host_state.params), 'valid',
+                                   run.method.valid_conditions)
+        valid = {f'valid/{k}': v for k, v in valid.items()}
         writer.write_scalars(step, valid)
         logging.info('epoch %d valid %s', epoch_done, {k: round(v, 4) for k, v in valid.items()})
         if select not in valid:
@@ -175,6 +178,7 @@ def evaluate_best(run: Run, workdir: str, *, best_mgr=None, state=None) -> dict:
   if config.method.get('variant'):
     results['variant'] = config.method.variant
   results['selected_step'] = meta.get('best_step')
+  results['valid_conditions'] = list(run.method.valid_conditions)
   results[f'valid_{config.train.select_metric.split("/")[-1]}'] = meta.get('best_metric')
   evaluate.write_results(workdir, results, run.spec.task)
   for path in run.method.write_figures(params, run, workdir):

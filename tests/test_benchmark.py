@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -38,6 +40,7 @@ def check_report(report: dict, *, steps: int, devices: int):
     assert report[key] > 0, (key, report[key])
   assert report['step_s_min'] <= report['step_s_median'] <= report['step_s_max']
   assert report['eval_step_s_median'] > 0
+  assert report['timed_compiles'] == 0  # the timed steps reuse the compiled executables
   assert report['devices'] == devices
   assert report['steps'] == steps
   assert report['examples_per_s'] == pytest.approx(report['examples_per_step'] / report['step_s_median'])
@@ -46,8 +49,10 @@ def check_report(report: dict, *, steps: int, devices: int):
 
 
 def test_cli_utterance_config(tmp_path):
-  report = run_cli(tmp_path, 'configs/fusion_iemocap.py:smoke', '--steps', '3', '--warmup', '1')
+  report = run_cli(tmp_path, 'configs/fusion_iemocap.py:smoke', '--steps', '3', '--warmup', '1',
+                   f'--profile_dir={tmp_path / "profile"}')
   check_report(report, steps=3, devices=2)
+  assert list((tmp_path / 'profile').rglob('perfetto_trace.json.gz')), 'no profiler trace written'
   assert report['config'] == 'configs/fusion_iemocap.py:smoke'
   assert report['level'] == 'utterance'
   assert report['batch_size'] == 8
@@ -61,6 +66,28 @@ def test_cli_dialogue_config_pmap(tmp_path):
   check_report(report, steps=2, devices=2)
   assert report['level'] == 'dialogue'
   assert report['parallel'] == 'pmap'
+
+
+def test_compile_counter_counts_new_compilations_only():
+  f = jax.jit(lambda x: x * 2 + 1)
+  x, y = jnp.ones(5), jnp.ones(6)  # (creating arrays compiles too)
+  with benchmark.CompileCounter() as first:
+    f(x).block_until_ready()
+  with benchmark.CompileCounter() as again:
+    f(x).block_until_ready()
+  with benchmark.CompileCounter() as new_shape:
+    f(y).block_until_ready()
+  assert (first.count, again.count, new_shape.count) == (1, 0, 1)
+
+
+def test_timed_steps_may_not_touch_the_host():
+  f = jax.jit(lambda x: x + 1)
+  on_device = jnp.ones(3)
+  _, _, compiles = benchmark._measure(lambda: f(on_device), warmup=0, steps=2)
+  assert compiles == 0
+  host = np.ones(3, np.float32)  # a step that feeds host data every call is a host round-trip
+  with pytest.raises(Exception, match='(?i)disallowed'):
+    benchmark._measure(lambda: f(host), warmup=0, steps=2)
 
 
 def test_count_examples():

@@ -150,6 +150,21 @@ def test_condition_rows_match_direct_computation(cls_setup):
   assert named['t']['wa'] > named['v']['wa']
 
 
+def test_pooled_metrics_count_each_example_once_per_condition(cls_setup):
+  spec, label, x, batches = cls_setup
+  patterns = {'a': (1, 0, 0), 'at': (1, 0, 1), 'vt': (0, 1, 1)}
+  pooled = evaluate.pooled_metrics(spec, fake_predict, PARAMS, lambda: iter(batches), tuple(patterns))
+  votes = np.concatenate([(x * np.array(p, np.float32)[None, :, None]).sum(1) for p in patterns.values()])
+  expected = metrics.compute(spec.task, votes, np.tile(label, len(patterns)),
+                             np.ones(len(votes), bool))
+  assert pooled == pytest.approx(expected)
+  assert evaluate.pooled_metrics(spec, fake_predict, PARAMS, lambda: iter(batches), ('full',)) == \
+      pytest.approx(by_name(grid(spec, batches, rates=()))['full'])
+  for bad in ((), ('x',), ('rate=0.3',)):
+    with pytest.raises(ValueError, match='valid conditions'):
+      evaluate.pooled_metrics(spec, fake_predict, PARAMS, lambda: iter(batches), bad)
+
+
 def test_rate_zero_equals_full(cls_setup):
   spec, _, _, batches = cls_setup
   named = by_name(grid(spec, batches, conditions=('full',), rates=(0.0,)))

@@ -257,6 +257,18 @@ def test_configs_and_stage1_config():
     assert mmin_method.stage1_config(smoke).data.batch_size == smoke.data.batch_size
 
 
+def test_model_selection_conditions():
+  six = ('a', 'v', 't', 'av', 'at', 'vt')
+  for variant in ('mmin', 'mmin_ae', 'mmin_nocycle', 'augmented'):
+    assert _toy_method(variant=variant).valid_conditions == six  # the authors' pooled valid set
+  assert _toy_method(variant='full_baseline').valid_conditions == ('full',)
+  config = _small(mmin_iemocap.get_config('smoke'))
+  config.train.valid_conditions = ('full', 't')
+  assert mmin_method.MMINMethod(config, TOY_SPEC).valid_conditions == ('full', 't')
+  stage1 = mmin_method.stage1_config(config)  # stage 1 selects on complete data, whatever the run
+  assert mmin_method.MMINMethod(stage1, TOY_SPEC).valid_conditions == ('full',)
+
+
 def test_trainable_mask_freezes_only_the_teacher():
   method = _toy_method()
   params = _method_params(method, _toy_batch())

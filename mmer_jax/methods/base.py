@@ -58,6 +58,13 @@ class Method(abc.ABC):
     variants fix it (e.g. MMIN's comparison rows) overrides this."""
     return self.config.train.missing
 
+  @property
+  def valid_conditions(self) -> tuple[str, ...]:
+    """Missing conditions whose pooled predictions on the validation split give the model-
+    selection metrics. `config.train.valid_conditions` wins when set; otherwise complete data."""
+    conditions = self.config.train.get('valid_conditions')
+    return tuple(conditions) if conditions else ('full',)
+
   def trainable_mask(self, params: Params) -> Any:
     """Pytree of bools: which parameters the optimiser updates (frozen teachers say False)."""
     return jax.tree_util.tree_map(lambda _: True, params)

@@ -49,6 +49,7 @@ import ml_collections
 import numpy as np
 
 from mmer_jax import checkpoint
+from mmer_jax import missing
 from mmer_jax.data import schema
 from mmer_jax.methods import base
 from mmer_jax.models import fusion
@@ -56,6 +57,7 @@ from mmer_jax.models import mmin as mmin_model
 
 VARIANTS = ('mmin', 'mmin_ae', 'mmin_nocycle', 'full_baseline', 'augmented')
 MMIN_VARIANTS = ('mmin', 'mmin_ae', 'mmin_nocycle')
+SIX_PATTERNS = ('a', 'v', 't', 'av', 'at', 'vt')
 TRAIN_MISSING = {'mmin': 'patterns', 'mmin_ae': 'patterns', 'mmin_nocycle': 'patterns',
                  'full_baseline': 'none', 'augmented': 'patterns_and_full'}
 
@@ -80,6 +82,7 @@ def stage1_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   m = c.method
   m.variant = 'full_baseline'
   m.pretrained_workdir = None
+  c.train.valid_conditions = ('full',)
   c.train.num_epochs = m.stage1_epochs
   c.optimizer.constant_epochs = m.stage1_constant_epochs
   c.optimizer.learning_rate = m.stage1_learning_rate
@@ -88,6 +91,11 @@ def stage1_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   if m.get('stage1_batch_size'):
     c.data.batch_size = m.stage1_batch_size
   return c
+
+
+def evaluate_conditions(spec) -> set[str]:
+  """The missing conditions a dataset can express (all six for a, v and t)."""
+  return set(missing.conditions_for(spec.available))
 
 
 class MMINMethod(base.Method):
@@ -132,6 +140,17 @@ class MMINMethod(base.Method):
     if self.variant == 'augmented':
       return self.config.method.get('augmented_missing', TRAIN_MISSING['augmented'])
     return TRAIN_MISSING[self.variant]
+
+  @property
+  def valid_conditions(self) -> tuple[str, ...]:
+    """Model selection as the authors: the rows trained on missing data (mmin*, augmented) are
+    selected on the six missing patterns of the validation split, pooled; `full_baseline` (stage
+    1) on the complete split. `config.train.valid_conditions` overrides both."""
+    if self.config.train.get('valid_conditions'):
+      return tuple(self.config.train.valid_conditions)
+    if self.variant == 'full_baseline':
+      return ('full',)
+    return tuple(c for c in SIX_PATTERNS if c in evaluate_conditions(self.spec))
 
   def _apply(self, params, batch, rng=None, **kwargs):
     features = {k: batch[k] for k in self.modalities}
