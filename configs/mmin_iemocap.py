@@ -22,9 +22,9 @@ and step; the test grid reports the six conditions, full, and missing rates.
 Real data: without `:synthetic` it reads MMIN's h5 release from `--config.data.manual_dir`,
 one fold per run: `--config.data.options.fold=K` (K = 1..10, default 1). The paper's numbers are
 10-fold cross-validation: 10 runs with fold=1..10 (each with its own workdir and stage 1), the
-table being the mean over folds. Model selection uses valid UA (as the authors' IEMOCAP runs);
-note the trainer computes it on the complete validation split, whereas the authors pool the six
-missing patterns of the validation split.
+table being the mean over folds. Model selection uses valid UA (as the authors' IEMOCAP runs),
+pooled over the six missing patterns of the validation split for the rows trained on missing
+data, and on the complete split for stage 1 / full_baseline (`train.valid_conditions` overrides).
 
 What to expect: the paper's claim is that MMIN beats both the full-modality baseline (stage 1,
 zero-filled at test time) and the augmented baseline under every missing condition, with the
