@@ -78,6 +78,10 @@ def get_config(arg: str | None = None):
   m.mlp_hidden = ()
   m.hidden = (128, 128)
   m.dropout = 0.3
+  # How the early-fusion rows (full_baseline, augmented) meet a missing modality: its zero-filled
+  # features are encoded like real ones (the paper's baselines); 'zero_embedding' zeroes the
+  # embedding. Training stage 1 on complete data never meets one, so MMIN is unaffected.
+  m.missing_input = 'zero_features'
   # Stage 1 (CAP_utt_fusion.sh): 10 + 10 epochs, lr 2e-4, beta1 0.9, batch 128, clip 0.5.
   m.stage1_epochs = 20
   m.stage1_constant_epochs = 10

@@ -262,6 +262,10 @@ def test_model_selection_conditions():
   for variant in ('mmin', 'mmin_ae', 'mmin_nocycle', 'augmented'):
     assert _toy_method(variant=variant).valid_conditions == six  # the authors' pooled valid set
   assert _toy_method(variant='full_baseline').valid_conditions == ('full',)
+  # The early-fusion rows meet a missing modality as the paper's baselines: zero-filled features.
+  assert _toy_method(variant='full_baseline').model.missing_input == 'zero_features'
+  assert _toy_method(variant='augmented', missing_input='zero_embedding').model.missing_input == \
+      'zero_embedding'
   config = _small(mmin_iemocap.get_config('smoke'))
   config.train.valid_conditions = ('full', 't')
   assert mmin_method.MMINMethod(config, TOY_SPEC).valid_conditions == ('full', 't')

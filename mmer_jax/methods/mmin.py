@@ -9,6 +9,8 @@
   mmin_nocycle   the same without the backward net and its loss (MMIN-NoCycle)
   full_baseline  the stage-1 model: early fusion (`fusion.EarlyFusion`) trained on complete data
                  (`train_missing='none'`); evaluated under missing conditions by zero-filling
+                 (`method.missing_input='zero_features'`, the paper's baseline: the zero features
+                 are encoded like real ones; 'zero_embedding' zeroes the embedding instead)
   augmented      early fusion trained from scratch on the six patterns and the full one
                  (`train_missing='patterns_and_full'`; `method.augmented_missing='patterns'` gives
                  the authors' code's six patterns only)
@@ -116,7 +118,9 @@ class MMINMethod(base.Method):
                           num_outputs=self.num_outputs)
     self.is_mmin = self.variant in MMIN_VARIANTS
     if not self.is_mmin:
-      self.model = fusion.EarlyFusion(hidden=tuple(m.hidden), dropout=m.dropout, **encoder_kwargs)
+      self.model = fusion.EarlyFusion(hidden=tuple(m.hidden), dropout=m.dropout,
+                                      missing_input=m.get('missing_input', 'zero_features'),
+                                      **encoder_kwargs)
       return
     self.teacher_target = m.get('teacher_target', 'full')
     if self.teacher_target not in mmin_model.TEACHER_TARGETS:
