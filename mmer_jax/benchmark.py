@@ -122,7 +122,7 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
   run = run or train.Run(config, devices=devices)
   level = run.method.level
 
-  host_batch = next(iter(run.streams.epoch('train', 0, train=True)))
+  host_batch = next(iter(run.train_batches(0)))
   batch = run.place(host_batch)
   state = run.to_devices(run.init_state())
   jax.block_until_ready(state)

@@ -48,6 +48,10 @@ class Run:
       self.num_steps = min(self.num_steps, config.train.max_steps)
     self.train_step, self._eval_step, self.place = steps.compile_steps(self.method, config, self.mesh)
 
+  def train_batches(self, epoch: int, start: int = 0):
+    """The training batches of `epoch` from batch `start` on, with the method's host additions."""
+    return map(self.method.train_batch, self.streams.epoch('train', epoch, train=True, start=start))
+
   def init_state(self, workdir: str | None = None) -> steps.TrainState:
     rng = jax.random.PRNGKey(self.config.seed)
     init_rng, state_rng = jax.random.split(rng)
@@ -123,7 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
   try:
     while step < run.num_steps:
       epoch, start = divmod(step, run.steps_per_epoch)
-      for batch in run.streams.epoch('train', epoch, train=True, start=start):
+      for batch in run.train_batches(epoch, start):
         state, metrics = run.train_step(state, run.place(batch))
         metrics = jax.device_get(metrics)  # block on each step: no overlapping collectives
         if run.is_pmap:

@@ -372,6 +372,34 @@ def test_teacher_is_frozen_under_train_steps(smoke_run):
         jax.tree_util.tree_leaves(before[key]), jax.tree_util.tree_leaves(after[key]))), key
 
 
+def test_cached_teacher_targets_equal_the_in_graph_teacher(smoke_run):
+  run = smoke_run
+  method = run.method
+  assert method.cache_teacher  # teacher_target='full' (the default)
+  batch = list(run.streams.epoch('train', 3, train=True))[-1]  # shuffled, ends in padding rows
+  params = _random_params(method.model, {m: batch[m] for m in method.modalities},
+                          batch['lengths'], batch['modality_mask'], deterministic=True)
+  try:
+    assert method.prepare(params, run, None) is params  # no stage 1 without a workdir
+    table = method.teacher_table
+    assert table.shape == (run.streams.num_examples('train'), 2 * 8)
+    cached = method.train_batch(batch)
+    valid = batch['example_mask']
+    assert not valid.all() and not cached['teacher_full'][~valid].any()  # zeros on padding rows
+    in_graph = method._apply(params, batch, teacher_targets=('full',))['teacher_full']
+    np.testing.assert_allclose(cached['teacher_full'][valid], np.asarray(in_graph)[valid],
+                               rtol=1e-5, atol=1e-6)
+    # The loss (and so the gradient) is the same with the cached target.
+    rng = jax.random.PRNGKey(5)
+    with_cache, _ = method.loss(params, cached, rng)
+    without, _ = method.loss(params, batch, rng)
+    np.testing.assert_allclose(np.asarray(with_cache)[valid], np.asarray(without)[valid], rtol=1e-5)
+    with pytest.raises(ValueError, match='outside the teacher table'):
+      method.train_batch(dict(batch, index=np.full_like(batch['index'], len(table))))
+  finally:
+    method.teacher_table = None
+
+
 def test_prepare_trains_stage1_and_copies_its_encoders(smoke_run, tmp_path, monkeypatch):
   run = smoke_run
   batch = next(iter(run.streams.epoch('train', 0, train=True)))

@@ -56,6 +56,24 @@ def test_shuffling_is_seeded_per_epoch():
   assert sorted(labels(3, 1)) == sorted(labels(3, 0))
 
 
+def test_index_names_each_rows_example_also_in_a_resumed_epoch():
+  spec, source = _utterance_spec(), _utterance_source(n=21)
+  batches = list(pipeline.utterance_batches(source, spec, batch_size=8, seed=1, epoch=2, shuffle=True))
+  order = pipeline.epoch_order(21, seed=1, epoch=2, shuffle=True)
+  index = np.concatenate([b['index'] for b in batches])
+  assert index.dtype == np.int32
+  np.testing.assert_array_equal(index[:21], order)
+  assert (index[21:] == -1).all()  # padding rows
+  for b in batches:  # the row really holds that example
+    for i in np.flatnonzero(b['example_mask']):
+      np.testing.assert_array_equal(b['text'][i], source[b['index'][i]]['text'])
+  # A resumed epoch passes the tail of the permutation: the same rows, the same indices.
+  tail = list(pipeline.utterance_batches(source, spec, batch_size=8, order=order[8:]))
+  for a, b in zip(batches[1:], tail):
+    np.testing.assert_array_equal(a['index'], b['index'])
+    np.testing.assert_array_equal(a['text'], b['text'])
+
+
 def _dialogue_spec():
   return schema.DatasetSpec(
       name='toy_conv', task='classification', label_names=('a', 'b'), conversational=True,

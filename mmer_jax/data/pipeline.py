@@ -11,6 +11,8 @@ Utterance batch:
   modality_mask  bool [B, 3]  (audio, visual, text): what the dataset has; `missing.py` drops more
   label          int32 [B] (classification) | float32 [B] (regression)
   example_mask   bool [B]
+  index          int32 [B]: each row's position in its split (-1 for padding rows), so per-example
+                 tables (e.g. MMIN's cached teacher embeddings) can be joined on the host
 Dialogue batch (utterance-level features per turn):
   <modality>     float32 [B, L, D]
   speaker        int32 [B, L]; turn_mask bool [B, L] (== example_mask); modality_mask bool [B, L, 3]
@@ -51,8 +53,12 @@ def sequence_lengths(spec: schema.DatasetSpec, max_lens: Mapping[str, int] | Non
 
 
 def collate_utterances(examples: Sequence[Mapping[str, Any]], spec: schema.DatasetSpec, *,
-                       batch_size: int, max_lens: Mapping[str, int] | None = None) -> dict:
-  """Stacks up to `batch_size` examples into one fixed-shape batch (padding rows masked out)."""
+                       batch_size: int, max_lens: Mapping[str, int] | None = None,
+                       indices: Sequence[int] | None = None) -> dict:
+  """Stacks up to `batch_size` examples into one fixed-shape batch (padding rows masked out).
+
+  `indices`: the examples' positions in their split (`index`; default 0..n-1).
+  """
   n = len(examples)
   if n > batch_size:
     raise ValueError(f'{n} examples do not fit a batch of {batch_size}')
@@ -78,6 +84,8 @@ def collate_utterances(examples: Sequence[Mapping[str, Any]], spec: schema.Datas
   batch['label'][:n] = [ex['label'] for ex in examples]
   batch['example_mask'] = np.arange(batch_size) < n
   batch['modality_mask'] = np.tile(spec.available, (batch_size, 1))
+  batch['index'] = np.full(batch_size, -1, np.int32)
+  batch['index'][:n] = np.arange(n) if indices is None else np.asarray(indices)
   return batch
 
 
@@ -91,13 +99,20 @@ def read(source, indices: Sequence[int]) -> list:
 
 def utterance_batches(source, spec: schema.DatasetSpec, *, batch_size: int, seed: int = 0,
                       epoch: int = 0, shuffle: bool = False, drop_remainder: bool = False,
-                      max_lens: Mapping[str, int] | None = None) -> Iterator[dict]:
-  """One epoch of utterance batches from a random-access source (e.g. `tfds.data_source`)."""
-  order = epoch_order(len(source), seed=seed, epoch=epoch, shuffle=shuffle)
+                      max_lens: Mapping[str, int] | None = None,
+                      order: np.ndarray | None = None) -> Iterator[dict]:
+  """One epoch of utterance batches from a random-access source (e.g. `tfds.data_source`).
+
+  `order` (default: `epoch_order(...)`) gives the example positions to read, in batch order; a
+  resumed epoch passes the tail of its permutation.
+  """
+  if order is None:
+    order = epoch_order(len(source), seed=seed, epoch=epoch, shuffle=shuffle)
   stop = len(order) - len(order) % batch_size if drop_remainder else len(order)
   for start in range(0, stop, batch_size):
-    examples = read(source, order[start: start + batch_size])
-    yield collate_utterances(examples, spec, batch_size=batch_size, max_lens=max_lens)
+    indices = order[start: start + batch_size]
+    yield collate_utterances(read(source, indices), spec, batch_size=batch_size, max_lens=max_lens,
+                             indices=indices)
 
 
 def num_batches(num_examples: int, batch_size: int, drop_remainder: bool = False) -> int:

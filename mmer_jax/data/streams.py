@@ -55,25 +55,11 @@ class Streams:
           shuffle=train, buckets=tuple(self.config.data.buckets), with_graph=self.needs_graph)
     else:
       source = self.dataset.sources[split]
-      if start:  # skip whole batches without reading them (resume mid-epoch)
-        order = pipeline.epoch_order(len(source), seed=seed, epoch=epoch, shuffle=train)[start * size:]
-        source = _Subset(source, order)
-        train = False  # `order` is already this epoch's permutation
-      it = pipeline.utterance_batches(source, self.spec, batch_size=size, seed=seed, epoch=epoch,
-                                      shuffle=train, max_lens=self.config.data.max_lens.to_dict())
+      # Resuming mid-epoch skips whole batches without reading them.
+      order = pipeline.epoch_order(len(source), seed=seed, epoch=epoch, shuffle=train)[start * size:]
+      it = pipeline.utterance_batches(source, self.spec, batch_size=size,
+                                      max_lens=self.config.data.max_lens.to_dict(), order=order)
       start = 0
     it = itertools.islice(it, start, None)
     return pipeline.prefetch(it, self.config.data.prefetch) if self.config.data.prefetch else it
 
-
-class _Subset:
-  """A view of a source at given indices (keeps batched reads)."""
-
-  def __init__(self, source, indices):
-    self._source, self._indices = source, indices
-
-  def __len__(self):
-    return len(self._indices)
-
-  def __getitems__(self, idx):
-    return pipeline.read(self._source, [self._indices[i] for i in idx])

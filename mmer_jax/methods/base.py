@@ -65,6 +65,11 @@ class Method(abc.ABC):
     conditions = self.config.train.get('valid_conditions')
     return tuple(conditions) if conditions else ('full',)
 
+  def train_batch(self, batch: Batch) -> Batch:
+    """Host-side additions to a training batch before it is placed on the devices (e.g. MMIN's
+    cached teacher targets, joined on the batch's `index`); the default adds nothing."""
+    return batch
+
   def trainable_mask(self, params: Params) -> Any:
     """Pytree of bools: which parameters the optimiser updates (frozen teachers say False)."""
     return jax.tree_util.tree_map(lambda _: True, params)

@@ -117,6 +117,8 @@ class MMINMethod(base.Method):
                           kernel_sizes=tuple(m.kernel_sizes), mlp_hidden=tuple(m.mlp_hidden),
                           num_outputs=self.num_outputs)
     self.is_mmin = self.variant in MMIN_VARIANTS
+    self.cache_teacher = False
+    self.teacher_table = None  # [num_train, joint dim], filled by `prepare` when cache_teacher
     if not self.is_mmin:
       self.model = fusion.EarlyFusion(hidden=tuple(m.hidden), dropout=m.dropout,
                                       missing_input=m.get('missing_input', 'zero_features'),
@@ -127,6 +129,9 @@ class MMINMethod(base.Method):
       raise ValueError(f'method.teacher_target: expected one of {mmin_model.TEACHER_TARGETS}, '
                        f'got {self.teacher_target!r}')
     self.has_cycle = self.variant != 'mmin_nocycle'
+    # The paper's target, the frozen deterministic teacher on complete inputs, is a fixed function
+    # of each training example: computed once per run (`prepare`) instead of at every step.
+    self.cache_teacher = self.teacher_target == 'full' and bool(m.get('cache_teacher', True))
     self.ce_weight = float(m.ce_weight)
     self.fwd_weight = float(m.fwd_weight)
     self.cycle_weight = float(m.cycle_weight) if self.has_cycle else 0.0
@@ -169,6 +174,10 @@ class MMINMethod(base.Method):
   def loss(self, params, batch, rng, *, target_params=None):
     """Per-example loss and aux terms (ce, fwd_mse, cycle_mse, accuracy).
 
+    With `teacher_target='full'`, a batch that carries `teacher_full` (added by `train_batch`
+    from the table `prepare` computed) uses it as the forward target instead of running the
+    teacher: the same values, without the teacher's forward pass in every step.
+
     `target_params` (default: `params`) are the parameters the stop-gradient targets (teacher
     embedding, cycle target = student embedding) are computed from. At `target_params=params0`
     the loss as a function of `params` has, at `params0`, exactly the gradient `jax.grad` gives
@@ -176,11 +185,14 @@ class MMINMethod(base.Method):
     """
     if not self.is_mmin:
       return base.supervised_loss(self.spec.task, self._apply(params, batch, rng), batch['label'])
-    kwargs = dict(teacher_targets=(self.teacher_target,), with_cycle=self.has_cycle)
+    cached = self.teacher_target == 'full' and 'teacher_full' in batch
+    teacher_targets = () if cached else (self.teacher_target,)
+    kwargs = dict(teacher_targets=teacher_targets, with_cycle=self.has_cycle)
     out = self._apply(params, batch, rng, **kwargs)
     targets = out if target_params is None else self._apply(target_params, batch, rng, **kwargs)
     ce, aux = base.supervised_loss(self.spec.task, out['logits'], batch['label'])
-    target = jax.lax.stop_gradient(targets[f'teacher_{self.teacher_target}'])
+    target = batch['teacher_full'] if cached else targets[f'teacher_{self.teacher_target}']
+    target = jax.lax.stop_gradient(target)
     fwd = jnp.mean(jnp.square(out['imagined'] - target), axis=-1)
     total = self.ce_weight * ce + self.fwd_weight * fwd
     aux = {**aux, 'ce': ce, 'fwd_mse': fwd}
@@ -243,6 +255,30 @@ class MMINMethod(base.Method):
     plt.close(fig)
     return [path]
 
+  def train_batch(self, batch):
+    """Adds the cached teacher targets (`teacher_full`, zeros on padding rows) to a train batch."""
+    if self.teacher_table is None:
+      return batch
+    index = np.asarray(batch['index'])
+    if index.max(initial=-1) >= len(self.teacher_table):
+      raise ValueError(f'batch index {int(index.max())} outside the teacher table of '
+                       f'{len(self.teacher_table)} training examples')
+    rows = self.teacher_table[np.maximum(index, 0)]
+    return {**batch, 'teacher_full': np.where((index >= 0)[:, None], rows, np.zeros((), rows.dtype))}
+
+  def compute_teacher_table(self, teacher_params, run) -> np.ndarray:
+    """The frozen teacher's `teacher_full` embedding of every training example, in split order."""
+    embed = jax.jit(lambda p, b: self.model.teacher_embedding(
+        p, {m: b[m] for m in self.modalities}, b.get('lengths')))
+    table = None
+    for batch in run.streams.epoch('train', train=False):
+      out = np.asarray(embed(teacher_params, batch))
+      index, valid = np.asarray(batch['index']), np.asarray(batch['example_mask'])
+      if table is None:
+        table = np.zeros((run.streams.num_examples('train'), out.shape[-1]), np.float32)
+      table[index[valid]] = out[valid]
+    return table
+
   def trainable_mask(self, params):
     """Everything but the frozen `teacher` subtree."""
     return {k: jax.tree_util.tree_map(lambda _, k=k: k != 'teacher', v) for k, v in params.items()}
@@ -250,9 +286,18 @@ class MMINMethod(base.Method):
   # -- the two-stage pipeline -------------------------------------------------------------------
 
   def prepare(self, params, run, workdir):
-    """Stage 1 (train or restore the full-modality model), then copy its encoders in (mmin*)."""
+    """Stage 1 (train or restore the full-modality model), then copy its encoders in (mmin*);
+    with `cache_teacher`, the teacher's embeddings of the training split are computed here."""
     if not self.is_mmin:
       return params
+    params = self._load_stage1(params, run, workdir)
+    if self.cache_teacher:
+      self.teacher_table = self.compute_teacher_table(params['teacher'], run)
+      logging.info('MMIN: cached the frozen teacher\'s embeddings of %d training examples',
+                   len(self.teacher_table))
+    return params
+
+  def _load_stage1(self, params, run, workdir):
     source = self.config.method.get('pretrained_workdir')
     if not source:
       if workdir is None:

@@ -88,11 +88,21 @@ class MMIN(nn.Module):
   classifier_dropout: float = 0.5
   num_outputs: int = 4
 
+  def _encoder_kwargs(self) -> dict:
+    return dict(modalities=tuple(self.modalities), embed_dim=self.embed_dim, kinds=self.kinds,
+                dropout=self.encoder_dropout, num_filters=self.num_filters,
+                kernel_sizes=tuple(self.kernel_sizes), mlp_hidden=tuple(self.mlp_hidden))
+
   def _encoders(self, name: str) -> ModalityEncoders:
-    return ModalityEncoders(
-        modalities=tuple(self.modalities), embed_dim=self.embed_dim, kinds=self.kinds,
-        dropout=self.encoder_dropout, num_filters=self.num_filters,
-        kernel_sizes=tuple(self.kernel_sizes), mlp_hidden=tuple(self.mlp_hidden), name=name)
+    return ModalityEncoders(**self._encoder_kwargs(), name=name)
+
+  def teacher_embedding(self, teacher_params, features: Mapping[str, Array],
+                        lengths: Mapping[str, Array] | None = None) -> Array:
+    """The frozen teacher's joint embedding of complete inputs (`teacher_full`), computed from
+    the `teacher` parameter subtree alone: what `methods/mmin.py` caches per training example."""
+    encoders = ModalityEncoders(**self._encoder_kwargs(), parent=None)
+    embeddings = encoders.apply({'params': teacher_params}, features, lengths, deterministic=True)
+    return joint(embeddings, tuple(self.modalities))
 
   def _imagination_net(self, name: str) -> nn.Module:
     if self.imagination == 'cra':
