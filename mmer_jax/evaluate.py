@@ -96,7 +96,7 @@ def pooled_metrics(spec: schema.DatasetSpec, predict: Callable, params,
   need a key).
   """
   conditions = tuple(conditions)
-  unknown = [c for c in conditions if c not in condition_names(spec, [c])]
+  unknown = set(conditions) - set(condition_names(spec, conditions))
   if not conditions or unknown:
     raise ValueError(f'valid conditions: expected a non-empty subset of '
                      f'{missing.conditions_for(spec.available)}, got {list(conditions)}')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
+import jax
 import pytest
 
 
@@ -23,3 +24,12 @@ def shared_data_dir() -> pathlib.Path:
   if path is None:
     pytest.skip('shared/data (real datasets) not found next to the repository')
   return path
+
+
+@pytest.fixture
+def x64():
+  """Enables float64 for one test and restores the previous setting afterwards."""
+  previous = jax.config.jax_enable_x64
+  jax.config.update('jax_enable_x64', True)
+  yield
+  jax.config.update('jax_enable_x64', previous)

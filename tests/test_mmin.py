@@ -287,14 +287,6 @@ def test_trainable_mask_freezes_only_the_teacher():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def x64():
-  previous = jax.config.jax_enable_x64
-  jax.config.update('jax_enable_x64', True)
-  yield
-  jax.config.update('jax_enable_x64', previous)
-
-
 def test_check_grads_full_loss(x64):
   """The whole MMIN loss (CE + forward + cycle, dropout on) against finite differences.
 

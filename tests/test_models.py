@@ -40,15 +40,6 @@ def _alone(x, i, n, shape):
   return out
 
 
-@pytest.fixture
-def x64():
-  """Enables float64 for one test and restores the previous setting afterwards."""
-  previous = jax.config.jax_enable_x64
-  jax.config.update('jax_enable_x64', True)
-  yield
-  jax.config.update('jax_enable_x64', previous)
-
-
 def _jitted(model, **static):
   """(init, apply) of `model`: `init` draws random parameters of the right shapes and names (see
   `_random_init`), `apply` is compiled, with keyword arguments such as `deterministic` fixed.

@@ -51,6 +51,7 @@ import ml_collections
 import numpy as np
 
 from mmer_jax import checkpoint
+from mmer_jax import evaluate
 from mmer_jax import missing
 from mmer_jax.data import schema
 from mmer_jax.methods import base
@@ -59,7 +60,6 @@ from mmer_jax.models import mmin as mmin_model
 
 VARIANTS = ('mmin', 'mmin_ae', 'mmin_nocycle', 'full_baseline', 'augmented')
 MMIN_VARIANTS = ('mmin', 'mmin_ae', 'mmin_nocycle')
-SIX_PATTERNS = ('a', 'v', 't', 'av', 'at', 'vt')
 TRAIN_MISSING = {'mmin': 'patterns', 'mmin_ae': 'patterns', 'mmin_nocycle': 'patterns',
                  'full_baseline': 'none', 'augmented': 'patterns_and_full'}
 
@@ -93,11 +93,6 @@ def stage1_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   if m.get('stage1_batch_size'):
     c.data.batch_size = m.stage1_batch_size
   return c
-
-
-def evaluate_conditions(spec) -> set[str]:
-  """The missing conditions a dataset can express (all six for a, v and t)."""
-  return set(missing.conditions_for(spec.available))
 
 
 class MMINMethod(base.Method):
@@ -159,7 +154,7 @@ class MMINMethod(base.Method):
       return tuple(self.config.train.valid_conditions)
     if self.variant == 'full_baseline':
       return ('full',)
-    return tuple(c for c in SIX_PATTERNS if c in evaluate_conditions(self.spec))
+    return tuple(evaluate.condition_names(self.spec, missing.MISSING_CONDITIONS))
 
   def _apply(self, params, batch, rng=None, **kwargs):
     features = {k: batch[k] for k in self.modalities}
