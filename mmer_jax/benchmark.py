@@ -15,6 +15,7 @@ defines flags). It prints ONE JSON line on stdout (everything else goes to stder
   eval_examples_per_s   examples per eval batch / eval_step_s_median
   peak_rss_mb           peak resident memory of the process (`getrusage`)
   timed_compiles        XLA compilations during the timed steps (must be 0: no retracing)
+  batch_fields          the fields of the timed training batch (e.g. MMIN's cached `teacher_full`)
   devices               devices the step runs on (the run's mesh)
 
 It measures device compute, not the input pipeline: one host batch is taken from the training
@@ -122,9 +123,12 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
   run = run or train.Run(config, devices=devices)
   level = run.method.level
 
+  # The state first: initialising it runs the method's `prepare`, which may add per-example
+  # fields to the training batches (MMIN's cached teacher targets); a batch taken before would
+  # time a different step than training runs.
+  state = run.to_devices(run.init_state())
   host_batch = next(iter(run.train_batches(0)))
   batch = run.place(host_batch)
-  state = run.to_devices(run.init_state())
   jax.block_until_ready(state)
   setup_s = time.perf_counter() - setup_start
 
@@ -174,6 +178,7 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
       'examples_per_step': train_examples,
       'eval_examples_per_step': eval_examples,
       'eval_split': split,
+      'batch_fields': sorted(host_batch),
       'steps': steps,
       'warmup': warmup,
       'setup_s': setup_s,
