@@ -63,3 +63,16 @@ def test_real_release_without_files_stops_with_instructions(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0
   assert 'IEMOCAP_features.pkl' in proc.stderr and ':synthetic' in proc.stderr
+
+
+def test_mmin_text_dominant_variant_sets_the_synthetic_signal():
+  from mmer_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  module = _load(REPO / 'configs' / 'mmin_iemocap.py')
+  config = module.get_config('synthetic,text_dominant')
+  data = synthetic.create_config('iemocap_4', **config.data.options)
+  assert data.signal.strengths == {'text': 1.2, 'audio': 0.5, 'visual': 0.35}
+  assert data.signal.offset == 1.5
+  assert data.name != synthetic.create_config('iemocap_4').name  # its own TFDS config
+  assert module.get_config('smoke,text_dominant').data.options.offset == 1.5
+  with pytest.raises(ValueError, match='synthetic'):
+    module.get_config('text_dominant')  # real data has its own signal

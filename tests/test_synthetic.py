@@ -8,6 +8,7 @@ speaker's neighbouring turns) helping in conversations.
 """
 
 import collections
+import dataclasses
 
 import ml_collections
 import numpy as np
@@ -197,8 +198,9 @@ def test_options_give_distinct_config_names():
       synthetic.create_config('mosi', strengths={'visual': 0.1}).name,
       synthetic.create_config('mosi', noise=2.0).name,
       synthetic.create_config('mosi', ambiguous=0.3).name,
+      synthetic.create_config('mosi', offset=1.5).name,
   }
-  assert len(names) == 6 and all(n.startswith('mosi_') for n in names)
+  assert len(names) == 7 and all(n.startswith('mosi_') for n in names)
   assert synthetic.create_config('mosi', seed=1).name == synthetic.create_config('mosi', seed=1).name
   # Configs hand options over as ConfigDicts (not Mappings): same settings, same name.
   options = ml_collections.ConfigDict({'sizes': {'train': 10, 'valid': 5, 'test': 5},
@@ -217,6 +219,30 @@ def test_options_give_distinct_config_names():
     synthetic.create_config('mosi', seed=-1)
   with pytest.raises(ValueError, match='fraction'):
     synthetic.create_config('mosi', ambiguous=1.5)
+  with pytest.raises(ValueError, match='>= 0'):
+    synthetic.create_config('mosi', offset=-1.0)
+
+
+def test_offset_moves_the_features_away_from_zero():
+  """`offset` scales the same fixed per-dimension offsets, so a zero-filled missing modality lies
+  further from the real features; everything else about the features stays the same."""
+  rel = gen.RELEASES['iemocap_4']
+  worlds = {o: gen.create_world(rel, dataclasses.replace(rel.signal, offset=o), 0) for o in (0.5, 1.5)}
+  for m in rel.dims:
+    np.testing.assert_allclose(worlds[1.5].biases[m], 3 * worlds[0.5].biases[m], rtol=1e-6)
+    np.testing.assert_array_equal(worlds[1.5].projections[m], worlds[0.5].projections[m])
+  distance = {}
+  for o in (0.5, 1.5):
+    chunk = next(gen.generate_split(rel, dataclasses.replace(rel.signal, offset=o), 0, 'train', 64))
+    x = chunk.features['visual']  # [N, T, D], zero beyond each length
+    valid = np.arange(x.shape[1])[None] < chunk.lengths['visual'][:, None]
+    frames = x[valid]  # [frames, D]
+    centre = frames.mean(0)
+    spread = np.sqrt(((frames - centre) ** 2).sum(1)).mean()
+    distance[o] = np.linalg.norm(centre) / spread  # zero input, in units of the data's spread
+  print('distance of the zero input from the visual frames, in spreads:', distance)
+  assert distance[1.5] > 2.5 * distance[0.5]  # observed 2.47 vs 0.83 spreads (seed 0)
+  assert distance[1.5] > 2.0 and distance[0.5] < 1.0
 
 
 def _split_arrays(release, seed, split='train', size=3):

@@ -51,6 +51,9 @@ class Signal:
   ambiguous: fraction of utterances whose own features carry no emotion signal.
   persistence, influence: the conversation Markov chain (see module docstring).
   nuisance: scale of the private label-free directions; iso: per-dimension white noise.
+  offset: scale of the fixed per-dimension feature offsets (bias_m ~ offset * N(0, 1)): real
+    features are not centred, so a zero-filled missing modality is an input unlike any real one,
+    and the larger the offset the further from the data it lies.
   """
   strengths: Mapping[str, float]
   noise: float = 1.0
@@ -62,6 +65,7 @@ class Signal:
   influence: float = 0.1
   nuisance: float = 1.0
   iso: float = 0.3
+  offset: float = 0.5
 
   def __post_init__(self):
     unknown = set(self.strengths) - set(schema.MODALITIES)
@@ -71,7 +75,8 @@ class Signal:
       raise ValueError(f'ambiguous must be a fraction in [0, 1], got {self.ambiguous}')
     if self.persistence < 0 or self.influence < 0 or self.persistence + self.influence > 1:
       raise ValueError('persistence and influence must be >= 0 and sum to at most 1')
-    if min(self.noise, self.frame_noise, self.shared, self.separation, self.nuisance, self.iso) < 0:
+    if min(self.noise, self.frame_noise, self.shared, self.separation, self.nuisance, self.iso,
+           self.offset) < 0:
       raise ValueError('noise scales and separation must be >= 0')
 
   def to_dict(self) -> dict:
@@ -256,7 +261,7 @@ def class_prototypes(rng: np.random.Generator, release: Release, separation: flo
 
 
 def create_world(release: Release, signal: Signal, seed: int) -> World:
-  """Draws the fixed parts of the generator; depends only on (release, seed, separation)."""
+  """Draws the fixed parts of the generator; depends only on (release, seed, separation, offset)."""
   rng = np.random.default_rng([seed, 0])
   prototypes = class_prototypes(rng, release, signal.separation).astype(np.float32)
   k = release.latent_dim
@@ -268,7 +273,7 @@ def create_world(release: Release, signal: Signal, seed: int) -> World:
     rows = k + min(NUISANCE_DIM, dim - k)
     # Scaled so each feature has about unit variance when the latent has unit variance per row.
     projections[m] = (_orthonormal_rows(rng, rows, dim) * math.sqrt(dim / rows)).astype(np.float32)
-    biases[m] = (0.5 * rng.standard_normal(dim)).astype(np.float32)
+    biases[m] = (signal.offset * rng.standard_normal(dim)).astype(np.float32)
   return World(prototypes=prototypes, projections=projections, biases=biases)
 
 
