@@ -373,9 +373,10 @@ def test_cached_teacher_targets_equal_the_in_graph_teacher(smoke_run):
                           batch['lengths'], batch['modality_mask'], deterministic=True)
   try:
     assert method.prepare(params, run, None) is params  # no stage 1 without a workdir
+    assert method.teacher_table is None  # built by the first training batch, not by prepare
+    cached = method.train_batch(batch)
     table = method.teacher_table
     assert table.shape == (run.streams.num_examples('train'), 2 * 8)
-    cached = method.train_batch(batch)
     valid = batch['example_mask']
     assert not valid.all() and not cached['teacher_full'][~valid].any()  # zeros on padding rows
     in_graph = method._apply(params, batch, teacher_targets=('full',))['teacher_full']
@@ -389,7 +390,7 @@ def test_cached_teacher_targets_equal_the_in_graph_teacher(smoke_run):
     with pytest.raises(ValueError, match='outside the teacher table'):
       method.train_batch(dict(batch, index=np.full_like(batch['index'], len(table))))
   finally:
-    method.teacher_table = None
+    method.teacher_table = method._build_teacher_table = None
 
 
 def test_prepare_trains_stage1_and_copies_its_encoders(smoke_run, tmp_path, monkeypatch):

@@ -113,7 +113,8 @@ class MMINMethod(base.Method):
                           num_outputs=self.num_outputs)
     self.is_mmin = self.variant in MMIN_VARIANTS
     self.cache_teacher = False
-    self.teacher_table = None  # [num_train, joint dim], filled by `prepare` when cache_teacher
+    self.teacher_table = None  # [num_train, joint dim], built by the first `train_batch`
+    self._build_teacher_table = None  # set by `prepare` when cache_teacher
     if not self.is_mmin:
       self.model = fusion.EarlyFusion(hidden=tuple(m.hidden), dropout=m.dropout,
                                       missing_input=m.get('missing_input', 'zero_features'),
@@ -125,7 +126,8 @@ class MMINMethod(base.Method):
                        f'got {self.teacher_target!r}')
     self.has_cycle = self.variant != 'mmin_nocycle'
     # The paper's target, the frozen deterministic teacher on complete inputs, is a fixed function
-    # of each training example: computed once per run (`prepare`) instead of at every step.
+    # of each training example: computed once per run (on the first training batch after
+    # `prepare`, so evaluating a checkpoint never pays for it) instead of at every step.
     self.cache_teacher = self.teacher_target == 'full' and bool(m.get('cache_teacher', True))
     self.ce_weight = float(m.ce_weight)
     self.fwd_weight = float(m.fwd_weight)
@@ -251,7 +253,15 @@ class MMINMethod(base.Method):
     return [path]
 
   def train_batch(self, batch):
-    """Adds the cached teacher targets (`teacher_full`, zeros on padding rows) to a train batch."""
+    """Adds the cached teacher targets (`teacher_full`, zeros on padding rows) to a train batch.
+
+    The first call after `prepare` builds the table (one teacher pass over the training split).
+    """
+    if self.teacher_table is None and self._build_teacher_table is not None:
+      self.teacher_table = self._build_teacher_table()
+      self._build_teacher_table = None
+      logging.info('MMIN: cached the frozen teacher\'s embeddings of %d training examples',
+                   len(self.teacher_table))
     if self.teacher_table is None:
       return batch
     index = np.asarray(batch['index'])
@@ -281,15 +291,19 @@ class MMINMethod(base.Method):
   # -- the two-stage pipeline -------------------------------------------------------------------
 
   def prepare(self, params, run, workdir):
-    """Stage 1 (train or restore the full-modality model), then copy its encoders in (mmin*);
-    with `cache_teacher`, the teacher's embeddings of the training split are computed here."""
+    """Stage 1 (train or restore the full-modality model), then copy its encoders in (mmin*).
+
+    With `cache_teacher`, the teacher's embeddings of the training split are computed from these
+    teacher params when the first training batch asks for them (`train_batch`), not here:
+    `--mode=evaluate` also initialises the state and never trains.
+    """
     if not self.is_mmin:
       return params
     params = self._load_stage1(params, run, workdir)
+    self.teacher_table = None
     if self.cache_teacher:
-      self.teacher_table = self.compute_teacher_table(params['teacher'], run)
-      logging.info('MMIN: cached the frozen teacher\'s embeddings of %d training examples',
-                   len(self.teacher_table))
+      teacher = params['teacher']
+      self._build_teacher_table = lambda: self.compute_teacher_table(teacher, run)
     return params
 
   def _load_stage1(self, params, run, workdir):
