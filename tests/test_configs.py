@@ -65,14 +65,14 @@ def test_real_release_without_files_stops_with_instructions(tmp_path):
   assert 'IEMOCAP_features.pkl' in proc.stderr and ':synthetic' in proc.stderr
 
 
-def test_mmin_text_dominant_variant_sets_the_synthetic_signal():
+def test_mmin_train_x4_variant_enlarges_only_the_training_split():
   from mmer_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   module = _load(REPO / 'configs' / 'mmin_iemocap.py')
-  config = module.get_config('synthetic,text_dominant')
+  config = module.get_config('synthetic,train_x4')
   data = synthetic.create_config('iemocap_4', **config.data.options)
-  assert data.signal.strengths == {'text': 1.2, 'audio': 0.5, 'visual': 0.35}
-  assert data.signal.offset == 1.5
-  assert data.name != synthetic.create_config('iemocap_4').name  # its own TFDS config
-  assert module.get_config('smoke,text_dominant').data.options.offset == 1.5
+  default = synthetic.create_config('iemocap_4')
+  assert dict(data.sizes) == {'train': 4 * dict(default.sizes)['train'],
+                              'valid': dict(default.sizes)['valid'], 'test': dict(default.sizes)['test']}
+  assert data.signal == default.signal and data.name != default.name  # its own TFDS config
   with pytest.raises(ValueError, match='synthetic'):
-    module.get_config('text_dominant')  # real data has its own signal
+    module.get_config('train_x4')  # the real release has its own size
