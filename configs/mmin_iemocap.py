@@ -63,8 +63,9 @@ def get_config(arg: str | None = None):
   m.name = 'mmin'
   m.variant = 'mmin'  # mmin | mmin_ae | mmin_nocycle | full_baseline | augmented
   m.teacher_target = 'full'  # full (the paper) | complement (the authors' code)
-  # 'full' targets are a fixed function of each example (the teacher is frozen and deterministic):
-  # computed once per run and joined to the batches on the host, not recomputed in every step.
+  # Both targets are fixed functions of each example and its mask (the teacher is frozen and
+  # deterministic): its embeddings are computed once per run and joined to the batches on the
+  # host, not recomputed in every step.
   m.cache_teacher = True
   m.augmented_missing = 'patterns_and_full'  # augmented variant; 'patterns': the authors' code
   m.ce_weight = 1.0

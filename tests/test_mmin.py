@@ -364,33 +364,45 @@ def test_teacher_is_frozen_under_train_steps(smoke_run):
         jax.tree_util.tree_leaves(before[key]), jax.tree_util.tree_leaves(after[key]))), key
 
 
-def test_cached_teacher_targets_equal_the_in_graph_teacher(smoke_run):
+@pytest.mark.parametrize('target', ['full', 'complement'])
+def test_cached_teacher_targets_equal_the_in_graph_teacher(smoke_run, target):
   run = smoke_run
-  method = run.method
-  assert method.cache_teacher  # teacher_target='full' (the default)
+  config = ml_collections.ConfigDict(run.config.to_dict())
+  config.method.teacher_target = target
+  method = mmin_method.MMINMethod(config, run.spec)
+  assert method.cache_teacher  # the default for both targets
   batch = list(run.streams.epoch('train', 3, train=True))[-1]  # shuffled, ends in padding rows
+  # The step draws a pattern per example; here audio-only and text-only alternate.
+  only_audio, only_text = np.array([True, False, False]), np.array([False, False, True])
+  rows = np.arange(len(batch['index']))
+  batch = dict(batch, modality_mask=np.where((rows % 2 == 0)[:, None], only_audio, only_text))
   params = _random_params(method.model, {m: batch[m] for m in method.modalities},
                           batch['lengths'], batch['modality_mask'], deterministic=True)
-  try:
-    assert method.prepare(params, run, None) is params  # no stage 1 without a workdir
-    assert method.teacher_table is None  # built by the first training batch, not by prepare
-    cached = method.train_batch(batch)
-    table = method.teacher_table
-    assert table.shape == (run.streams.num_examples('train'), 2 * 8)
-    valid = batch['example_mask']
-    assert not valid.all() and not cached['teacher_full'][~valid].any()  # zeros on padding rows
-    in_graph = method._apply(params, batch, teacher_targets=('full',))['teacher_full']
-    np.testing.assert_allclose(cached['teacher_full'][valid], np.asarray(in_graph)[valid],
-                               rtol=1e-5, atol=1e-6)
-    # The loss (and so the gradient) is the same with the cached target.
-    rng = jax.random.PRNGKey(5)
-    with_cache, _ = method.loss(params, cached, rng)
-    without, _ = method.loss(params, batch, rng)
-    np.testing.assert_allclose(np.asarray(with_cache)[valid], np.asarray(without)[valid], rtol=1e-5)
-    with pytest.raises(ValueError, match='outside the teacher table'):
-      method.train_batch(dict(batch, index=np.full_like(batch['index'], len(table))))
-  finally:
-    method.teacher_table = method._build_teacher_table = None
+  assert method.prepare(params, run, None) is params  # no stage 1 without a workdir
+  assert method.teacher_tables is None  # built by the first training batch, not by prepare
+  cached = method.train_batch(batch)
+  tables = method.teacher_tables
+  want = {'full': {'teacher_full'}, 'complement': {'teacher_full', 'teacher_zero'}}[target]
+  assert set(tables) == want
+  num_train = run.streams.num_examples('train')
+  assert all(t.shape == (num_train, 2 * 8) for t in tables.values())
+  valid = batch['example_mask']
+  assert not valid.all() and not any(cached[k][~valid].any() for k in want)  # zeros on padding rows
+  in_graph = method._apply(params, batch, teacher_targets=(target,))[f'teacher_{target}']
+  if target == 'full':
+    from_cache = cached['teacher_full']
+  else:
+    from_cache = mmin_model.complement_target(cached['teacher_full'], cached['teacher_zero'],
+                                              batch['modality_mask'], method.modalities)
+  np.testing.assert_allclose(np.asarray(from_cache)[valid], np.asarray(in_graph)[valid],
+                             rtol=1e-5, atol=1e-6)
+  # The loss (and so the gradient) is the same with the cached target.
+  rng = jax.random.PRNGKey(5)
+  with_cache, _ = method.loss(params, cached, rng)
+  without, _ = method.loss(params, batch, rng)
+  np.testing.assert_allclose(np.asarray(with_cache)[valid], np.asarray(without)[valid], rtol=1e-5)
+  with pytest.raises(ValueError, match='outside the teacher table'):
+    method.train_batch(dict(batch, index=np.full_like(batch['index'], num_train)))
 
 
 def test_prepare_trains_stage1_and_copies_its_encoders(smoke_run, tmp_path, monkeypatch):

@@ -113,8 +113,8 @@ class MMINMethod(base.Method):
                           num_outputs=self.num_outputs)
     self.is_mmin = self.variant in MMIN_VARIANTS
     self.cache_teacher = False
-    self.teacher_table = None  # [num_train, joint dim], built by the first `train_batch`
-    self._build_teacher_table = None  # set by `prepare` when cache_teacher
+    self.teacher_tables = None  # name -> [num_train, joint dim], built by the first `train_batch`
+    self._build_teacher_tables = None  # set by `prepare` when cache_teacher
     if not self.is_mmin:
       self.model = fusion.EarlyFusion(hidden=tuple(m.hidden), dropout=m.dropout,
                                       missing_input=m.get('missing_input', 'zero_features'),
@@ -125,10 +125,12 @@ class MMINMethod(base.Method):
       raise ValueError(f'method.teacher_target: expected one of {mmin_model.TEACHER_TARGETS}, '
                        f'got {self.teacher_target!r}')
     self.has_cycle = self.variant != 'mmin_nocycle'
-    # The paper's target, the frozen deterministic teacher on complete inputs, is a fixed function
-    # of each training example: computed once per run (on the first training batch after
-    # `prepare`, so evaluating a checkpoint never pays for it) instead of at every step.
-    self.cache_teacher = self.teacher_target == 'full' and bool(m.get('cache_teacher', True))
+    # The frozen deterministic teacher encodes each modality on its own, so both targets are
+    # fixed functions of each training example and its drawn mask: the teacher's embeddings of
+    # the complete input and of the all-zero input (the complement's available slots) are
+    # computed once per run (on the first training batch after `prepare`, so evaluating a
+    # checkpoint never pays for them) instead of at every step.
+    self.cache_teacher = bool(m.get('cache_teacher', True))
     self.ce_weight = float(m.ce_weight)
     self.fwd_weight = float(m.fwd_weight)
     self.cycle_weight = float(m.cycle_weight) if self.has_cycle else 0.0
@@ -171,9 +173,9 @@ class MMINMethod(base.Method):
   def loss(self, params, batch, rng, *, target_params=None):
     """Per-example loss and aux terms (ce, fwd_mse, cycle_mse, accuracy).
 
-    With `teacher_target='full'`, a batch that carries `teacher_full` (added by `train_batch`
-    from the table `prepare` computed) uses it as the forward target instead of running the
-    teacher: the same values, without the teacher's forward pass in every step.
+    A batch that carries the cached teacher embeddings (`teacher_full`, and `teacher_zero` for
+    the complement target; added by `train_batch`) builds the forward target from them instead
+    of running the teacher: the same values, without the teacher's forward pass in every step.
 
     `target_params` (default: `params`) are the parameters the stop-gradient targets (teacher
     embedding, cycle target = student embedding) are computed from. At `target_params=params0`
@@ -182,13 +184,19 @@ class MMINMethod(base.Method):
     """
     if not self.is_mmin:
       return base.supervised_loss(self.spec.task, self._apply(params, batch, rng), batch['label'])
-    cached = self.teacher_target == 'full' and 'teacher_full' in batch
+    cached = all(k in batch for k in self._cached_fields)
     teacher_targets = () if cached else (self.teacher_target,)
     kwargs = dict(teacher_targets=teacher_targets, with_cycle=self.has_cycle)
     out = self._apply(params, batch, rng, **kwargs)
     targets = out if target_params is None else self._apply(target_params, batch, rng, **kwargs)
     ce, aux = base.supervised_loss(self.spec.task, out['logits'], batch['label'])
-    target = batch['teacher_full'] if cached else targets[f'teacher_{self.teacher_target}']
+    if not cached:
+      target = targets[f'teacher_{self.teacher_target}']
+    elif self.teacher_target == 'full':
+      target = batch['teacher_full']
+    else:
+      target = mmin_model.complement_target(batch['teacher_full'], batch['teacher_zero'],
+                                            batch['modality_mask'], self.modalities)
     target = jax.lax.stop_gradient(target)
     fwd = jnp.mean(jnp.square(out['imagined'] - target), axis=-1)
     total = self.ce_weight * ce + self.fwd_weight * fwd
@@ -252,37 +260,56 @@ class MMINMethod(base.Method):
     plt.close(fig)
     return [path]
 
-  def train_batch(self, batch):
-    """Adds the cached teacher targets (`teacher_full`, zeros on padding rows) to a train batch.
+  @property
+  def _cached_fields(self) -> tuple[str, ...]:
+    """The teacher embeddings `train_batch` joins to the batches (see `compute_teacher_tables`)."""
+    return ('teacher_full',) if self.teacher_target == 'full' else ('teacher_full', 'teacher_zero')
 
-    The first call after `prepare` builds the table (one teacher pass over the training split).
+  def train_batch(self, batch):
+    """Adds the cached teacher embeddings (zeros on padding rows) to a train batch.
+
+    The first call after `prepare` builds the tables (teacher passes over the training split).
     """
-    if self.teacher_table is None and self._build_teacher_table is not None:
-      self.teacher_table = self._build_teacher_table()
-      self._build_teacher_table = None
-      logging.info('MMIN: cached the frozen teacher\'s embeddings of %d training examples',
-                   len(self.teacher_table))
-    if self.teacher_table is None:
+    if self.teacher_tables is None and self._build_teacher_tables is not None:
+      self.teacher_tables = self._build_teacher_tables()
+      self._build_teacher_tables = None
+      logging.info('MMIN: cached the frozen teacher\'s embeddings (%s) of %d training examples',
+                   ', '.join(self.teacher_tables), len(self.teacher_tables['teacher_full']))
+    if self.teacher_tables is None:
       return batch
     index = np.asarray(batch['index'])
-    if index.max(initial=-1) >= len(self.teacher_table):
+    num_examples = len(self.teacher_tables['teacher_full'])
+    if index.max(initial=-1) >= num_examples:
       raise ValueError(f'batch index {int(index.max())} outside the teacher table of '
-                       f'{len(self.teacher_table)} training examples')
-    rows = self.teacher_table[np.maximum(index, 0)]
-    return {**batch, 'teacher_full': np.where((index >= 0)[:, None], rows, np.zeros((), rows.dtype))}
+                       f'{num_examples} training examples')
+    valid = (index >= 0)[:, None]
+    out = dict(batch)
+    for name, table in self.teacher_tables.items():
+      rows = table[np.maximum(index, 0)]
+      out[name] = np.where(valid, rows, np.zeros((), rows.dtype))
+    return out
 
-  def compute_teacher_table(self, teacher_params, run) -> np.ndarray:
-    """The frozen teacher's `teacher_full` embedding of every training example, in split order."""
+  def compute_teacher_tables(self, teacher_params, run) -> dict[str, np.ndarray]:
+    """The frozen teacher's embeddings of every training example, in split order.
+
+    `teacher_full`: of the complete input (the 'full' target, and the complement's missing slots);
+    `teacher_zero` (complement target only): of the all-zero input with the example's lengths,
+    which fills the complement's available slots.
+    """
+    names = self._cached_fields
     embed = jax.jit(lambda p, b: self.model.teacher_embedding(
         p, {m: b[m] for m in self.modalities}, b.get('lengths')))
-    table = None
+    tables = {}
     for batch in run.streams.epoch('train', train=False):
-      out = np.asarray(embed(teacher_params, batch))
       index, valid = np.asarray(batch['index']), np.asarray(batch['example_mask'])
-      if table is None:
-        table = np.zeros((run.streams.num_examples('train'), out.shape[-1]), np.float32)
-      table[index[valid]] = out[valid]
-    return table
+      inputs = {'teacher_full': batch,
+                'teacher_zero': {**batch, **{m: np.zeros_like(batch[m]) for m in self.modalities}}}
+      for name in names:
+        out = np.asarray(embed(teacher_params, inputs[name]))
+        if name not in tables:
+          tables[name] = np.zeros((run.streams.num_examples('train'), out.shape[-1]), np.float32)
+        tables[name][index[valid]] = out[valid]
+    return tables
 
   def trainable_mask(self, params):
     """Everything but the frozen `teacher` subtree."""
@@ -300,10 +327,10 @@ class MMINMethod(base.Method):
     if not self.is_mmin:
       return params
     params = self._load_stage1(params, run, workdir)
-    self.teacher_table = None
+    self.teacher_tables = None
     if self.cache_teacher:
       teacher = params['teacher']
-      self._build_teacher_table = lambda: self.compute_teacher_table(teacher, run)
+      self._build_teacher_tables = lambda: self.compute_teacher_tables(teacher, run)
     return params
 
   def _load_stage1(self, params, run, workdir):

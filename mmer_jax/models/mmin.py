@@ -51,6 +51,19 @@ def joint(embeddings: Mapping[str, Array], modalities: Sequence[str]) -> Array:
   return jnp.concatenate([embeddings[m] for m in modalities], axis=-1)
 
 
+def complement_target(full: Array, zero: Array, modality_mask: Array,
+                      modalities: Sequence[str]) -> Array:
+  """`teacher_complement` from the teacher's joint embeddings of the complete input (`full`) and
+  of the all-zero input (`zero`): missing slots from `full`, available ones from `zero`.
+
+  Exact because the teacher encodes each modality on its own; this is how the cached targets
+  (`methods/mmin.py`) rebuild the complement for each drawn mask without running the teacher.
+  """
+  batch, dim = full.shape[0], full.shape[-1] // len(modalities)
+  missing = jnp.stack([~fusion.modality_column(modality_mask, m, batch) for m in modalities], -1)
+  return jnp.where(jnp.repeat(missing, dim, axis=-1), full, zero)
+
+
 class MMIN(nn.Module):
   """Student encoders, forward/backward imagination nets, classifier on the latents, frozen teacher.
 
