@@ -10,7 +10,7 @@ visual, BERT-large text sequences), and the comparison rows of its paper:
       --config.optimizer.clip_norm=0.5        # the authors' data-augmentation script's optimiser
       # (+ --config.method.augmented_missing=patterns: their six patterns without the full one)
   python -m mmer_jax.main --config=configs/mmin_iemocap.py:synthetic \
-      --config.method.teacher_target=complement   # the authors' code's imagination target
+      --config.method.teacher_target=full   # imagine the complete input's embedding instead
 
 A run is two stages in one workdir: stage 1 trains the full-modality early-fusion model into
 `<workdir>/stage1` (its results.json is the paper's "full-modality baseline" row, evaluated under
@@ -62,7 +62,7 @@ def get_config(arg: str | None = None):
   m = config.method
   m.name = 'mmin'
   m.variant = 'mmin'  # mmin | mmin_ae | mmin_nocycle | full_baseline | augmented
-  m.teacher_target = 'full'  # full (the paper) | complement (the authors' code)
+  m.teacher_target = 'complement'  # complement (the missing modalities) | full (complete input)
   # Both targets are fixed functions of each example and its mask (the teacher is frozen and
   # deterministic): its embeddings are computed once per run and joined to the batches on the
   # host, not recomputed in every step.

@@ -3,7 +3,7 @@
 MMIN (Zhao, Li, Jin, ACL 2021) on MSP-IMPROV 4-class (MMIN's features: ComParE audio, DenseFace
 visual, BERT-large text sequences). Everything about the two stages, the variants
 (`--config.method.variant=mmin_ae|mmin_nocycle|full_baseline|augmented`) and the imagination
-target (`--config.method.teacher_target=full|complement`) is as in `configs/mmin_iemocap.py`.
+target (`--config.method.teacher_target=complement|full`) is as in `configs/mmin_iemocap.py`.
 
 Real data: without `:synthetic` it reads MMIN's MSP-IMPROV h5 release from
 `--config.data.manual_dir`, one fold per run: `--config.data.options.fold=K` (K = 1..12,

@@ -237,7 +237,7 @@ def test_share_weights_uses_one_net_for_both_directions():
 def test_configs_and_stage1_config():
   config = mmin_iemocap.get_config(None)
   assert config.method.name == 'mmin' and config.method.variant == 'mmin'
-  assert config.method.teacher_target == 'full' and not config.method.share_weights
+  assert config.method.teacher_target == 'complement' and not config.method.share_weights
   assert (config.method.ce_weight, config.method.fwd_weight, config.method.cycle_weight) == (1.0, 4.0, 2.0)
   opt = config.optimizer
   assert (opt.learning_rate, opt.b1, opt.weight_decay, opt.schedule) == (2e-4, 0.5, 0.0, 'linear_decay')

@@ -24,11 +24,16 @@ Loss per example of the mmin* variants:
 with means over the joint embedding dims (the trainer then averages over the batch, which is the
 authors' `MSELoss` mean over batch x 384). The forward target is `config.method.teacher_target`:
 
-  'full'        (default, the paper) the frozen stage-1 encoders' joint embedding of the complete
-                input: the imagination has to reproduce the full-modality representation;
-  'complement'  (the authors' code) the frozen encoders applied to the input with the available
-                modalities zeroed: missing slots hold the teacher's embedding of the real
-                features, available slots the teacher's embedding of an all-zero input.
+  'complement'  (default: the issue, DESIGN.md and the authors' code) the frozen encoders applied
+                to the input with the available modalities zeroed: missing slots hold the
+                teacher's embedding of the real features, available slots the teacher's
+                embedding of an all-zero input. The cycle then maps the imagined missing
+                modalities back to the available ones: two complementary views, each telling
+                which slots the other lacks.
+  'full'        the frozen encoders' joint embedding of the complete input (a reading of the
+                paper's text). With it the cycle target is ill-posed: the backward net must put
+                exact zeros in the missing slots of an input, the imagined full embedding, that
+                no longer says which slots were missing.
 
 Two stages (`prepare`): stage 1 trains the full-modality early-fusion model (`full_baseline`,
 `<workdir>/stage1`, skipped when its results.json exists; or `config.method.pretrained_workdir`
@@ -120,7 +125,7 @@ class MMINMethod(base.Method):
                                       missing_input=m.get('missing_input', 'zero_features'),
                                       **encoder_kwargs)
       return
-    self.teacher_target = m.get('teacher_target', 'full')
+    self.teacher_target = m.get('teacher_target', 'complement')
     if self.teacher_target not in mmin_model.TEACHER_TARGETS:
       raise ValueError(f'method.teacher_target: expected one of {mmin_model.TEACHER_TARGETS}, '
                        f'got {self.teacher_target!r}')

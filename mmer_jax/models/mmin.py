@@ -6,9 +6,10 @@
       -> classifier(latents)                                       -> logits [B, C]
       -> backward imagination net(imagined)                        -> cycle [B, M*E]
     teacher encoders (frozen, always deterministic, outputs stop_gradient'ed):
-      teacher_full        teacher on the full input: the paper's forward-imagination target
       teacher_complement  teacher on the input where only the *missing* modalities are kept (the
-                          available ones zeroed at the input): the authors' code's target
+                          available ones zeroed at the input): the forward-imagination target
+                          (the issue, DESIGN.md, the authors' code)
+      teacher_full        teacher on the full input: the alternative target (`teacher_target`)
 
 The joint vectors concatenate the per-modality embeddings in the library's fixed (audio, visual,
 text) order, restricted to the modalities the dataset has (`modalities`), so a dataset with fewer
