@@ -16,6 +16,12 @@ average, and {a,v,t}; WA and UA on the test split. The MMIN rows reuse the same 
 full_baseline run as their stage 1 (`--config.method.pretrained_workdir`). Each run is a plain
 `python -m mmer_jax.main` command in its own workdir, so an interrupted table resumes where it
 stopped. Writes `<workdir>/table.md` and `table.json`.
+
+Below the table come the paper's orderings on the six-condition average (MMIN > augmented >
+full_baseline, MMIN > MMIN-AE, MMIN > MMIN-NoCycle): the difference better - worse paired by
+seed (the MMIN rows of a seed share that seed's stage 1), its mean and std, the number of seeds
+where it holds, and the paired t statistic mean / (std / sqrt(n)) (|t| > 4.30 is significant at
+5% for 3 seeds, two-sided).
 """
 
 import json
@@ -34,6 +40,9 @@ _ROWS = flags.DEFINE_list('rows', ['full_baseline', 'augmented', 'mmin', 'mmin_a
                           'Variants to train, in table order.')
 _OVERRIDES = flags.DEFINE_multi_string('override', [], 'Extra --config.x=v arguments for every run.')
 
+# The paper's claims, as (better, worse) pairs of rows, checked on the six-condition average.
+ORDERINGS = (('mmin', 'augmented'), ('augmented', 'full_baseline'), ('mmin', 'mmin_ae'),
+             ('mmin', 'mmin_nocycle'))
 COLUMNS = (('a', '{a}'), ('v', '{v}'), ('t', '{t}'), ('av', '{a,v}'), ('at', '{a,t}'), ('vt', '{v,t}'))
 MISSING = tuple(c for c, _ in COLUMNS)
 
@@ -70,6 +79,23 @@ def row_scores(results: dict) -> dict[str, dict[str, float]]:
   return out
 
 
+def orderings(per_seed: dict[str, list[dict]]) -> list[dict]:
+  """The `ORDERINGS` among the trained rows: paired differences of the six-condition average."""
+  out = []
+  for better, worse in ORDERINGS:
+    if better not in per_seed or worse not in per_seed:
+      continue
+    for metric in ('ua', 'wa'):
+      diff = np.array([b[metric]['average'] - w[metric]['average']
+                       for b, w in zip(per_seed[better], per_seed[worse])])
+      std = float(np.std(diff, ddof=1)) if len(diff) > 1 else float('nan')
+      t = float(diff.mean() / (std / np.sqrt(len(diff)))) if len(diff) > 1 and std > 0 else float('nan')
+      out.append({'better': better, 'worse': worse, 'metric': metric, 'mean_diff': float(diff.mean()),
+                  'std_diff': std, 'seeds_held': int((diff > 0).sum()), 'num_seeds': len(diff),
+                  't': t, 'holds': bool(diff.mean() > 0)})
+  return out
+
+
 def markdown(table: dict) -> str:
   keys = list(MISSING) + ['average', 'full']
   names = [n for _, n in COLUMNS] + ['average', '{a,v,t}']
@@ -80,6 +106,15 @@ def markdown(table: dict) -> str:
     for row in table['rows']:
       cells = [f"{table['mean'][row][metric][k]:.4f} ± {table['std'][row][metric][k]:.4f}" for k in keys]
       lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+  if table.get('orderings'):
+    lines += ['**Orderings** (six-condition average; difference better - worse, paired by seed, '
+              'in points)', '', '| ordering | metric | mean ± sample std | seeds held | t | holds |',
+              '|---|---|---|---|---|---|']
+    for o in table['orderings']:
+      lines.append(f"| {o['better']} > {o['worse']} | {o['metric'].upper()} | "
+                   f"{100 * o['mean_diff']:+.2f} ± {100 * o['std_diff']:.2f} | "
+                   f"{o['seeds_held']}/{o['num_seeds']} | {o['t']:.2f} | {'yes' if o['holds'] else 'no'} |")
     lines.append('')
   return '\n'.join(lines)
 
@@ -96,6 +131,7 @@ def main(argv):
       keys = scores[0][metric].keys()
       table['mean'][row][metric] = {k: float(np.mean([s[metric][k] for s in scores])) for k in keys}
       table['std'][row][metric] = {k: float(np.std([s[metric][k] for s in scores])) for k in keys}
+  table['orderings'] = orderings(per_seed)
   text = markdown(table)
   with open(os.path.join(root, 'table.json'), 'w', encoding='utf-8') as f:
     json.dump(table, f, indent=2)
