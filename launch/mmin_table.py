@@ -19,9 +19,9 @@ stopped. Writes `<workdir>/table.md` and `table.json`.
 
 Below the table come the paper's orderings on the six-condition average (MMIN > augmented >
 full_baseline, MMIN > MMIN-AE, MMIN > MMIN-NoCycle): the difference better - worse paired by
-seed (the MMIN rows of a seed share that seed's stage 1), its mean and std, the number of seeds
-where it holds, and the paired t statistic mean / (std / sqrt(n)) (|t| > 4.30 is significant at
-5% for 3 seeds, two-sided).
+seed (the MMIN rows of a seed share that seed's stage 1), its mean and sample std, the number of
+seeds where it holds, and the paired t statistic mean / (std / sqrt(n)) (|t| > 4.30 is
+significant at 5% for 3 seeds, two-sided; null with a single seed).
 """
 
 import json
@@ -88,12 +88,17 @@ def orderings(per_seed: dict[str, list[dict]]) -> list[dict]:
     for metric in ('ua', 'wa'):
       diff = np.array([b[metric]['average'] - w[metric]['average']
                        for b, w in zip(per_seed[better], per_seed[worse])])
-      std = float(np.std(diff, ddof=1)) if len(diff) > 1 else float('nan')
-      t = float(diff.mean() / (std / np.sqrt(len(diff)))) if len(diff) > 1 and std > 0 else float('nan')
+      # Undefined with one seed (or identical differences): None, which stays valid JSON.
+      std = float(np.std(diff, ddof=1)) if len(diff) > 1 else None
+      t = float(diff.mean() / (std / np.sqrt(len(diff)))) if std else None
       out.append({'better': better, 'worse': worse, 'metric': metric, 'mean_diff': float(diff.mean()),
                   'std_diff': std, 'seeds_held': int((diff > 0).sum()), 'num_seeds': len(diff),
                   't': t, 'holds': bool(diff.mean() > 0)})
   return out
+
+
+def _maybe(value: float | None, scale: float = 1.0) -> str:
+  return 'n/a' if value is None else f'{scale * value:.2f}'
 
 
 def markdown(table: dict) -> str:
@@ -113,8 +118,8 @@ def markdown(table: dict) -> str:
               '|---|---|---|---|---|---|']
     for o in table['orderings']:
       lines.append(f"| {o['better']} > {o['worse']} | {o['metric'].upper()} | "
-                   f"{100 * o['mean_diff']:+.2f} ± {100 * o['std_diff']:.2f} | "
-                   f"{o['seeds_held']}/{o['num_seeds']} | {o['t']:.2f} | {'yes' if o['holds'] else 'no'} |")
+                   f"{100 * o['mean_diff']:+.2f} ± {_maybe(o['std_diff'], 100)} | "
+                   f"{o['seeds_held']}/{o['num_seeds']} | {_maybe(o['t'])} | {'yes' if o['holds'] else 'no'} |")
     lines.append('')
   return '\n'.join(lines)
 

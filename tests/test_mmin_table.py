@@ -59,3 +59,8 @@ def test_markdown_lists_the_orderings():
            'std': {r: _scores(0.0, 0.0) for r in per_seed}}
   text = mmin_table.markdown(table)
   assert '| mmin > augmented | UA | +2.00 ± 1.41 | 2/2 |' in text
+  # One seed: no spread and no t, written as null (valid JSON) and n/a.
+  one = mmin_table.orderings({r: v[:1] for r, v in per_seed.items()})
+  assert one[0]['std_diff'] is None and one[0]['t'] is None and one[0]['holds']
+  text = mmin_table.markdown(dict(table, orderings=one))
+  assert '| mmin > augmented | UA | +1.00 ± n/a | 1/1 | n/a | yes |' in text
