@@ -307,10 +307,10 @@ class MMINMethod(base.Method):
     tables = {}
     for batch in run.streams.epoch('train', train=False):
       index, valid = np.asarray(batch['index']), np.asarray(batch['example_mask'])
-      inputs = {'teacher_full': batch,
-                'teacher_zero': {**batch, **{m: np.zeros_like(batch[m]) for m in self.modalities}}}
       for name in names:
-        out = np.asarray(embed(teacher_params, inputs[name]))
+        inputs = batch if name == 'teacher_full' else {
+            **batch, **{m: np.zeros_like(batch[m]) for m in self.modalities}}
+        out = np.asarray(embed(teacher_params, inputs))
         if name not in tables:
           tables[name] = np.zeros((run.streams.num_examples('train'), out.shape[-1]), np.float32)
         tables[name][index[valid]] = out[valid]
