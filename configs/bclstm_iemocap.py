@@ -15,7 +15,6 @@ from configs import default
 def get_config(arg: str | None = None):
   config = default.get_config()
   config.data.name = 'iemocap_6'
-  config.data.level = 'dialogue'
   config.data.batch_size = 8  # dialogues
   config.data.eval_batch_size = 8
 

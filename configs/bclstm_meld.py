@@ -16,7 +16,6 @@ from configs import default
 def get_config(arg: str | None = None):
   config = default.get_config()
   config.data.name = 'meld_7'
-  config.data.level = 'dialogue'
   config.data.batch_size = 16  # dialogues
   config.data.eval_batch_size = 16
   config.data.buckets = (8, 16, 24, 40)

@@ -21,8 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.manual_dir = config_dict.placeholder(str)  # the user's copy of an official release
   config.data.features_dir = config_dict.placeholder(str)  # a generic feature directory
   config.data.options = ml_collections.ConfigDict()  # builder options: seed, sizes, fold, ...
-  config.data.level = 'utterance'  # 'utterance' | 'dialogue' (set by the method's config)
-  config.data.batch_size = 128  # utterances, or dialogues when level == 'dialogue'
+  config.data.batch_size = 128  # utterances, or dialogues for a dialogue-level method
   config.data.eval_batch_size = 256
   config.data.buckets = (8, 16, 32, 64, 128)  # dialogue length buckets
   config.data.max_lens = ml_collections.ConfigDict()  # {modality: frames}; default from the dataset
@@ -64,6 +63,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # None: the method's choice (complete data, except MMIN's rows trained on missing data).
   config.train.valid_conditions = config_dict.placeholder(tuple)
   config.train.max_steps = config_dict.placeholder(int)  # stop early (smoke runs, benchmarks)
+  # Evaluate and select with an exponential moving average of the parameters (None: off).
+  config.train.ema_decay = config_dict.placeholder(float)
+
+  # Stages (mmer_jax/stages.py): earlier stages, name -> the fields in which each differs from
+  # this config; this config runs last as stage `stage_name`. No stages: one run in the workdir.
+  config.stages = ml_collections.ConfigDict()
+  config.stage_name = 'main'
+  # Restore parameter subtrees {dest: source} from an earlier stage's or a finished run's best
+  # checkpoint (stage XOR workdir).
+  config.init_from = ml_collections.ConfigDict()
+  config.init_from.stage = config_dict.placeholder(str)
+  config.init_from.workdir = config_dict.placeholder(str)
+  config.init_from.params = ml_collections.ConfigDict()
+  # Figures written after the test evaluation (mmer_jax/analysis), e.g. ('imagination_pca',).
+  config.analysis = ()
 
   # Evaluation grid (evaluate.py): conditions x missing rates on the test split.
   config.eval = ml_collections.ConfigDict()
@@ -79,6 +93,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.gradcheck.atol = 1e-5
   config.gradcheck.rtol = 1e-4
   return config
+
+
+def utterance_encoders(dropout: float = 0.5) -> ml_collections.ConfigDict:
+  """`method.encoders` (keyword arguments of `models.encoders.ModalityEncoders`): MMIN's
+  utterance encoders, LSTM(128) + max-pool for audio/visual sequences, TextCNN(3,4,5 x 128) for
+  text, an MLP for utterance-level features; `dropout` of the TextCNN/MLP encoders."""
+  return ml_collections.ConfigDict({'embed_dim': 128, 'dropout': dropout, 'num_filters': 128,
+                                    'kernel_sizes': (3, 4, 5), 'mlp_hidden': ()})
+
+
+def mlp_head(hidden=(128, 128), dropout: float = 0.3) -> ml_collections.ConfigDict:
+  """`method.head` / `method.classifier` (keyword arguments of `models.layers.MLPHead`)."""
+  return ml_collections.ConfigDict({'hidden': tuple(hidden), 'dropout': dropout})
 
 
 SMOKE_SIZES = {

@@ -22,13 +22,8 @@ def get_config(arg: str | None = None):
   config.data.eval_batch_size = 256
 
   config.method.name = 'early_fusion'  # | late_fusion | gated_attention
-  config.method.embed_dim = 128
-  config.method.encoder_dropout = 0.5
-  config.method.num_filters = 128
-  config.method.kernel_sizes = (3, 4, 5)
-  config.method.mlp_hidden = ()
-  config.method.hidden = (128, 128)
-  config.method.dropout = 0.3
+  config.method.encoders = default.utterance_encoders(dropout=0.5)
+  config.method.head = default.mlp_head((128, 128), dropout=0.3)
   # MMIN's baselines zero-fill a missing modality's features and encode them like any input;
   # 'zero_embedding' instead tells the model what is missing (see mmer_jax/models/fusion.py).
   config.method.missing_input = 'zero_features'

@@ -43,9 +43,11 @@ weight_decay=1e-5 flag never reached the optimiser. They clip each network's gra
 we clip the global norm at 1.0 (stage 1: 0.5).
 """
 
+import ml_collections
 from ml_collections import config_dict
 
 from configs import default
+from mmer_jax import missing
 from mmer_jax.data import synthetic_generator
 
 # `:synthetic,train_x4`: the synthetic set with four times the release's training utterances
@@ -64,8 +66,8 @@ def get_config(arg: str | None = None):
   m.variant = 'mmin'  # mmin | mmin_ae | mmin_nocycle | full_baseline | augmented
   m.teacher_target = 'complement'  # complement (the missing modalities) | full (complete input)
   # Both targets are fixed functions of each example and its mask (the teacher is frozen and
-  # deterministic): its embeddings are computed once per run and joined to the batches on the
-  # host, not recomputed in every step.
+  # deterministic): `fit` tabulates its embeddings once per run (frozen params), instead of
+  # running the teacher in every step.
   m.cache_teacher = True
   m.augmented_missing = 'patterns_and_full'  # augmented variant; 'patterns': the authors' code
   m.ce_weight = 1.0
@@ -73,35 +75,19 @@ def get_config(arg: str | None = None):
   m.cycle_weight = 2.0
   m.share_weights = False  # backward net = forward net
   # Imagination nets. CRA: 5 blocks of 384-256-128-64-128-256-384 (+ the authors' transition).
-  m.cra_blocks = 5
-  m.cra_layers = (256, 128, 64)
-  # MMIN-AE: the authors' SimpleFcAE shape, 384-512-450-384-256 and back, LeakyReLU, ReLU output
-  # (about 1.4M weights per net against the CRA's 1.7M); the classifier reads its 256-d latent.
-  m.ae_layers = (512, 450, 384, 256)
-  m.ae_output_relu = True
-  m.classifier_hidden = (128, 128)
-  m.classifier_dropout = 0.5
-  # Encoders (shared by stage 1, the student and the teacher) and the early-fusion head of the
-  # full_baseline / augmented variants (stage 1: 384-128-128-4, dropout 0.3).
-  m.embed_dim = 128
-  m.encoder_dropout = 0.5
-  m.num_filters = 128
-  m.kernel_sizes = (3, 4, 5)
-  m.mlp_hidden = ()
-  m.hidden = (128, 128)
-  m.dropout = 0.3
-  # How the early-fusion rows (full_baseline, augmented) meet a missing modality: its zero-filled
-  # features are encoded like real ones (the paper's baselines); 'zero_embedding' zeroes the
-  # embedding. Training stage 1 on complete data never meets one, so MMIN is unaffected.
+  m.cra = ml_collections.ConfigDict({'num_blocks': 5, 'layers': (256, 128, 64), 'transition': True})
+  # MMIN-AE: the authors' SimpleFcAE shape, 384-512-450-384-256 and back, LeakyReLU, ReLU output;
+  # the classifier reads its 256-d latent.
+  m.ae = ml_collections.ConfigDict({'layers': (512, 450, 384, 256), 'output_relu': True})
+  m.classifier = default.mlp_head((128, 128), dropout=0.5)
+  # Encoders (shared by stage 1, the student and the teacher) and the early-fusion head of
+  # stage 1 and of the full_baseline / augmented variants (384-128-128-4, dropout 0.3).
+  m.encoders = default.utterance_encoders(dropout=0.5)
+  m.head = default.mlp_head((128, 128), dropout=0.3)
+  # How the early-fusion rows meet a missing modality: its zero-filled features are encoded like
+  # real ones (the paper's baselines); 'zero_embedding' zeroes the embedding instead.
   m.missing_input = 'zero_features'
-  # Stage 1 (CAP_utt_fusion.sh): 10 + 10 epochs, lr 2e-4, beta1 0.9, batch 128, clip 0.5.
-  m.stage1_epochs = 20
-  m.stage1_constant_epochs = 10
-  m.stage1_learning_rate = 2e-4
-  m.stage1_b1 = 0.9
-  m.stage1_clip_norm = 0.5
-  m.stage1_batch_size = config_dict.placeholder(int)  # None: data.batch_size
-  m.pretrained_workdir = config_dict.placeholder(str)  # a finished stage-1 run; None: train it
+  m.pretrained_workdir = config_dict.placeholder(str)  # a finished stage-1 run; None: stage 1 runs
 
   config.optimizer.name = 'adam'
   config.optimizer.learning_rate = 2e-4
@@ -112,16 +98,40 @@ def get_config(arg: str | None = None):
   config.optimizer.constant_epochs = 30
   config.train.num_epochs = 60
   config.train.select_metric = 'valid/ua'
+  # One of the six missing patterns per sample and step; selection pooled over the six.
+  config.train.missing = 'patterns'
+  config.train.valid_conditions = missing.MISSING_CONDITIONS
+  config.analysis = ('imagination_pca',)
+
+  # Stage 1 (CAP_utt_fusion.sh): the full-modality early-fusion model, 10 + 10 epochs, lr 2e-4,
+  # beta1 0.9, clip 0.5, trained and selected on complete data; its encoders initialise the
+  # student and the frozen teacher of stage `mmin`.
+  config.stage_name = 'mmin'
+  config.stages.stage1 = ml_collections.ConfigDict({
+      'method': {'variant': 'full_baseline'},
+      'train': {'num_epochs': 20, 'missing': 'none', 'valid_conditions': ('full',)},
+      'optimizer': {'constant_epochs': 10, 'learning_rate': 2e-4, 'b1': 0.9, 'clip_norm': 0.5},
+  })
+  config.init_from.stage = 'stage1'
+  config.init_from.params = ml_collections.ConfigDict({'encoders': 'encoders', 'teacher': 'encoders'})
+
   variants = [v for v in (arg or '').split(',') if v]
   if 'train_x4' in variants:
     variants.remove('train_x4')
     if 'synthetic' not in variants:
       raise ValueError('the train_x4 variant resizes the synthetic set: use it as synthetic,train_x4')
     config.data.options.sizes = dict(TRAIN_X4_SIZES)
-  arg = ','.join(variants)
-  config = default.apply_variant(config, arg)
+  config = default.apply_variant(config, ','.join(variants))
   if 'smoke' in variants:
-    m.stage1_epochs = config.train.num_epochs
-    m.stage1_constant_epochs = 1
-    config.optimizer.constant_epochs = 1
+    smoke_stages(config)
   return config
+
+
+def smoke_stages(config):
+  """`:smoke` for both stages: as many epochs as the main stage, one at the constant rate."""
+  stage1 = config.stages.stage1
+  stage1.train.num_epochs = config.train.num_epochs
+  stage1.optimizer.constant_epochs = 1
+  config.optimizer.constant_epochs = 1
+  if 'data' in stage1:
+    del stage1['data']  # the smoke batch size for both stages

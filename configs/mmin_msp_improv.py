@@ -34,14 +34,11 @@ def get_config(arg: str | None = None):
   m.fwd_weight = 2.0
   m.cycle_weight = 0.5
   m.share_weights = True
-  m.stage1_learning_rate = 5e-4
-  m.stage1_batch_size = 64
+  config.stages.stage1.optimizer.learning_rate = 5e-4
+  config.stages.stage1.data = {'batch_size': 64}
   config.optimizer.learning_rate = 5e-4
   config.train.select_metric = 'valid/macro_f1'
   config = default.apply_variant(config, arg)
   if 'smoke' in (arg or '').split(','):
-    m.stage1_epochs = config.train.num_epochs
-    m.stage1_constant_epochs = 1
-    m.stage1_batch_size = None
-    config.optimizer.constant_epochs = 1
+    mmin_iemocap.smoke_stages(config)
   return config

@@ -46,6 +46,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from mmer_jax import stages
 from mmer_jax import train
 
 
@@ -120,12 +121,13 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
   if warmup < 0:
     raise ValueError(f'warmup must be >= 0, got {warmup}')
   setup_start = time.perf_counter()
-  run = run or train.Run(config, devices=devices)
+  if run is None:
+    config = stages.main_stage(config)
+    run = train.Run(config, devices=devices)
   level = run.method.level
 
-  # The state first: initialising it runs the method's `prepare`, which may add per-example
-  # fields to the training batches (MMIN's cached teacher targets); a batch taken before would
-  # time a different step than training runs.
+  # The state includes what the method fits on the training split (MMIN's teacher tables), so
+  # the timed step is the step training runs.
   state = run.to_devices(run.init_state())
   host_batch = next(iter(run.train_batches(0)))
   batch = run.place(host_batch)
@@ -146,8 +148,8 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
   split = config.eval.split
   eval_host = next(iter(run.streams.epoch(split, train=False)))
   eval_batch = run.place(eval_host)
-  params = run.device_params(run.from_devices(state).params)
-  eval_fn = lambda: run._eval_step(params, eval_batch)  # pylint: disable=protected-access
+  params = run.device_params(run.from_devices(state).eval_params)
+  eval_fn = lambda: run._eval_step(params, eval_batch, run.predict_rng)  # pylint: disable=protected-access
   eval_compile_s, (eval_median, eval_min, eval_max), eval_compiles = _measure(
       eval_fn, warmup=warmup, steps=steps)
   eval_examples = count_examples(eval_host, level)

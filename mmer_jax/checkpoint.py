@@ -49,3 +49,23 @@ def restore(manager: ocp.CheckpointManager, target: Any, step: int | None = None
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
   return restored.state, dict(restored.meta)
+
+
+def restore_params(manager: ocp.CheckpointManager, step: int | None = None) -> Any | None:
+  """The `params` of a checkpoint as saved (numpy arrays), without a target to shape them; None
+  when there is none. How `init_from` reads another run without rebuilding its model."""
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    return None
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return restored.state['params']
+
+
+def saved_params_shapes(manager: ocp.CheckpointManager, step: int | None = None) -> Any | None:
+  """`jax.ShapeDtypeStruct`s of a checkpoint's `params` from its metadata (nothing is read), so
+  a resumed run can shape its state like the saved one, fitted leaves included."""
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    return None
+  metadata = manager.item_metadata(step)['state']['params']
+  return jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), metadata)

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from jax import test_util as jtu
 
+from mmer_jax import stages
 from mmer_jax import steps
 from mmer_jax import train
 
@@ -44,10 +45,11 @@ def run(config: ml_collections.ConfigDict, *, seed: int = 0) -> dict:
   """Returns {'ok': bool, 'groups': {name: {'rel_error', 'ok', 'size'}}}."""
   jax.config.update('jax_enable_x64', True)
   try:
-    cfg = ml_collections.ConfigDict(config.to_dict())
-    cfg.data.batch_size = cfg.data.eval_batch_size = cfg.gradcheck.batch_size
-    cfg.data.prefetch = 0
-    cfg.parallel = 'jit'
+    cfg = stages.main_stage(config)  # the loss of the main stage, near its initialisation
+    with cfg.unlocked():
+      cfg.data.batch_size = cfg.data.eval_batch_size = cfg.gradcheck.batch_size
+      cfg.data.prefetch = 0
+      cfg.parallel = 'jit'
     run_ = train.Run(cfg, devices=jax.devices()[:1])
     batch = _to64(next(iter(run_.streams.epoch('train', 0, train=True))))
     rng = jax.random.PRNGKey(seed)
@@ -61,7 +63,7 @@ def run(config: ml_collections.ConfigDict, *, seed: int = 0) -> dict:
         if np.issubdtype(np.asarray(x).dtype, np.floating) else x for k, x in zip(noise_keys, leaves)])
     mask_rng, loss_rng = jax.random.split(jax.random.fold_in(rng, 1))
     batch['modality_mask'] = steps.training_modality_mask(
-        mask_rng, jnp.asarray(batch['modality_mask']), missing_mode=run_.method.train_missing,
+        mask_rng, jnp.asarray(batch['modality_mask']), missing_mode=cfg.train.missing,
         rate=cfg.train.missing_rate, available=run_.spec.available)
     count = max(float(np.asarray(batch['example_mask']).sum()), 1.0)
 

@@ -3,6 +3,7 @@
   python -m mmer_jax.main --config=configs/fusion_iemocap.py:synthetic
   python -m mmer_jax.main --config=configs/bclstm_meld.py --config.data.features_dir=../shared/data/meld_text
   python -m mmer_jax.main --config=configs/fusion_iemocap.py:synthetic --mode=evaluate
+  python -m mmer_jax.main --config=configs/mmin_iemocap.py:synthetic --stage=stage1
 
 This is the only module of the library that defines flags. `--workdir` defaults to
 `runs/<config name>[_<variant>]`.
@@ -25,6 +26,8 @@ from mmer_jax.data import schema
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/<name>.py[:variant]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (default runs/<config>[_<variant>]).')
+_STAGE = flags.DEFINE_string('stage', None, 'Run only this stage of a staged config (e.g. stage1); '
+                             'a later stage needs its init_from stage finished.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'gradcheck'],
                           'train (then evaluate), evaluate the best checkpoint, or gradcheck the loss.')
 flags.mark_flags_as_required(['config'])
@@ -52,9 +55,9 @@ def main(argv):
   logging.info('devices: %s', jax.devices())
   try:
     if _MODE.value == 'train':
-      train.train_and_evaluate(config, workdir)
+      train.train_and_evaluate(config, workdir, stage=_STAGE.value)
     elif _MODE.value == 'evaluate':
-      train.evaluate_best(train.Run(config), workdir)
+      train.evaluate_best(config, workdir)
     else:
       report = gradcheck.run(config)
       print(gradcheck.format_report(report))

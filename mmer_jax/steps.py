@@ -1,5 +1,10 @@
 """Pure train and eval steps, generic over methods, and their compiled jit / pmap forms.
 
+Only the parameters `method.trainable_mask` marks trainable are differentiated (and, under pmap,
+all-reduced): frozen teachers and fitted tables cost nothing in the backward pass. With
+`train.ema_decay` set, the state also carries an exponential moving average of the parameters,
+which evaluation and model selection then use (`TrainState.eval_params`).
+
 The loss of a step is `sum(per_example_loss * example_mask) / sum(example_mask)` over the *global*
 batch, so one device, sharded jit and pmap (which `psum`s the numerator, the count and the
 gradients) compute the same numbers. Random modality dropout for training is drawn for the global
@@ -23,27 +28,58 @@ from mmer_jax.methods import base
 
 
 class TrainState(flax.struct.PyTreeNode):
-  """Everything a step changes: parameters, optimiser state, step counter, base PRNG key."""
+  """Everything a step changes: parameters, optimiser state, step counter, base PRNG key, and
+  optionally the EMA of the parameters (None when off)."""
   step: jax.Array
   params: Any
   opt_state: Any
   rng: jax.Array
-  tx: optax.GradientTransformationExtraArgs = flax.struct.field(pytree_node=False)
+  ema_params: Any = None
+  tx: optax.GradientTransformationExtraArgs = flax.struct.field(pytree_node=False, default=None)
+  ema_decay: float | None = flax.struct.field(pytree_node=False, default=None)
 
   @classmethod
-  def create(cls, *, params, tx, rng):
-    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng, tx=tx)
+  def create(cls, *, params, tx, rng, ema_decay: float | None = None):
+    ema = jax.tree_util.tree_map(jnp.array, params) if ema_decay is not None else None
+    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng,
+               ema_params=ema, tx=tx, ema_decay=ema_decay)
 
   def apply_gradients(self, grads, **extra_args):
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params, **extra_args)
-    return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
-                        opt_state=opt_state)
+    params = optax.apply_updates(self.params, updates)
+    ema = self.ema_params
+    if self.ema_decay is not None:
+      ema = optax.incremental_update(params, ema, step_size=1.0 - self.ema_decay)
+    return self.replace(step=self.step + 1, params=params, opt_state=opt_state, ema_params=ema)
+
+  @property
+  def eval_params(self):
+    """The parameters evaluation uses: the EMA when kept, else the current ones."""
+    return self.params if self.ema_params is None else self.ema_params
 
   def checkpoint_items(self) -> dict:
-    return {'step': self.step, 'params': self.params, 'opt_state': self.opt_state, 'rng': self.rng}
+    items = {'step': self.step, 'params': self.params, 'opt_state': self.opt_state, 'rng': self.rng}
+    if self.ema_params is not None:
+      items['ema_params'] = self.ema_params
+    return items
 
   def restore_items(self, items: dict) -> 'TrainState':
     return self.replace(**items)
+
+
+def partition(params, mask) -> tuple[list, list, Any]:
+  """(trainable leaves, frozen leaves, (treedef, mask leaves)) of `params` under a bool mask."""
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  flags = treedef.flatten_up_to(mask)
+  return ([x for x, f in zip(leaves, flags) if f], [x for x, f in zip(leaves, flags) if not f],
+          (treedef, flags))
+
+
+def combine(trainable: list, frozen: list, structure) -> Any:
+  """Inverse of `partition`."""
+  treedef, flags = structure
+  t, f = iter(trainable), iter(frozen)
+  return jax.tree_util.tree_unflatten(treedef, [next(t) if flag else next(f) for flag in flags])
 
 
 def training_modality_mask(rng, batch_mask: jax.Array, *, missing_mode: str, rate: float,
@@ -94,26 +130,30 @@ def train_step(state: TrainState, batch: dict, *, method: base.Method, missing_m
   if axis_name:
     count = jax.lax.psum(count, axis_name)
   count = jnp.maximum(count, 1.0)
+  trainable, frozen, structure = partition(state.params, method.trainable_mask(state.params))
 
-  def loss_fn(params):
+  def loss_fn(trainable):
+    params = combine(trainable, frozen, structure)
     return weighted_loss(method.loss, params, batch, loss_rng, count)
 
-  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
   if axis_name:
     grads, loss, aux = jax.lax.psum((grads, loss, aux), axis_name)
+  grad_norm = optax.global_norm(grads)
+  grads = combine(grads, [jnp.zeros_like(x) for x in frozen], structure)
   state = state.apply_gradients(grads, value=loss)
-  metrics = {'loss': loss, **aux, 'grad_norm': optax.global_norm(grads)}
+  metrics = {'loss': loss, **aux, 'grad_norm': grad_norm}
   return state, metrics
 
 
-def eval_step(params, batch: dict, *, method: base.Method):
+def eval_step(params, batch: dict, rng, *, method: base.Method):
   """Eval-mode outputs of a batch (the caller applies `example_mask`)."""
-  return method.predict(params, batch)
+  return method.predict(params, batch, rng)
 
 
 def compile_steps(method: base.Method, config, mesh) -> tuple[Callable, Callable, Callable]:
   """(train_step, eval_step, place_batch) compiled for `config.parallel` on `mesh`."""
-  missing_mode, rate = method.train_missing, config.train.missing_rate
+  missing_mode, rate = config.train.missing, config.train.missing_rate
   n = mesh.devices.size
   if config.parallel == 'jit':
     # Sharded inputs and replicated state: jit propagates the shardings, the state is donated.
@@ -127,6 +167,6 @@ def compile_steps(method: base.Method, config, mesh) -> tuple[Callable, Callable
                                        axis_name=parallel.AXIS, num_shards=n),
                      axis_name=parallel.AXIS, devices=devices, donate_argnums=(0,))
     evaluate = jax.pmap(functools.partial(eval_step, method=method), axis_name=parallel.AXIS,
-                        devices=devices)
+                        in_axes=(0, 0, None), devices=devices)
     return train, evaluate, lambda b: parallel.split_for_pmap(b, n)
   raise ValueError(f"parallel: expected 'jit' or 'pmap', got {config.parallel!r}")

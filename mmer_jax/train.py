@@ -1,43 +1,56 @@
-"""`train_and_evaluate(config, workdir)`: the training loop, generic over methods.
+"""`train_and_evaluate(config, workdir)`: the stages of a config and the training loop, generic
+over methods.
 
-Trains with compiled steps, evaluates the validation split at each epoch end, keeps the best
-checkpoint by `config.train.select_metric` (validation only), checkpoints the latest state every
-`checkpoint_every_steps` and at each epoch end, resumes from the workdir after any interruption
+The config is first resolved (`stages.resolve`: variants into fields, stages into complete
+configs) and written to `<workdir>/config.json`. Each stage then trains with compiled steps,
+evaluates the validation split at each epoch end, keeps the best checkpoint by
+`config.train.select_metric` (validation only), checkpoints the latest state every
+`checkpoint_every_steps` and at each epoch end, resumes from its workdir after any interruption
 with the same results as an uninterrupted run, and finally evaluates the selected checkpoint once
-over the missing-modality grid of the test split.
+over the missing-modality grid of the test split. A finished stage is skipped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mmer_jax import analysis
 from mmer_jax import checkpoint
 from mmer_jax import evaluate
 from mmer_jax import methods
 from mmer_jax import optim
 from mmer_jax import parallel
+from mmer_jax import stages as stages_lib
 from mmer_jax import steps
 from mmer_jax import writers
 from mmer_jax.data import streams as streams_lib
 
+# Folded into the seed's key for the evaluation key `predict` gets.
+_PREDICT_SALT = 0x7072
+
 
 class Run:
-  """The pieces of one run a config describes: data, method, compiled steps, initial state."""
+  """The pieces of one stage a resolved config describes: data, method, compiled steps, state."""
 
   def __init__(self, config: ml_collections.ConfigDict, *, devices=None, dataset=None):
+    if config.stages:
+      raise ValueError('train.Run runs one stage; this config lists stages '
+                       f'{sorted(config.stages)}: use train.train_and_evaluate')
     self.config = config
     self.dataset = dataset or streams_lib.load_dataset(config)
     self.spec = self.dataset.spec
     self.method = methods.create_method(config, self.spec)
     self.streams = streams_lib.Streams(config, self.dataset, level=self.method.level,
-                                       needs_graph=self.method.needs_graph)
+                                       host_batch=self.method.host_batch)
     self.mesh = parallel.create_mesh(devices)
     n = self.mesh.devices.size
     parallel.check_batch_size(config.data.batch_size, n)
@@ -47,20 +60,37 @@ class Run:
     if config.train.max_steps is not None:
       self.num_steps = min(self.num_steps, config.train.max_steps)
     self.train_step, self._eval_step, self.place = steps.compile_steps(self.method, config, self.mesh)
+    self.predict_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), _PREDICT_SALT)
 
   def train_batches(self, epoch: int, start: int = 0):
-    """The training batches of `epoch` from batch `start` on, with the method's host additions."""
-    return map(self.method.train_batch, self.streams.epoch('train', epoch, train=True, start=start))
+    """The training batches of `epoch` from batch `start` on (the method's host hook applied)."""
+    return self.streams.epoch('train', epoch, train=True, start=start)
 
-  def init_state(self, workdir: str | None = None) -> steps.TrainState:
-    rng = jax.random.PRNGKey(self.config.seed)
-    init_rng, state_rng = jax.random.split(rng)
+  def _optimizer(self, params):
+    return optim.create_optimizer(self.config.optimizer, self.steps_per_epoch,
+                                  self.config.train.num_epochs, self.method.trainable_mask(params))
+
+  def init_params(self) -> Any:
+    """Fresh parameters: `init`, then `init_from`, then the method's `fit` on the training split."""
+    init_rng, _ = jax.random.split(jax.random.PRNGKey(self.config.seed))
     first = next(iter(self.streams.epoch('train', 0, train=True)))
     params = self.method.init(init_rng, first)
-    params = self.method.prepare(params, self, workdir)
-    tx = optim.create_optimizer(self.config.optimizer, self.steps_per_epoch,
-                                self.config.train.num_epochs, self.method.trainable_mask(params))
-    return steps.TrainState.create(params=params, tx=tx, rng=state_rng)
+    params = stages_lib.apply_init_from(params, self.config.init_from)
+    return self.method.fit(params, self.eval_batches('train'))
+
+  def init_state(self, params=None) -> steps.TrainState:
+    """A fresh state (`params`, or `init_params()`)."""
+    if params is None:
+      params = self.init_params()
+    _, state_rng = jax.random.split(jax.random.PRNGKey(self.config.seed))
+    return steps.TrainState.create(params=params, tx=self._optimizer(params), rng=state_rng,
+                                   ema_decay=self.config.train.ema_decay)
+
+  def abstract_state(self, params_shapes) -> steps.TrainState:
+    """A state shaped like saved parameters (zeros), to restore a checkpoint into: a resumed run
+    neither initialises from another run nor refits anything."""
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), params_shapes)
+    return self.init_state(zeros)
 
   # -- device placement -------------------------------------------------------------------------
 
@@ -80,7 +110,7 @@ class Run:
 
   def predict(self, params, batch) -> np.ndarray:
     """Eval outputs of a host batch on the devices, back on the host in the batch's layout."""
-    out = np.asarray(self._eval_step(params, self.place(batch)))
+    out = np.asarray(self._eval_step(params, self.place(batch), self.predict_rng))
     if self.is_pmap:
       out = out.reshape((-1,) + out.shape[2:])
     return out
@@ -97,6 +127,11 @@ class Run:
     return evaluate.pooled_metrics(self.spec, self.predict, params_on_device,
                                    self.eval_batches(split), conditions)
 
+  @property
+  def valid_conditions(self) -> tuple[str, ...]:
+    """The method's model-selection conditions that this dataset can express."""
+    return tuple(evaluate.condition_names(self.spec, self.method.valid_conditions))
+
 
 def _is_better(value: float, best: float | None, mode: str) -> bool:
   if best is None:
@@ -104,19 +139,63 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
   return value > best if mode == 'max' else value < best
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> dict:
-  """Trains (resuming from `workdir` if it holds a checkpoint), then writes the results grid."""
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w', encoding='utf-8') as f:
+  path = os.path.join(workdir, 'config.json')
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
     json.dump(config.to_dict(), f, indent=2, default=str)
+  os.replace(path + '.tmp', path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devices=None,
+                       stage: str | None = None) -> dict:
+  """Runs the config's stages in order (or only `stage`); returns the last one's results.
+
+  Finished stages are skipped, an interrupted one resumes. With stages, `<workdir>/results.json`
+  (and .md) is the final stage's table, copied from `<workdir>/<stage_name>/`.
+  """
+  config = stages_lib.resolve(config)
+  _write_config(config, workdir)
+  plan = stages_lib.plan(config, workdir)
+  names = [s.name for s in plan]
+  if stage is not None and stage not in names:
+    raise ValueError(f'--stage={stage}: this config has stages {names}')
+  results = None
+  for s in plan:
+    if stage is not None and s.name != stage:
+      continue
+    if len(plan) > 1 and stages_lib.is_finished(s.workdir) and s.name != stage:
+      logging.info('stage %s: finished in %s, skipped', s.name, s.workdir)
+      with open(os.path.join(s.workdir, 'results.json'), encoding='utf-8') as f:
+        results = json.load(f)
+      continue
+    source = s.config.init_from.workdir
+    if source and s.config.init_from.stage and not stages_lib.is_finished(source):
+      raise FileNotFoundError(f'stage {s.name} starts from stage {s.config.init_from.stage}, which '
+                              f'has not finished in {source}: run it first')
+    logging.info('stage %s in %s', s.name, s.workdir)
+    if len(plan) > 1:
+      _write_config(s.config, s.workdir)
+    results = train_stage(s.config, s.workdir, devices=devices)
+  if len(plan) > 1 and (stage is None or stage == plan[-1].name):
+    for name in ('results.json', 'results.md'):
+      shutil.copyfile(os.path.join(plan[-1].workdir, name), os.path.join(workdir, name + '.tmp'))
+      os.replace(os.path.join(workdir, name + '.tmp'), os.path.join(workdir, name))
+  return results
+
+
+def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> dict:
+  """Trains one stage (resuming from `workdir` if it holds a checkpoint), then the test grid."""
   run = Run(config, devices=devices)
   latest_mgr, best_mgr = checkpoint.create_managers(workdir)
-  state = run.init_state(workdir)
   meta: dict[str, Any] = {'best_metric': None, 'best_step': None, 'epoch_done': 0}
-  restored = checkpoint.restore(latest_mgr, state.checkpoint_items())
-  if restored is not None:
-    state = state.restore_items(restored[0])
-    meta = restored[1]
+  saved = checkpoint.saved_params_shapes(latest_mgr)
+  if saved is None:
+    state = run.init_state()
+  else:
+    target = run.abstract_state(saved)
+    items, meta = checkpoint.restore(latest_mgr, target.checkpoint_items())
+    state = target.restore_items(items)
     logging.info('resumed from step %d', int(state.step))
   writer = writers.MetricWriter(workdir)
   tc = config.train
@@ -144,8 +223,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
       epoch_done = -(-step // run.steps_per_epoch)
       if epoch_done % tc.eval_every_epochs == 0 or step == run.num_steps:
         host_state = run.from_devices(state)
-        valid = run.evaluate_split(run.device_params(host_state.params), 'valid',
-                                   run.method.valid_conditions)
+        valid = run.evaluate_split(run.device_params(host_state.eval_params), 'valid',
+                                   run.valid_conditions)
         valid = {f'valid/{k}': v for k, v in valid.items()}
         writer.write_scalars(step, valid)
         logging.info('epoch %d valid %s', epoch_done, {k: round(v, 4) for k, v in valid.items()})
@@ -154,38 +233,54 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
                            f'expected one of {sorted(valid)}')
         if _is_better(valid[select], meta['best_metric'], tc.select_mode):
           meta = {**meta, 'best_metric': float(valid[select]), 'best_step': step}
-          checkpoint.save(best_mgr, step, {'params': host_state.params}, meta)
+          checkpoint.save(best_mgr, step, {'params': host_state.eval_params}, meta)
       meta = {**meta, 'epoch_done': epoch_done}
       checkpoint.save(latest_mgr, step, run.from_devices(state).checkpoint_items(), meta)
   finally:
     writer.close()
-  return evaluate_best(run, workdir, best_mgr=best_mgr, state=run.from_devices(state))
+  return evaluate_stage(run, workdir, best_mgr=best_mgr)
 
 
-def evaluate_best(run: Run, workdir: str, *, best_mgr=None, state=None) -> dict:
+def evaluate_best(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> dict:
+  """Re-evaluates a trained run's selected checkpoint (its final stage) on the test grid."""
+  config = stages_lib.resolve(config)
+  plan = stages_lib.plan(config, workdir)
+  final = plan[-1]
+  results = evaluate_stage(Run(final.config, devices=devices), final.workdir)
+  if len(plan) > 1:
+    evaluate.write_results(workdir, results, results['task'])
+  return results
+
+
+def evaluate_stage(run: Run, workdir: str, *, best_mgr=None) -> dict:
   """Evaluates the selected (best-on-valid) checkpoint on the test grid; writes results files."""
   config = run.config
   if best_mgr is None:
     _, best_mgr = checkpoint.create_managers(workdir)
-  if state is None:
-    state = run.init_state(workdir)
-  restored = checkpoint.restore(best_mgr, {'params': state.params})
-  if restored is None:
+  shapes = checkpoint.saved_params_shapes(best_mgr)
+  if shapes is None:
     raise FileNotFoundError(f'{workdir}/checkpoints/best: no checkpoint; train first (--mode=train)')
-  params, meta = restored[0]['params'], restored[1]
+  target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  restored, meta = checkpoint.restore(best_mgr, {'params': target})
+  params = restored['params']
   logging.info('evaluating the checkpoint of step %s (valid %s = %s)', meta.get('best_step'),
                config.train.select_metric, meta.get('best_metric'))
-  rows = evaluate.run_grid(run.spec, run.predict, run.device_params(params), run.eval_batches(config.eval.split),
-                           conditions=config.eval.conditions, rates=config.eval.rates, seed=config.seed)
+  rows = evaluate.run_grid(run.spec, run.predict, run.device_params(params),
+                           run.eval_batches(config.eval.split), conditions=config.eval.conditions,
+                           rates=config.eval.rates, seed=config.seed)
   results = evaluate.make_results(method=config.method.name, dataset=run.dataset.name, seed=config.seed,
                                   rows=rows, split=config.eval.split)
   if config.method.get('variant'):
     results['variant'] = config.method.variant
+  results['task'] = run.spec.task
+  results['train_missing'] = config.train.missing
+  if config.train.missing == 'rate':
+    results['train_missing_rate'] = float(config.train.missing_rate)
   results['selected_step'] = meta.get('best_step')
-  results['valid_conditions'] = list(run.method.valid_conditions)
+  results['valid_conditions'] = list(run.valid_conditions)
   results[f'valid_{config.train.select_metric.split("/")[-1]}'] = meta.get('best_metric')
   evaluate.write_results(workdir, results, run.spec.task)
-  for path in run.method.write_figures(params, run, workdir):
+  for path in analysis.run_all(config.analysis, run, params, workdir):
     logging.info('wrote %s', path)
   logging.info('\n%s', evaluate.results_markdown(results, run.spec.task))
   return results

@@ -17,7 +17,8 @@ Dialogue batch (utterance-level features per turn):
   <modality>     float32 [B, L, D]
   speaker        int32 [B, L]; turn_mask bool [B, L] (== example_mask); modality_mask bool [B, L, 3]
   label          [B, L]; dialogue_mask bool [B]
-  graph          padded jraph.GraphsTuple (see `dialogue_graph`)
+  index          int32 [B]: each dialogue's position in its split (-1 for padding rows)
+  (graph methods add a padded jraph.GraphsTuple in their host hook: `data/graphs.py`)
 
 Determinism: the order of an epoch is a permutation drawn from `np.random.default_rng((seed, epoch))`.
 """
@@ -30,7 +31,6 @@ import queue
 import threading
 from typing import Any, Iterator, Mapping, Sequence
 
-import jraph
 import numpy as np
 
 from mmer_jax.data import schema
@@ -167,53 +167,14 @@ def bucket_length(n: int, buckets: Sequence[int]) -> int:
   return -(-n // top) * top
 
 
-def graph_budget(dialogues_per_batch: int, max_turns: int, num_modalities: int) -> tuple[int, int, int]:
-  """(n_node, n_edge, n_graph) that every padded graph of a bucket is padded to."""
-  m, length = num_modalities, max_turns
-  n_node = dialogues_per_batch * length * m + 1
-  n_edge = dialogues_per_batch * (m * length * length + length * m * (m - 1))
-  return n_node, n_edge, dialogues_per_batch + 1
-
-
-def dialogue_graph(turns: Sequence[int], *, max_turns: int, num_modalities: int) -> jraph.GraphsTuple:
-  """MMGCN's graph for a batch of dialogues, padded to the bucket's fixed budget.
-
-  One node per (dialogue, turn, present modality). Within a dialogue every pair of nodes of one
-  modality is connected (self-loops included), and each utterance's nodes are connected across
-  modalities (both directions). Edges carry no features: MMGCN computes edge weights from the node
-  features inside the model. Node fields: `utterance` (flat index b * max_turns + turn into the
-  batch's [B, L] turn grid, which the model gathers from) and `modality` (index into the dataset's
-  present modalities).
-  """
-  graphs = []
-  m = num_modalities
-  for b, n in enumerate(turns):
-    node_turn = np.tile(np.arange(n), m)
-    node_mod = np.repeat(np.arange(m), n)
-    # Intra-modality: all ordered pairs (i, j) within each modality block.
-    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing='ij')
-    intra_s = (np.arange(m)[:, None] * n + i.reshape(1, -1)).reshape(-1)
-    intra_r = (np.arange(m)[:, None] * n + j.reshape(1, -1)).reshape(-1)
-    # Cross-modality: the same turn in two different modalities.
-    pairs = [(a, c) for a in range(m) for c in range(m) if a != c]
-    cross_s = np.concatenate([a * n + np.arange(n) for a, _ in pairs]) if pairs else np.zeros(0, int)
-    cross_r = np.concatenate([c * n + np.arange(n) for _, c in pairs]) if pairs else np.zeros(0, int)
-    senders = np.concatenate([intra_s, cross_s]).astype(np.int32)
-    receivers = np.concatenate([intra_r, cross_r]).astype(np.int32)
-    graphs.append(jraph.GraphsTuple(
-        nodes={'utterance': (b * max_turns + node_turn).astype(np.int32),
-               'modality': node_mod.astype(np.int32)},
-        edges=None, senders=senders, receivers=receivers, globals=None,
-        n_node=np.array([n * m], np.int32), n_edge=np.array([len(senders)], np.int32)))
-  n_node, n_edge, n_graph = graph_budget(len(turns), max_turns, m)
-  batched = jraph.batch_np(graphs)
-  return jraph.pad_with_graphs(batched, n_node=n_node, n_edge=n_edge, n_graph=n_graph)
-
-
 def collate_dialogues(dialogues: Sequence[Dialogue], spec: schema.DatasetSpec, *,
                       dialogues_per_batch: int, buckets: Sequence[int] = DEFAULT_BUCKETS,
-                      with_graph: bool = True) -> dict:
-  """Pads up to `dialogues_per_batch` dialogues to one bucket length; builds the graph."""
+                      indices: Sequence[int] | None = None) -> dict:
+  """Pads up to `dialogues_per_batch` dialogues to one bucket length.
+
+  `indices`: the dialogues' positions in their split (`index`, -1 on padding rows; default 0..n-1).
+  A method that needs a graph adds it in its `host_batch` hook (`data/graphs.py`).
+  """
   n_dia = len(dialogues)
   if n_dia > dialogues_per_batch:
     raise ValueError(f'{n_dia} dialogues do not fit a batch of {dialogues_per_batch}')
@@ -237,21 +198,21 @@ def collate_dialogues(dialogues: Sequence[Dialogue], spec: schema.DatasetSpec, *
   batch['example_mask'] = turn_mask
   batch['dialogue_mask'] = np.arange(b) < n_dia
   batch['modality_mask'] = np.tile(spec.available, (b, length, 1))
-  if with_graph:
-    turns = [len(d) for d in dialogues] + [0] * (b - n_dia)
-    batch['graph'] = dialogue_graph(turns, max_turns=length, num_modalities=len(spec.modalities))
+  index = np.full((b,), -1, np.int32)
+  index[:n_dia] = np.arange(n_dia) if indices is None else np.asarray(indices, np.int32)
+  batch['index'] = index
   return batch
 
 
 def dialogue_batches(dialogues: Sequence[Dialogue], spec: schema.DatasetSpec, *,
                      dialogues_per_batch: int, seed: int = 0, epoch: int = 0, shuffle: bool = False,
-                     buckets: Sequence[int] = DEFAULT_BUCKETS, with_graph: bool = True) -> Iterator[dict]:
+                     buckets: Sequence[int] = DEFAULT_BUCKETS) -> Iterator[dict]:
   """One epoch of dialogue batches; each is padded to the smallest bucket that fits it."""
   order = epoch_order(len(dialogues), seed=seed, epoch=epoch, shuffle=shuffle)
   for start in range(0, len(order), dialogues_per_batch):
-    chunk = [dialogues[i] for i in order[start: start + dialogues_per_batch]]
-    yield collate_dialogues(chunk, spec, dialogues_per_batch=dialogues_per_batch,
-                            buckets=buckets, with_graph=with_graph)
+    ids = order[start: start + dialogues_per_batch]
+    yield collate_dialogues([dialogues[i] for i in ids], spec, dialogues_per_batch=dialogues_per_batch,
+                            buckets=buckets, indices=ids)
 
 
 # --------------------------------------------------------------------------- host prefetch

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from typing import Callable, Iterator
 
 import ml_collections
 
@@ -24,10 +24,11 @@ class Streams:
   """Epochs of fixed-shape batches of one dataset at one level (utterance or dialogue)."""
 
   def __init__(self, config: ml_collections.ConfigDict, dataset: registry.Dataset, *, level: str,
-               needs_graph: bool = False):
+               host_batch: Callable[[dict], dict] | None = None):
+    """`host_batch`: the method's host-side hook, applied to every batch (train and eval)."""
     if level not in ('utterance', 'dialogue'):
       raise ValueError(f'level: expected utterance | dialogue, got {level!r}')
-    self.config, self.dataset, self.level, self.needs_graph = config, dataset, level, needs_graph
+    self.config, self.dataset, self.level, self.host_batch = config, dataset, level, host_batch
     self.spec: schema.DatasetSpec = dataset.spec
     self._dialogues = {}
     if level == 'dialogue':
@@ -52,7 +53,7 @@ class Streams:
     if self.level == 'dialogue':
       it = pipeline.dialogue_batches(
           self._dialogues[split], self.spec, dialogues_per_batch=size, seed=seed, epoch=epoch,
-          shuffle=train, buckets=tuple(self.config.data.buckets), with_graph=self.needs_graph)
+          shuffle=train, buckets=tuple(self.config.data.buckets))
     else:
       source = self.dataset.sources[split]
       # Resuming mid-epoch skips whole batches without reading them.
@@ -61,5 +62,7 @@ class Streams:
                                       max_lens=self.config.data.max_lens.to_dict(), order=order)
       start = 0
     it = itertools.islice(it, start, None)
+    if self.host_batch is not None:
+      it = map(self.host_batch, it)
     return pipeline.prefetch(it, self.config.data.prefetch) if self.config.data.prefetch else it
 

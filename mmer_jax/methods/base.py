@@ -1,50 +1,92 @@
 """The interface the trainer knows: a method turns a config into a model with init, loss and predict.
 
-`train.py`, `evaluate.py` and `benchmark.py` only ever call these; they never branch on a method's
-name. Losses are per example (shape of `batch['example_mask']`: [B] for utterance batches, [B, L]
-for dialogue batches) so the trainer can weight them by the mask and reduce them exactly the same
-way on one device, under sharded jit, and under pmap.
+`train.py`, `evaluate.py`, `gradcheck.py` and `benchmark.py` only ever call these; they never
+branch on a method's name. Losses are per example (shape of `batch['example_mask']`: [B] for
+utterance batches, [B, L] for dialogue batches) so the trainer can weight them by the mask and
+reduce them exactly the same way on one device, under sharded jit, and under pmap.
+
+The life of a method's parameters in one run (`train.Run.init_state`):
+  init(rng, batch)          fresh parameters (trainable ones and frozen placeholders)
+  init_from (trainer)       named subtrees restored from another stage or a finished run
+  fit(params, batches)      what is fitted on the training split without gradient steps
+                            (MMIN's teacher tables; later: M3ER's CCA, proxy maps): frozen leaves
+                            of the parameter tree, so checkpoints carry them and a resumed run
+                            never refits them
+  loss / predict            pure functions of (params, batch, rng), compiled by `steps.py`
+Variants of a method are resolved into config fields before any of this (`resolve_config`), so
+the workdir's config.json says what ran.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import optax
 
 from mmer_jax.data import schema
+from mmer_jax.models import encoders as encoders_lib
 
 Params = Any
 Batch = Mapping[str, Any]
 
 
 class Method(abc.ABC):
-  """Base class; subclasses set `level` and implement the three functions below."""
+  """Base class; subclasses set `level` and implement `init`, `loss` and `predict`."""
 
   level: str = 'utterance'  # 'utterance' | 'dialogue': which batches the method eats
-  needs_graph: bool = False  # dialogue batches carry a jraph graph only if the method asks
+  # The values of `config.method.variant` this class implements itself (empty: no variants).
+  variants: tuple[str, ...] = ()
 
   def __init__(self, config: ml_collections.ConfigDict, spec: schema.DatasetSpec):
-    self.config = config  # the whole (locked) config; `config.method` holds the method's knobs
+    self.config = config  # the whole resolved (locked) config; `config.method` holds the knobs
     self.spec = spec
+
+  @classmethod
+  def resolve_config(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Sets the fields a variant implies (called on an unlocked copy before training).
+
+    May hand the run to another method by setting `config.method.name` (MMIN's comparison rows
+    are early fusion); `methods.resolve_config` then resolves that method in turn.
+    """
+    return config
 
   @property
   def num_outputs(self) -> int:
     return self.spec.num_classes if self.spec.task == 'classification' else 1
 
+  @property
+  def modalities(self) -> tuple[str, ...]:
+    """The dataset's modalities in the library's (audio, visual, text) order."""
+    return tuple(self.spec.ordered_modalities())
+
   @abc.abstractmethod
   def init(self, rng: jax.Array, batch: Batch) -> Params:
     """Initial parameters for a batch of the method's level."""
+
+  def fit(self, params: Params, batches: Callable[[], Iterable[Batch]]) -> Params:
+    """Parameters with the leaves fitted on the training split added or filled in.
+
+    `batches()` iterates the training split once in its fixed order (eval batches, `host_batch`
+    applied). Run once per stage, after `init_from`, never on resume. Default: nothing to fit.
+    """
+    del batches
+    return params
 
   @abc.abstractmethod
   def loss(self, params: Params, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Training loss per example and named per-example aux terms (same shape), train mode."""
 
   @abc.abstractmethod
-  def predict(self, params: Params, batch: Batch) -> jax.Array:
-    """Eval-mode outputs: logits [..., C] (classification) or scores [...] (regression)."""
+  def predict(self, params: Params, batch: Batch, rng: jax.Array) -> jax.Array:
+    """Eval-mode outputs: logits [..., C] (classification) or scores [...] (regression).
+
+    `rng` is the evaluation's key; a stochastic prediction draws per example from
+    `example_rngs(rng, batch)`, so it does not depend on how the split was batched.
+    """
 
   def gradcheck_loss(self, params: Params, batch: Batch, rng: jax.Array, *, target_params: Params):
     """`loss` with every stop-gradient target computed from `target_params` (fixed) instead of
@@ -53,40 +95,43 @@ class Method(abc.ABC):
     return self.loss(params, batch, rng)
 
   @property
-  def train_missing(self) -> str:
-    """Modality dropout while training (see `steps.training_modality_mask`); a method whose
-    variants fix it (e.g. MMIN's comparison rows) overrides this."""
-    return self.config.train.missing
-
-  @property
   def valid_conditions(self) -> tuple[str, ...]:
     """Missing conditions whose pooled predictions on the validation split give the model-
-    selection metrics. `config.train.valid_conditions` wins when set; otherwise complete data."""
-    conditions = self.config.train.get('valid_conditions')
+    selection metrics: `config.train.valid_conditions`, complete data when unset."""
+    conditions = self.config.train.valid_conditions
     return tuple(conditions) if conditions else ('full',)
 
-  def train_batch(self, batch: Batch) -> Batch:
-    """Host-side additions to a training batch before it is placed on the devices (e.g. MMIN's
-    cached teacher targets, joined on the batch's `index`); the default adds nothing."""
+  def host_batch(self, batch: Batch) -> Batch:
+    """Host-side additions to every batch (training and evaluation) before it is placed on the
+    devices, e.g. a graph method's `data.graphs.add_dialogue_graph`; the default adds nothing."""
     return batch
 
   def trainable_mask(self, params: Params) -> Any:
-    """Pytree of bools: which parameters the optimiser updates (frozen teachers say False)."""
+    """Pytree of bools: which parameters the optimiser updates (frozen teachers and fitted
+    tables say False; the step does not differentiate those)."""
     return jax.tree_util.tree_map(lambda _: True, params)
 
-  def write_figures(self, params: Params, run, workdir: str) -> list[str]:
-    """Hook run after the test grid with the selected parameters; returns the files it wrote."""
-    del params, run, workdir
-    return []
 
-  def prepare(self, params: Params, run, workdir: str | None) -> Params:
-    """Hook run once before training (e.g. a pretraining stage); returns the params to train.
+def example_rngs(rng: jax.Array, batch: Batch) -> jax.Array:
+  """One key per row of the batch, folded from `rng` and the row's `index` in its split.
 
-    `run` is the `train.Run` being set up; `workdir` is None when nothing should be trained
-    (benchmarks), in which case a method skips its pretraining stage.
-    """
-    del run, workdir
-    return params
+  Keys [B, 2]: the same example gets the same key whatever the batch size or its position in
+  the batch (padding rows, index -1, get a key too and are masked later).
+  """
+  index = jnp.asarray(batch['index']).reshape(-1)
+  return jax.vmap(lambda i: jax.random.fold_in(rng, i))(index)
+
+
+def create_encoders(config: ml_collections.ConfigDict, spec: schema.DatasetSpec,
+                    **overrides) -> encoders_lib.ModalityEncoders:
+  """The `ModalityEncoders` of `config.method.encoders` over the dataset's modalities."""
+  kwargs = {**config.method.encoders.to_dict(), **overrides}
+  for key in ('kernel_sizes', 'mlp_hidden'):
+    if key in kwargs:
+      kwargs[key] = tuple(kwargs[key])
+  if isinstance(kwargs.get('kinds'), list):
+    kwargs['kinds'] = tuple(kwargs['kinds'])
+  return encoders_lib.ModalityEncoders(modalities=tuple(spec.ordered_modalities()), **kwargs)
 
 
 def supervised_loss(task: str, outputs: jax.Array, label: jax.Array) -> tuple[jax.Array, dict]:
@@ -95,8 +140,6 @@ def supervised_loss(task: str, outputs: jax.Array, label: jax.Array) -> tuple[ja
   `outputs` are logits [..., C] or scores [..., 1] / [...]; aux holds per-example accuracy or
   absolute error for the training log.
   """
-  import optax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   if task == 'classification':
     loss = optax.softmax_cross_entropy_with_integer_labels(outputs, label.astype(jnp.int32))
     return loss, {'accuracy': (outputs.argmax(-1) == label).astype(jnp.float32)}
@@ -108,3 +151,8 @@ def supervised_loss(task: str, outputs: jax.Array, label: jax.Array) -> tuple[ja
 def regression_output(outputs: jax.Array) -> jax.Array:
   """[..., 1] -> [...]; scores are left as they are."""
   return outputs[..., 0] if outputs.ndim and outputs.shape[-1] == 1 else outputs
+
+
+def task_output(task: str, outputs: jax.Array) -> jax.Array:
+  """What `predict` returns for raw model outputs: logits as they are, regression scores [...]."""
+  return outputs if task == 'classification' else regression_output(outputs)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from mmer_jax.methods import base
 from mmer_jax.models import bclstm
 from mmer_jax.models import fusion
+from mmer_jax.models import layers
 
 
 class _Supervised(base.Method):
@@ -24,13 +25,18 @@ class _Supervised(base.Method):
   def loss(self, params, batch, rng):
     return base.supervised_loss(self.spec.task, self._apply(params, batch, rng), batch['label'])
 
-  def predict(self, params, batch):
-    out = self._apply(params, batch)
-    return out if self.spec.task == 'classification' else base.regression_output(out)
+  def predict(self, params, batch, rng):
+    del rng  # deterministic
+    return base.task_output(self.spec.task, self._apply(params, batch))
 
 
 class _UtteranceFusion(_Supervised):
-  """Shared wiring of the fusion models: config -> module, batch -> call, outputs -> loss."""
+  """Shared wiring of the fusion models: config -> module, batch -> call, outputs -> loss.
+
+  `config.method.encoders` and `config.method.head` are the keyword arguments of the
+  `ModalityEncoders` and of the `layers.MLPHead`; `method.missing_input` how a missing modality
+  is met (see `models/fusion.py`).
+  """
 
   level = 'utterance'
   model_cls: type = None
@@ -38,12 +44,11 @@ class _UtteranceFusion(_Supervised):
   def __init__(self, config, spec):
     super().__init__(config, spec)
     m = config.method
-    self.modalities = tuple(spec.ordered_modalities())
-    self.model = self.model_cls(
-        modalities=self.modalities, embed_dim=m.embed_dim, encoder_dropout=m.encoder_dropout,
-        num_filters=m.num_filters, kernel_sizes=tuple(m.kernel_sizes), mlp_hidden=tuple(m.mlp_hidden),
-        hidden=tuple(m.hidden), dropout=m.dropout, num_outputs=self.num_outputs,
-        missing_input=m.get('missing_input', 'zero_embedding'))
+    head = m.head.to_dict()
+    head['hidden'] = tuple(head['hidden'])
+    self.model = self.model_cls(encoders=base.create_encoders(config, spec),
+                                head=layers.MLPHead(num_outputs=self.num_outputs, **head),
+                                missing_input=m.missing_input)
 
   def _apply(self, params, batch, rng=None):
     features = {k: batch[k] for k in self.modalities}
@@ -77,7 +82,6 @@ class BcLSTMMethod(_Supervised):
   def __init__(self, config, spec):
     super().__init__(config, spec)
     m = config.method
-    self.modalities = tuple(spec.ordered_modalities())
     self.model = bclstm.BCLSTM(modalities=self.modalities, utterance_dim=m.utterance_dim,
                                lstm_hidden=m.lstm_hidden, dense_dim=m.dense_dim, dropout=m.dropout,
                                num_outputs=self.num_outputs)
@@ -92,5 +96,3 @@ class BcLSTMMethod(_Supervised):
     features = {k: jnp.asarray(batch[k]) for k in self.modalities}
     return self.model.init({'params': rng}, features, batch['turn_mask'], batch['modality_mask'],
                            deterministic=True)['params']
-
-

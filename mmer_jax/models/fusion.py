@@ -1,6 +1,9 @@
 """Fusion baselines over the per-modality encoders: early fusion, late fusion, gated attention.
 
-All three take `(features, lengths, modality_mask, *, deterministic)` where `modality_mask` is the
+Each is a composite of an `encoders` submodule (`encoders.ModalityEncoders`, which says which
+modalities the model reads) and a `head` submodule (`layers.MLPHead`; late fusion clones it once
+per modality), both passed in by the caller. All three take
+`(features, lengths, modality_mask, *, deterministic)` where `modality_mask` is the
 boolean [B, 3] mask in (audio, visual, text) order (True = present), and return outputs [B, C]
 (logits) or [B, 1] (regression). With `return_aux=True` they return `(outputs, aux)`, where
 `aux['embeddings']` holds the per-modality embeddings the fusion saw (zero for missing
@@ -21,114 +24,62 @@ Modalities the dataset does not have are simply not listed in `modalities`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmer_jax.data.schema import MODALITIES
-from mmer_jax.models.encoders import ModalityEncoders
+from mmer_jax.models import layers
 
 Array = jax.Array
 
-
-def modality_column(mask: Array | None, name: str, batch: int) -> Array:
-  """Boolean [B]: whether `name` is present per sample (all True without a mask)."""
-  if mask is None:
-    return jnp.ones((batch,), bool)
-  return jnp.asarray(mask, bool)[..., MODALITIES.index(name)]
-
-
-def mask_features(features: Mapping[str, Array], mask: Array | None, modalities: Sequence[str]) -> dict:
-  """Zeroes the input features of each sample's missing modalities (mask-consistent inputs)."""
-  out = {}
-  for m in modalities:
-    x = features[m]
-    present = modality_column(mask, m, x.shape[0])
-    present = present.reshape(present.shape + (1,) * (x.ndim - 1))
-    out[m] = jnp.where(present, x, jnp.zeros((), x.dtype))
-  return out
-
-
-def masked_softmax(scores: Array, mask: Array, axis: int = -1) -> Array:
-  """Softmax over the positions where `mask` is True; masked positions get exactly 0.
-
-  A row with no True position gives all zeros (not NaN), and no NaN reaches the gradients.
-  """
-  low = jnp.finfo(scores.dtype).min
-  scores = jnp.where(mask, scores, low)
-  scores = scores - jax.lax.stop_gradient(jnp.max(scores, axis=axis, keepdims=True))
-  weights = jnp.where(mask, jnp.exp(scores), 0.)
-  return weights / jnp.maximum(weights.sum(axis=axis, keepdims=True), jnp.finfo(scores.dtype).tiny)
-
-
-class MLPHead(nn.Module):
-  """Dense + ReLU + dropout per hidden size, then Dense(num_outputs): MMIN's FcClassifier shape."""
-  hidden: Sequence[int] = (128, 128)
-  num_outputs: int = 4
-  dropout: float = 0.5
-
-  @nn.compact
-  def __call__(self, x: Array, *, deterministic: bool) -> Array:
-    for i, features in enumerate(self.hidden):
-      x = nn.relu(nn.Dense(features, name=f'dense_{i}')(x))
-      x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    return nn.Dense(self.num_outputs, name='out')(x)
+MISSING_INPUTS = ('zero_embedding', 'zero_features')
 
 
 class _FusionBase(nn.Module):
-  """Shared attributes: the encoders (see `ModalityEncoders`) and the classifier/regressor head."""
-  modalities: Sequence[str] = MODALITIES
-  embed_dim: int = 128
-  kinds: Any = None
-  encoder_dropout: float = 0.5
-  num_filters: int = 128
-  kernel_sizes: Sequence[int] = (3, 4, 5)
-  mlp_hidden: Sequence[int] = ()
-  hidden: Sequence[int] = (128, 128)
-  dropout: float = 0.5
-  num_outputs: int = 4
-  missing_input: str = 'zero_embedding'  # | 'zero_features' (see the module docstring)
+  """The shared parts: the encoders, the head, and how a missing modality is met.
+
+  Attributes:
+    encoders: a `ModalityEncoders` (parameter subtree `encoders`); its `modalities` are the model's.
+    head: a `layers.MLPHead` with the task's `num_outputs` (subtree `head`, or `head_<m>` per
+      modality for late fusion).
+    missing_input: 'zero_embedding' | 'zero_features' (see the module docstring).
+  """
+  encoders: nn.Module
+  head: nn.Module
+  missing_input: str = 'zero_embedding'
+
+  @property
+  def modalities(self) -> tuple[str, ...]:
+    return tuple(self.encoders.modalities)
 
   def _encode(self, features, lengths, modality_mask, deterministic):
     """Per-modality embeddings with missing modalities' inputs and embeddings zeroed, and presence."""
+    if self.missing_input not in MISSING_INPUTS:
+      raise ValueError(f'missing_input: expected one of {MISSING_INPUTS}, got {self.missing_input!r}')
     batch = features[self.modalities[0]].shape[0]
-    features = mask_features(features, modality_mask, self.modalities)
-    if self.missing_input not in ('zero_embedding', 'zero_features'):
-      raise ValueError(f"missing_input: expected 'zero_embedding' or 'zero_features', got {self.missing_input!r}")
+    features = layers.mask_features(features, modality_mask, self.modalities)
     if self.missing_input == 'zero_features':
       modality_mask = None  # encode the zero-filled features as if they were present
-    embeddings = ModalityEncoders(
-        modalities=tuple(self.modalities), embed_dim=self.embed_dim, kinds=self.kinds,
-        dropout=self.encoder_dropout, num_filters=self.num_filters,
-        kernel_sizes=tuple(self.kernel_sizes), mlp_hidden=tuple(self.mlp_hidden),
-        name='encoders')(features, lengths, deterministic=deterministic)
-    present = {m: modality_column(modality_mask, m, batch) for m in self.modalities}
-    embeddings = {m: jnp.where(present[m][:, None], e, jnp.zeros((), e.dtype))
-                  for m, e in embeddings.items()}
-    return embeddings, present
+    embeddings = self.encoders(features, lengths, deterministic=deterministic)
+    present = {m: layers.modality_column(modality_mask, m, batch) for m in self.modalities}
+    return layers.zero_missing(embeddings, present), present
 
 
 class EarlyFusion(_FusionBase):
-  """Encoders -> zero the missing modalities' embeddings -> concat (audio, visual, text) -> MLP head.
+  """Encoders -> zero the missing modalities' embeddings -> concat (audio, visual, text) -> head.
 
   MMIN's full-modality baseline ("utt_fusion"). The authors concatenate in (audio, text, visual)
   order; we keep the library-wide (audio, visual, text) order. Output [B, num_outputs].
-
-  Attributes:
-    modalities, embed_dim, kinds, encoder_dropout, num_filters, kernel_sizes, mlp_hidden: the
-      `ModalityEncoders` (submodule `encoders`).
-    hidden, dropout, num_outputs: the `MLPHead` (submodule `head`).
   """
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], lengths: Mapping[str, Array] | None = None,
                modality_mask: Array | None = None, *, deterministic: bool, return_aux: bool = False):
     embeddings, _ = self._encode(features, lengths, modality_mask, deterministic)
-    fused = jnp.concatenate([embeddings[m] for m in self.modalities], axis=-1)
-    outputs = MLPHead(tuple(self.hidden), self.num_outputs, self.dropout, name='head')(
-        fused, deterministic=deterministic)
+    fused = layers.joint(embeddings, self.modalities)
+    outputs = self.head(fused, deterministic=deterministic)
     if return_aux:
       return outputs, {'embeddings': embeddings, 'fused': fused}
     return outputs
@@ -146,8 +97,8 @@ class LateFusion(_FusionBase):
   def __call__(self, features: Mapping[str, Array], lengths: Mapping[str, Array] | None = None,
                modality_mask: Array | None = None, *, deterministic: bool, return_aux: bool = False):
     embeddings, present = self._encode(features, lengths, modality_mask, deterministic)
-    heads = {m: MLPHead(tuple(self.hidden), self.num_outputs, self.dropout, name=f'head_{m}')(
-        embeddings[m], deterministic=deterministic) for m in self.modalities}
+    heads = {m: self.head.clone(parent=self, name=f'head_{m}')(embeddings[m], deterministic=deterministic)
+             for m in self.modalities}
     weights = jnp.stack([present[m] for m in self.modalities], axis=1).astype(heads[self.modalities[0]].dtype)
     stacked = jnp.stack([heads[m] for m in self.modalities], axis=1)  # [B, M, C]
     total = jnp.einsum('bm,bmc->bc', weights, jnp.where(weights[..., None] > 0, stacked, 0.))
@@ -162,14 +113,15 @@ class GatedAttentionFusion(_FusionBase):
 
   Per modality, a gated tanh unit g_m = sigmoid(W_m h_m) * tanh(V_m h_m) ([B, gate_dim]); a
   shared scorer s_m = w . g_m; attention a = softmax over the sample's present modalities
-  (missing ones get -inf scores, so they have weight exactly 0); fused = sum_m a_m g_m -> MLP head.
+  (missing ones get -inf scores, so they have weight exactly 0); fused = sum_m a_m g_m -> head.
 
   The authors' MMGCN code fuses pairs instead (z_av = sigmoid(W [a, v, a*v]), h_av = z tanh(a') +
   (1 - z) tanh(v'), concatenated over the pairs a fixed modality subset has), which needs every
   sample to have the same modalities; this per-modality form handles per-sample masks and
   reduces to a gated unimodal model when one modality is present.
 
-  Attributes (besides the shared ones): gate_dim (None -> embed_dim). `aux['attention']` is [B, M].
+  Attributes (besides the shared ones): gate_dim (None -> the encoders' embed_dim).
+  `aux['attention']` is [B, M].
   """
   gate_dim: int | None = None
 
@@ -177,7 +129,7 @@ class GatedAttentionFusion(_FusionBase):
   def __call__(self, features: Mapping[str, Array], lengths: Mapping[str, Array] | None = None,
                modality_mask: Array | None = None, *, deterministic: bool, return_aux: bool = False):
     embeddings, present = self._encode(features, lengths, modality_mask, deterministic)
-    gate_dim = self.gate_dim or self.embed_dim
+    gate_dim = self.gate_dim or self.encoders.embed_dim
     scorer = nn.Dense(1, use_bias=False, name='score')
     gated, scores = [], []
     for m in self.modalities:
@@ -189,10 +141,9 @@ class GatedAttentionFusion(_FusionBase):
     gated = jnp.stack(gated, axis=1)  # [B, M, G]
     scores = jnp.stack(scores, axis=1)  # [B, M]
     mask = jnp.stack([present[m] for m in self.modalities], axis=1)
-    attention = masked_softmax(scores, mask, axis=1)
+    attention = layers.masked_softmax(scores, mask, axis=1)
     fused = jnp.einsum('bm,bmg->bg', attention, gated)
-    outputs = MLPHead(tuple(self.hidden), self.num_outputs, self.dropout, name='head')(
-        fused, deterministic=deterministic)
+    outputs = self.head(fused, deterministic=deterministic)
     if return_aux:
       return outputs, {'embeddings': embeddings, 'attention': attention, 'fused': fused}
     return outputs

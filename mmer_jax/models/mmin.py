@@ -16,6 +16,11 @@ text) order, restricted to the modalities the dataset has (`modalities`), so a d
 modalities just has a smaller joint dimension (3 x 128 = 384 for MMIN's setting). The authors
 concatenate in (audio, text, visual) order; the order is immaterial to the model.
 
+The caller passes the parts in: `encoders` (a `ModalityEncoders`; the teacher is its clone, so
+both always agree), `forward_net` (a `cra.CascadeResidualAE`, or a `cra.PlainAE` for MMIN-AE;
+the backward net is its clone, or the net itself with `share_weights`) and `classifier` (a
+`layers.MLPHead`).
+
 The student follows `fusion.EarlyFusion`'s convention (stage 1 of MMIN), so the stage-1 `encoders`
 parameters can be copied into both `encoders` (the student, fine-tuned) and `teacher` (frozen):
 a missing modality's input features are zeroed before encoding and its embedding is replaced by
@@ -30,26 +35,19 @@ CE + fwd_weight * MSE(imagined, target) + cycle_weight * MSE(cycle, stop_gradien
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mmer_jax.data.schema import MODALITIES
-from mmer_jax.models import cra
-from mmer_jax.models import fusion
-from mmer_jax.models.encoders import ModalityEncoders
+from mmer_jax.models import layers
 
 Array = jax.Array
 
-IMAGINATION_KINDS = ('cra', 'ae')
 TEACHER_TARGETS = ('full', 'complement')
-
-
-def joint(embeddings: Mapping[str, Array], modalities: Sequence[str]) -> Array:
-  """Concatenates per-modality embeddings in `modalities` order: [B, len(modalities) * E]."""
-  return jnp.concatenate([embeddings[m] for m in modalities], axis=-1)
+joint = layers.joint
 
 
 def complement_target(full: Array, zero: Array, modality_mask: Array,
@@ -61,7 +59,7 @@ def complement_target(full: Array, zero: Array, modality_mask: Array,
   (`methods/mmin.py`) rebuild the complement for each drawn mask without running the teacher.
   """
   batch, dim = full.shape[0], full.shape[-1] // len(modalities)
-  missing = jnp.stack([~fusion.modality_column(modality_mask, m, batch) for m in modalities], -1)
+  missing = jnp.stack([~layers.modality_column(modality_mask, m, batch) for m in modalities], -1)
   return jnp.where(jnp.repeat(missing, dim, axis=-1), full, zero)
 
 
@@ -69,63 +67,33 @@ class MMIN(nn.Module):
   """Student encoders, forward/backward imagination nets, classifier on the latents, frozen teacher.
 
   Attributes:
-    modalities, embed_dim, kinds, encoder_dropout, num_filters, kernel_sizes, mlp_hidden: the
-      `ModalityEncoders` of the student (`encoders`) and of the teacher (`teacher`), identical to
-      `fusion.EarlyFusion`'s so the stage-1 encoders fit both.
-    imagination: 'cra' (MMIN: `cra.CascadeResidualAE`) or 'ae' (MMIN-AE: `cra.PlainAE`).
-    cra_blocks, cra_layers, cra_transition: the CRA (MMIN: 5 blocks of (256, 128, 64), with the
-      authors' transition MLP); the classifier reads cra_blocks * cra_layers[-1] latent features.
-    ae_layers, ae_output_relu: the plain AE of MMIN-AE; the classifier reads ae_layers[-1].
+    encoders: the student's `ModalityEncoders` (subtree `encoders`); the teacher (subtree
+      `teacher`) is a clone, identical to `fusion.EarlyFusion`'s encoders so the stage-1
+      encoders fit both.
+    forward_net: the imagination net (subtree `forward_net`): `(x, deterministic) -> (output,
+      latents)`; the classifier reads its latents.
+    classifier: the head on the latents (subtree `classifier`).
     cycle: build the backward (cycle) imagination net (False for MMIN-NoCycle: no parameters).
-    share_weights: the backward net is the forward net itself (the authors' MSP-IMPROV setting).
-    classifier_hidden, classifier_dropout, num_outputs: the `fusion.MLPHead` (`classifier`).
-
-  Parameter subtrees: `encoders`, `teacher`, `forward_net`, `backward_net` (only when `cycle` and
-  not `share_weights`), `classifier`.
+    share_weights: the backward net is the forward net itself (the authors' MSP-IMPROV setting);
+      otherwise it is a clone of it (subtree `backward_net`).
   """
-  modalities: Sequence[str] = MODALITIES
-  embed_dim: int = 128
-  kinds: Any = None
-  encoder_dropout: float = 0.5
-  num_filters: int = 128
-  kernel_sizes: Sequence[int] = (3, 4, 5)
-  mlp_hidden: Sequence[int] = ()
-  imagination: str = 'cra'
-  cra_blocks: int = 5
-  cra_layers: Sequence[int] = (256, 128, 64)
-  cra_transition: bool = True
-  ae_layers: Sequence[int] = (512, 450, 384, 256)
-  ae_output_relu: bool = True
+  encoders: nn.Module
+  forward_net: nn.Module
+  classifier: nn.Module
   cycle: bool = True
   share_weights: bool = False
-  classifier_hidden: Sequence[int] = (128, 128)
-  classifier_dropout: float = 0.5
-  num_outputs: int = 4
 
-  def _encoder_kwargs(self) -> dict:
-    return dict(modalities=tuple(self.modalities), embed_dim=self.embed_dim, kinds=self.kinds,
-                dropout=self.encoder_dropout, num_filters=self.num_filters,
-                kernel_sizes=tuple(self.kernel_sizes), mlp_hidden=tuple(self.mlp_hidden))
-
-  def _encoders(self, name: str) -> ModalityEncoders:
-    return ModalityEncoders(**self._encoder_kwargs(), name=name)
+  @property
+  def modalities(self) -> tuple[str, ...]:
+    return tuple(self.encoders.modalities)
 
   def teacher_embedding(self, teacher_params, features: Mapping[str, Array],
                         lengths: Mapping[str, Array] | None = None) -> Array:
-    """The frozen teacher's joint embedding of complete inputs (`teacher_full`), computed from
+    """The frozen teacher's joint embedding of `features` as they are (no mask), computed from
     the `teacher` parameter subtree alone: what `methods/mmin.py` caches per training example."""
-    encoders = ModalityEncoders(**self._encoder_kwargs(), parent=None)
-    embeddings = encoders.apply({'params': teacher_params}, features, lengths, deterministic=True)
-    return joint(embeddings, tuple(self.modalities))
-
-  def _imagination_net(self, name: str) -> nn.Module:
-    if self.imagination == 'cra':
-      return cra.CascadeResidualAE(num_blocks=self.cra_blocks, layers=tuple(self.cra_layers),
-                                   dropout=0.0, transition=self.cra_transition, name=name)
-    if self.imagination == 'ae':
-      return cra.PlainAE(layers=tuple(self.ae_layers), dropout=0.0, output_relu=self.ae_output_relu,
-                         name=name)
-    raise ValueError(f'imagination: expected one of {IMAGINATION_KINDS}, got {self.imagination!r}')
+    embeddings = self.encoders.clone(parent=None).apply(
+        {'params': teacher_params}, features, lengths, deterministic=True)
+    return joint(embeddings, self.modalities)
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], lengths: Mapping[str, Array] | None = None,
@@ -146,26 +114,22 @@ class MMIN(nn.Module):
     unknown = set(teacher_targets) - set(TEACHER_TARGETS)
     if unknown:
       raise ValueError(f'teacher_targets: unknown {sorted(unknown)}; expected {TEACHER_TARGETS}')
-    modalities = tuple(self.modalities)
+    modalities = self.modalities
     batch = features[modalities[0]].shape[0]
-    present = {m: fusion.modality_column(modality_mask, m, batch) for m in modalities}
+    present = {m: layers.modality_column(modality_mask, m, batch) for m in modalities}
 
     # Student: missing modalities zeroed at the input and in the embedding (EarlyFusion's way).
-    embeddings = self._encoders('encoders')(
-        fusion.mask_features(features, modality_mask, modalities), lengths,
-        deterministic=deterministic)
-    embeddings = {m: jnp.where(present[m][:, None], e, jnp.zeros((), e.dtype))
-                  for m, e in embeddings.items()}
-    student = joint(embeddings, modalities)
+    embeddings = self.encoders(layers.mask_features(features, modality_mask, modalities), lengths,
+                               deterministic=deterministic)
+    student = joint(layers.zero_missing(embeddings, present), modalities)
 
-    forward_net = self._imagination_net('forward_net')
-    imagined, latents = forward_net(student, deterministic=deterministic)
-    logits = fusion.MLPHead(tuple(self.classifier_hidden), self.num_outputs, self.classifier_dropout,
-                            name='classifier')(latents, deterministic=deterministic)
+    imagined, latents = self.forward_net(student, deterministic=deterministic)
+    logits = self.classifier(latents, deterministic=deterministic)
 
     cycle = None
     if self.cycle:
-      backward_net = forward_net if self.share_weights else self._imagination_net('backward_net')
+      backward_net = (self.forward_net if self.share_weights
+                      else self.forward_net.clone(parent=self, name='backward_net'))
       if with_cycle or self.is_initializing():
         cycle, _ = backward_net(imagined, deterministic=deterministic)
         if not with_cycle:
@@ -174,7 +138,7 @@ class MMIN(nn.Module):
     out = {'logits': logits, 'imagined': imagined, 'cycle': cycle, 'student': student,
            'latents': latents, 'teacher_full': None, 'teacher_complement': None}
     if teacher_targets or self.is_initializing():
-      teacher = self._encoders('teacher')
+      teacher = self.encoders.clone(parent=self, name='teacher')
       if 'full' in teacher_targets or self.is_initializing():
         full = teacher(features, lengths, deterministic=True)
         out['teacher_full'] = jax.lax.stop_gradient(joint(full, modalities))
@@ -183,7 +147,7 @@ class MMIN(nn.Module):
         missing = None if modality_mask is None else ~jnp.asarray(modality_mask, bool)
         if missing is None:
           missing = jnp.zeros((batch, len(MODALITIES)), bool)
-        comp = teacher(fusion.mask_features(features, missing, modalities), lengths,
+        comp = teacher(layers.mask_features(features, missing, modalities), lengths,
                        deterministic=True)
         out['teacher_complement'] = jax.lax.stop_gradient(joint(comp, modalities))
     return out
