@@ -44,9 +44,11 @@ def empty_init_from() -> ml_collections.ConfigDict:
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The complete, resolved config that runs (a locked copy; `config` is not changed).
 
-  Idempotent: resolving a resolved config changes nothing.
+  A resolved config says so (`config.resolved`) and is returned as it is.
   """
   config = copy.deepcopy(config)
+  if config.get('resolved'):
+    return config
   config.unlock()
   config = methods.resolve_config(config)
   stages = ml_collections.ConfigDict()
@@ -55,13 +57,15 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ValueError(f'config.stages.{name}: a stage cannot share the main stage name '
                        f'(config.stage_name={config.stage_name!r})')
     stage = copy.deepcopy(config)
+    if 'resolved' in stage:
+      del stage['resolved']
     for field in NOT_INHERITED:
       del stage[field]
     stage.stages = ml_collections.ConfigDict()
     stage.init_from = empty_init_from()
     stage.analysis = ()
     stage.stage_name = name
-    stage.update(delta)
+    stage.update(delta.to_dict())
     stages[name] = resolve(stage)
   config.stages = stages
   init = config.init_from
@@ -71,6 +75,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if init.stage is not None and init.workdir is not None:
     raise ValueError('config.init_from: set stage (an earlier stage) or workdir (a finished run), '
                      'not both')
+  config.resolved = True
   config.lock()
   return config
 

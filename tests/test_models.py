@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from mmer_jax.models import bclstm, cra, encoders, fusion
+from mmer_jax.models import bclstm, cra, encoders, fusion, layers
 
 RNG = jax.random.key(0)
 
@@ -167,8 +167,14 @@ def test_modality_encoders_kinds():
 # Fusion baselines
 # ---------------------------------------------------------------------------------------------
 
-_FUSION_KW = dict(embed_dim=8, num_filters=4, hidden=(16,), num_outputs=3, encoder_dropout=0.2, dropout=0.2)
 _NAMES = ('audio', 'visual', 'text')
+
+
+def _fusion(cls, modalities=_NAMES, kinds=None, num_outputs=3, embed_dim=8):
+  """A fusion model with small encoders and head, passed in as submodules."""
+  return cls(encoders=encoders.ModalityEncoders(modalities=modalities, embed_dim=embed_dim, kinds=kinds,
+                                                num_filters=4, dropout=0.2),
+             head=layers.MLPHead(hidden=(16,), num_outputs=num_outputs, dropout=0.2))
 
 
 def _fusion_batch():
@@ -182,7 +188,7 @@ def _fusion_batch():
 @pytest.mark.parametrize('cls', [fusion.EarlyFusion, fusion.LateFusion, fusion.GatedAttentionFusion])
 def test_fusion_masked_modalities_do_not_matter(cls):
   feats, lengths, mask = _fusion_batch()
-  model = cls(**_FUSION_KW)
+  model = _fusion(cls)
   init, apply = _jitted(model, deterministic=True, return_aux=True)
   params = init(RNG, feats, lengths, mask)
   out, aux = jax.tree_util.tree_map(np.asarray, apply(params, feats, lengths, mask))
@@ -217,12 +223,11 @@ def test_fusion_masked_modalities_do_not_matter(cls):
 def test_late_fusion_heads_see_only_their_modality():
   feats = {'audio': _normal(1, (3, 10)), 'visual': _normal(2, (3, 7)), 'text': _normal(3, (3, 12))}
   mask = np.array([[1, 0, 1], [1, 1, 1], [0, 0, 1]], bool)
-  kw = dict(_FUSION_KW, kinds='mlp')
-  init, apply = _jitted(fusion.LateFusion(**kw), deterministic=True)
+  init, apply = _jitted(_fusion(fusion.LateFusion, kinds='mlp'), deterministic=True)
   params = init(RNG, feats, None, mask)
   out = np.asarray(apply(params, feats, None, mask))
   # Sample 2 has only text: its output is the text head alone, as in a text-only model.
-  _, text_only = _jitted(fusion.LateFusion(modalities=('text',), **kw), deterministic=True)
+  _, text_only = _jitted(_fusion(fusion.LateFusion, modalities=('text',), kinds='mlp'), deterministic=True)
   sub = {'params': {'encoders': {'text': params['params']['encoders']['text']},
                     'head_text': params['params']['head_text']}}
   np.testing.assert_allclose(np.asarray(text_only(sub, feats, None, mask))[2], out[2], rtol=1e-6, atol=1e-6)
@@ -230,7 +235,7 @@ def test_late_fusion_heads_see_only_their_modality():
 
 def test_early_fusion_utterance_level_regression():
   feats = {'audio': _normal(1, (3, 10)), 'visual': _normal(2, (3, 7)), 'text': _normal(3, (3, 12))}
-  model = fusion.EarlyFusion(embed_dim=8, kinds='mlp', hidden=(16,), num_outputs=1)
+  model = _fusion(fusion.EarlyFusion, kinds='mlp', num_outputs=1)
   mask = np.array([[1, 0, 1], [1, 1, 1], [0, 0, 1]], bool)
   params = jax.eval_shape(functools.partial(model.init, deterministic=True), RNG, feats, None, mask)
   out, aux = jax.eval_shape(functools.partial(model.apply, deterministic=True, return_aux=True),

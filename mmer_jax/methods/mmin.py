@@ -102,7 +102,7 @@ class MMINMethod(base.Method):
         config.init_from.workdir = m.pretrained_workdir
       return config
     if m.variant == 'full_baseline' and stage1 in config.stages:
-      config.update(config.stages[stage1])  # the full-modality baseline is stage 1 itself
+      config.update(config.stages[stage1].to_dict())  # the full-modality baseline is stage 1 itself
     elif m.variant == 'augmented':
       config.train.missing = m.augmented_missing
     config.method = _early_fusion_method(config)
