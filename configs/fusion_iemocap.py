@@ -8,7 +8,7 @@ Early / late fusion baselines on IEMOCAP 4-class (MMIN's features: audio, visual
 
 Encoders as in MMIN: LSTM(128) + max-pool for audio and visual, TextCNN(3,4,5 x 128) for text.
 Expected on the synthetic set (4 balanced-ish classes, chance UA 0.25): test UA well above 0.6 with
-all modalities; see the README's results table. Without `:synthetic` it reads MMIN's h5 release
+all modalities; see docs/baselines.md. Without `:synthetic` it reads MMIN's h5 release
 (fold `--config.data.options.fold=1..10`) from `--config.data.manual_dir`.
 """
 

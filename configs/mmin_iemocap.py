@@ -12,12 +12,15 @@ visual, BERT-large text sequences), and the comparison rows of its paper:
   python -m mmer_jax.main --config=configs/mmin_iemocap.py:synthetic \
       --config.method.teacher_target=full   # imagine the complete input's embedding instead
 
-A run is two stages in one workdir: stage 1 trains the full-modality early-fusion model into
-`<workdir>/stage1` (its results.json is the paper's "full-modality baseline" row, evaluated under
-every missing condition by zero-filling), then MMIN starts from its encoders (student, fine-tuned)
-and uses them as the frozen teacher. `--config.method.pretrained_workdir=DIR` reuses a finished
-stage-1 run instead (the same fold!). Training draws one of the six missing patterns per sample
-and step; the test grid reports the six conditions, full, and missing rates.
+Two stages, as data (`config.stages`, mmer_jax/stages.py), each in its own directory: `stage1`
+trains the full-modality early-fusion model into `<workdir>/stage1` (its results.json is the
+paper's "full-modality baseline" row, evaluated under every missing condition by zero-filling),
+then stage `mmin` (`<workdir>/mmin`) starts from its encoders (student, fine-tuned) and uses them
+as the frozen teacher (`config.init_from`); `<workdir>/results.json` is MMIN's table.
+`--stage=stage1` runs one stage alone; `--config.stages.stage1.<field>=...` sets stage 1's own
+fields; `--config.method.pretrained_workdir=DIR` reuses a finished stage-1 run instead (the same
+fold!). Training draws one of the six missing patterns per sample and step; the test grid reports
+the six conditions, full, and missing rates.
 
 Real data: without `:synthetic` it reads MMIN's h5 release from `--config.data.manual_dir`,
 one fold per run: `--config.data.options.fold=K` (K = 1..10, default 1). The paper's numbers are
@@ -25,15 +28,8 @@ one fold per run: `--config.data.options.fold=K` (K = 1..10, default 1). The pap
 table being the mean over folds. Model selection uses valid UA (as the authors' IEMOCAP runs),
 pooled over the six missing patterns of the validation split for the rows trained on missing
 data, and on the complete split for stage 1 / full_baseline (`train.valid_conditions` overrides).
-
-What to expect: the paper's claim is that MMIN beats both the full-modality baseline (stage 1,
-zero-filled at test time) and the augmented baseline under every missing condition, with the
-text-containing conditions strongest. On the synthetic stand-in (chance UA 0.25; 3 seeds, 10 + 10
-epochs, see the README's table) the augmented row beats the full-modality one (average UA 0.656
-vs 0.647), but MMIN only ties the augmented row (UA 0.657 vs 0.656; WA 0.668 vs 0.677): it gains
-where audio or visual is alone and loses where text is available, and its ablations tie it.
-`:smoke` runs both stages end to end in about a minute on a CPU, mostly compilation (numbers
-meaningless).
+Results and their discussion: docs/mmin.md. `:smoke` runs both stages end to end in about a
+minute on a CPU (numbers meaningless).
 
 Hyperparameters follow the authors' master scripts (CAP_mmin.sh): Adam lr 2e-4, beta1 0.5 (their
 default; stage 1 used 0.9), batch 128, 30 epochs constant + 30 linearly decayed (optax decays to 0
@@ -51,7 +47,7 @@ from mmer_jax import missing
 from mmer_jax.data import synthetic_generator
 
 # `:synthetic,train_x4`: the synthetic set with four times the release's training utterances
-# (17,700; valid and test keep the release's sizes), the README's x4 columns.
+# (17,700; valid and test keep the release's sizes): docs/mmin.md's x4 columns.
 TRAIN_X4_SIZES = {'train': 4 * synthetic_generator.RELEASES['iemocap_4'].sizes['train']}
 
 

@@ -10,10 +10,8 @@ Real data: without `:synthetic` it reads MMIN's MSP-IMPROV h5 release from
 default 1); the paper's numbers are the mean of 12 runs, fold=1..12. Models are selected on valid
 macro-F1 (the authors' MSP runs select on F1 and report it as "F1").
 
-What to expect: as for IEMOCAP, the paper has MMIN above the full-modality baseline
-(`<workdir>/stage1/results.json`) and the augmented one under every missing condition (not yet
-measured at full length on the synthetic stand-in). `:smoke` runs both stages end to end in about
-a minute on a CPU (numbers meaningless).
+The paper has MMIN above the full-modality baseline (`<workdir>/stage1/results.json`) and the
+augmented one under every missing condition; see docs/mmin.md for what has been measured.
 
 Hyperparameters follow the authors' MSP_mmin.sh: Adam lr 5e-4, beta1 0.5, batch 128, 30 + 30
 epochs (constant, then linear decay), loss 1.0 CE + 2.0 forward + 0.5 cycle, and one CRA used for

@@ -181,6 +181,7 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
       'eval_examples_per_step': eval_examples,
       'eval_split': split,
       'batch_fields': sorted(host_batch),
+      'param_groups': sorted(run.from_devices(state).params),
       'steps': steps,
       'warmup': warmup,
       'setup_s': setup_s,

@@ -49,10 +49,16 @@ def test_smoke_variant_trains_and_writes_results(path, tmp_path):
   conditions = [r['condition'] for r in results['rows']]
   assert {'full', 'a', 'v', 't', 'av', 'at', 'vt', 'rate=0.0', 'rate=0.7'} <= set(conditions)
   assert (workdir / 'results.md').exists() and (workdir / 'config.json').exists()
-  assert (workdir / 'metrics.jsonl').read_text().count('"step"') > 0
-  assert any((workdir / 'tensorboard').iterdir())
-  if path.stem.startswith('mmin'):  # the paper's picture: imagined vs. real embeddings
-    assert (workdir / 'imagination_pca_visual.png').stat().st_size > 1000
+  ran = json.loads((workdir / 'config.json').read_text())  # the resolved config: what ran
+  assert ran['resolved'] and results['train_missing'] == ran['train']['missing']
+  final = workdir / ran['stage_name'] if ran['stages'] else workdir
+  assert (final / 'metrics.jsonl').read_text().count('"step"') > 0
+  assert any((final / 'tensorboard').iterdir())
+  if path.stem.startswith('mmin'):  # both stages ran; the paper's picture: imagined vs. real
+    assert ran['train']['missing'] == 'patterns' and list(ran['stages']) == ['stage1']
+    assert json.loads((workdir / 'stage1' / 'results.json').read_text())['train_missing'] == 'none'
+    assert (final / 'results.json').read_text() == (workdir / 'results.json').read_text()
+    assert (final / 'imagination_pca_visual.png').stat().st_size > 1000
 
 
 def test_real_release_without_files_stops_with_instructions(tmp_path):

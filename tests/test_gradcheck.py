@@ -9,8 +9,8 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-_SMALL_FUSION = ['--config.method.embed_dim=8', '--config.method.num_filters=4',
-                 '--config.method.hidden=(8,)']
+_SMALL_ENCODERS = ['--config.method.encoders.embed_dim=8', '--config.method.encoders.num_filters=4']
+_SMALL_FUSION = [*_SMALL_ENCODERS, '--config.method.head.hidden=(8,)']
 _SMALL_BCLSTM = ['--config.method.utterance_dim=8', '--config.method.lstm_hidden=4',
                  '--config.method.dense_dim=8']
 
@@ -20,8 +20,8 @@ _SMALL_BCLSTM = ['--config.method.utterance_dim=8', '--config.method.lstm_hidden
     ('fusion_iemocap', 'late_fusion', _SMALL_FUSION),
     ('fusion_mosi', 'gated_attention', _SMALL_FUSION),
     ('bclstm_meld', 'bclstm', _SMALL_BCLSTM),
-    ('mmin_iemocap', 'mmin', [*_SMALL_FUSION, '--config.method.cra_blocks=2',
-                              '--config.method.cra_layers=(16,8,4)', '--config.method.classifier_hidden=(8,)']),
+    ('mmin_iemocap', 'mmin', [*_SMALL_FUSION, '--config.method.cra.num_blocks=2',
+                              '--config.method.cra.layers=(16,8,4)', '--config.method.classifier.hidden=(8,)']),
 ])
 def test_gradcheck_mode_passes_on_baselines(config, method, small, tmp_path):
   proc = subprocess.run(
@@ -64,7 +64,8 @@ def test_gradcheck_detects_a_wrong_gradient(tmp_path, monkeypatch):
   from configs import fusion_iemocap
   config = fusion_iemocap.get_config('smoke')
   config.data.data_dir = str(tmp_path / 'data')
-  config.method.embed_dim, config.method.num_filters, config.method.hidden = 8, 4, (8,)
+  config.method.encoders.embed_dim, config.method.encoders.num_filters = 8, 4
+  config.method.head.hidden = (8,)
   report = gradcheck.run(config)
   assert not report['ok']
   assert max(r['rel_error'] for r in report['groups'].values()) > 0.1

@@ -6,6 +6,7 @@ import jraph
 import numpy as np
 import pytest
 
+from mmer_jax.data import graphs
 from mmer_jax.data import pipeline
 from mmer_jax.data import schema
 
@@ -104,8 +105,8 @@ def test_load_dialogues_groups_and_orders_turns():
 
 def test_dialogue_graph_structure():
   lengths = [3, 5]
-  graph = pipeline.dialogue_graph(lengths, max_turns=8, num_modalities=3)
-  n_node, n_edge, n_graph = pipeline.graph_budget(2, 8, 3)
+  graph = graphs.dialogue_graph(lengths, max_turns=8, num_modalities=3)
+  n_node, n_edge, n_graph = graphs.graph_budget(2, 8, 3)
   assert graph.nodes['utterance'].shape == (n_node,) and graph.senders.shape == (n_edge,)
   assert graph.n_node.shape == (n_graph,)
   # Per dialogue: M n^2 intra-modality edges (self-loops included) + n M (M - 1) cross edges.
@@ -141,8 +142,13 @@ def _masked_degree_normalised_sum(batch):
 def test_padding_never_changes_a_masked_result():
   spec = _dialogue_spec()
   dialogues = _dialogues([4, 7])
-  alone = pipeline.collate_dialogues(dialogues[:1], spec, dialogues_per_batch=1, buckets=(4,))
-  padded = pipeline.collate_dialogues(dialogues, spec, dialogues_per_batch=4, buckets=(8, 16))
+  alone = graphs.add_dialogue_graph(
+      pipeline.collate_dialogues(dialogues[:1], spec, dialogues_per_batch=1, buckets=(4,)), 3)
+  padded = pipeline.collate_dialogues(dialogues, spec, dialogues_per_batch=4, buckets=(8, 16),
+                                      indices=[5, 2])
+  assert 'graph' not in padded  # the generic pipeline builds no graph; graph methods add it
+  assert padded['index'].tolist() == [5, 2, -1, -1]
+  padded = graphs.add_dialogue_graph(padded, 3)
   assert padded['text'].shape == (4, 8, 3)
   assert padded['dialogue_mask'].tolist() == [True, True, False, False]
   assert padded['turn_mask'].sum() == 11

@@ -1,8 +1,10 @@
 """A training run killed with SIGKILL part way resumes from its workdir and ends exactly like an
 uninterrupted run with the same seed (same selected checkpoint, same results.json).
 
-Two runs: early fusion trained with missing patterns, and MMIN's two stages killed in stage 2
-(stage 1 finished in `<workdir>/stage1`, the student, imagination nets and optimiser mid-training).
+Three kills: early fusion trained with missing patterns; MMIN's two stages killed in stage 1
+(mid-epoch, nothing of stage `mmin` yet); and killed in stage `mmin` (stage 1 finished, the
+student, imagination nets, fitted teacher tables and optimiser mid-training, and the resumed run
+must not refit the tables).
 """
 
 import json
@@ -20,16 +22,20 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 COMMON = ['--config.data.batch_size=8', '--config.data.eval_batch_size=16', '--config.train.num_epochs=4',
           '--config.train.checkpoint_every_steps=5', '--config.eval.rates=(0.0,0.5)',
-          '--config.method.embed_dim=16', '--config.method.num_filters=8']
+          '--config.method.encoders.embed_dim=16', '--config.method.encoders.num_filters=8']
+_MMIN = ['--config=configs/mmin_iemocap.py', '--config.stages.stage1.train.num_epochs=2',
+         '--config.stages.stage1.optimizer.constant_epochs=1', '--config.optimizer.constant_epochs=2',
+         '--config.method.cra.num_blocks=2', '--config.method.cra.layers=(12,8,4)',
+         '--config.method.classifier.hidden=(8,)', '--config.method.head.hidden=(8,)',
+         '--config.optimizer.learning_rate=0.003', '--config.analysis=()']
 RUNS = {
     'fusion': ['--config=configs/fusion_iemocap.py', '--config.train.missing=patterns',
-               '--config.method.hidden=(16,)', '--config.optimizer.learning_rate=0.01'],
-    'mmin': ['--config=configs/mmin_iemocap.py', '--config.method.stage1_epochs=2',
-             '--config.method.stage1_constant_epochs=1', '--config.optimizer.constant_epochs=2',
-             '--config.method.cra_blocks=2', '--config.method.cra_layers=(12,8,4)',
-             '--config.method.classifier_hidden=(8,)', '--config.method.hidden=(8,)',
-             '--config.optimizer.learning_rate=0.003'],
+               '--config.method.head.hidden=(16,)', '--config.optimizer.learning_rate=0.01'],
+    'mmin_stage1': _MMIN,
+    'mmin': _MMIN,
 }
+# Which stage's directory the kill watches ('' = the workdir itself), and the steps of one epoch.
+KILLED_IN = {'fusion': '', 'mmin_stage1': 'stage1', 'mmin': 'mmin'}
 
 
 def _command(run, toy, data_dir, workdir):
@@ -37,22 +43,23 @@ def _command(run, toy, data_dir, workdir):
           f'--config.data.data_dir={data_dir}', *COMMON]
 
 
-# Runs main, but SIGKILLs the process right after its second checkpoint save (mid-epoch) of the
-# run in the workdir itself (saves of MMIN's stage 1, under <workdir>/stage1, do not count).
+# Runs main, but SIGKILLs the process right after the second checkpoint save (mid-epoch) of the
+# stage in `sys.argv[1]` (the directory right above its checkpoints/).
 _KILLER = textwrap.dedent('''
-    import os, signal, sys
+    import os, pathlib, signal, sys
     from absl import app
     from mmer_jax import checkpoint, main
+    watched = pathlib.Path(sys.argv[1]).resolve()
     saves = []
     original = checkpoint.save
     def save_then_die(manager, step, *args, **kwargs):
       original(manager, step, *args, **kwargs)
-      if 'stage1' not in str(manager.directory):
+      if pathlib.Path(str(manager.directory)).resolve().parents[1] == watched:
         saves.append(step)
       if len(saves) == 2:
         os.kill(os.getpid(), signal.SIGKILL)
     checkpoint.save = save_then_die
-    sys.argv = ['main'] + sys.argv[1:]
+    sys.argv = ['main'] + sys.argv[2:]
     app.run(main.main)
 ''')
 
@@ -62,27 +69,50 @@ def _run(args, **kwargs):
                         timeout=600, **kwargs)
 
 
+@pytest.fixture(scope='module')
+def shared(tmp_path_factory):
+  """One toy dataset for every case, and each distinct uninterrupted run trained once."""
+  root = tmp_path_factory.mktemp('resume')
+  toy = toy_data.write_features_dir(root / 'toy', n=120, classes=4)
+  straight = {}
+
+  def uninterrupted(run):
+    key = tuple(RUNS[run])
+    if key not in straight:
+      workdir = root / f'straight_{len(straight)}'
+      proc = _run(_command(run, toy, root / 'data', workdir))
+      assert proc.returncode == 0, proc.stderr[-3000:]
+      straight[key] = json.loads((workdir / 'results.json').read_text())
+    return straight[key]
+
+  return toy, root / 'data', uninterrupted
+
+
 @pytest.mark.parametrize('run', sorted(RUNS))
-def test_resume_after_sigkill_equals_uninterrupted(tmp_path, run):
-  toy = toy_data.write_features_dir(tmp_path / 'toy', n=120, classes=4)
-  data_dir = tmp_path / 'data'
-  straight = _run(_command(run, toy, data_dir, tmp_path / 'straight'))
-  assert straight.returncode == 0, straight.stderr[-3000:]
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path, shared, run):
+  toy, data_dir, uninterrupted = shared
+  a = uninterrupted(run)
 
   workdir = tmp_path / 'killed'
-  killed = _run(['-c', _KILLER] + _command(run, toy, data_dir, workdir)[2:])
+  watched = workdir / KILLED_IN[run]
+  killed = _run(['-c', _KILLER, str(watched)] + _command(run, toy, data_dir, workdir)[2:])
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-  assert not (workdir / 'results.json').exists()
-  steps = sorted(int(p.name) for p in (workdir / 'checkpoints' / 'latest').iterdir() if p.name.isdigit())
+  assert not (workdir / 'results.json').exists() and not (watched / 'results.json').exists()
+  steps = sorted(int(p.name) for p in (watched / 'checkpoints' / 'latest').iterdir() if p.name.isdigit())
   assert steps and steps[-1] % 5 == 0 and steps[-1] < 4 * 9, steps  # died part way, mid-epoch
 
-  if run == 'mmin':  # killed in stage 2: stage 1 had finished
+  if run == 'mmin':  # killed in stage mmin: stage 1 had finished, the tables were fitted
     assert (workdir / 'stage1' / 'results.json').exists()
+    assert 'fitted the frozen teacher' in killed.stderr
+  if run == 'mmin_stage1':  # killed in stage 1: stage mmin had not started
+    assert not (workdir / 'mmin').exists()
   resumed = _run(_command(run, toy, data_dir, workdir))
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f'resumed from step {steps[-1]}' in resumed.stderr
+  if run == 'mmin':
+    assert 'stage stage1: finished' in resumed.stderr  # skipped, not retrained
+    assert 'fitted the frozen teacher' not in resumed.stderr  # the checkpoint carries them: no refit
 
-  a = json.loads((tmp_path / 'straight' / 'results.json').read_text())
   b = json.loads((workdir / 'results.json').read_text())
   assert a['selected_step'] == b['selected_step']
   assert [r['condition'] for r in a['rows']] == [r['condition'] for r in b['rows']]

@@ -46,12 +46,12 @@ from __future__ import annotations
 
 import functools
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mmer_jax import missing
 from mmer_jax.methods import base
 from mmer_jax.models import cra
 from mmer_jax.models import layers
@@ -230,7 +230,10 @@ class MMINMethod(base.Method):
     """Adds the frozen teacher's embeddings of the training split (`cache_teacher`)."""
     if not self.cache_teacher:
       return params
-    return {**params, TABLES: self.teacher_tables(params['teacher'], batches)}
+    tables = self.teacher_tables(params['teacher'], batches)
+    logging.info('MMIN: fitted the frozen teacher\'s embeddings (%s) of %d training examples',
+                 ', '.join(tables), len(tables['full']))
+    return {**params, TABLES: tables}
 
   def teacher_tables(self, teacher_params, batches) -> dict[str, jax.Array]:
     """The frozen teacher's joint embeddings of every training example, rows by `index`.
