@@ -108,6 +108,16 @@ def mlp_head(hidden=(128, 128), dropout: float = 0.3) -> ml_collections.ConfigDi
   return ml_collections.ConfigDict({'hidden': tuple(hidden), 'dropout': dropout})
 
 
+def fusion_method(name: str = 'early_fusion', *, encoder_dropout: float,
+                  missing_input: str) -> ml_collections.ConfigDict:
+  """`config.method` of the utterance fusion baselines (early_fusion | late_fusion |
+  gated_attention): the encoders, a 128-128 head with dropout 0.3, and `missing_input`
+  ('zero_features' | 'zero_embedding', see mmer_jax/models/fusion.py)."""
+  return ml_collections.ConfigDict({'name': name, 'encoders': utterance_encoders(encoder_dropout),
+                                    'head': mlp_head((128, 128), dropout=0.3),
+                                    'missing_input': missing_input})
+
+
 SMOKE_SIZES = {
     'utterance': {'train': 48, 'valid': 16, 'test': 16},  # utterances
     'conversation': {'train': 8, 'valid': 4, 'test': 4},  # dialogues

@@ -21,12 +21,10 @@ def get_config(arg: str | None = None):
   config.data.batch_size = 128
   config.data.eval_batch_size = 256
 
-  config.method.name = 'early_fusion'  # | late_fusion | gated_attention
-  config.method.encoders = default.utterance_encoders(dropout=0.5)
-  config.method.head = default.mlp_head((128, 128), dropout=0.3)
   # MMIN's baselines zero-fill a missing modality's features and encode them like any input;
   # 'zero_embedding' instead tells the model what is missing (see mmer_jax/models/fusion.py).
-  config.method.missing_input = 'zero_features'
+  config.method = default.fusion_method('early_fusion', encoder_dropout=0.5,
+                                        missing_input='zero_features')  # | late_fusion | gated_attention
 
   config.optimizer.learning_rate = 2e-4
   config.optimizer.b1 = 0.5

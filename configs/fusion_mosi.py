@@ -18,10 +18,8 @@ def get_config(arg: str | None = None):
   config.data.batch_size = 64
   config.data.eval_batch_size = 256
 
-  config.method.name = 'early_fusion'  # | late_fusion | gated_attention
-  config.method.encoders = default.utterance_encoders(dropout=0.3)
-  config.method.head = default.mlp_head((128, 128), dropout=0.3)
-  config.method.missing_input = 'zero_embedding'  # | 'zero_features' (see mmer_jax/models/fusion.py)
+  config.method = default.fusion_method('early_fusion', encoder_dropout=0.3,
+                                        missing_input='zero_embedding')  # | late_fusion | gated_attention
 
   config.optimizer.learning_rate = 5e-4
   config.optimizer.clip_norm = 5.0
