@@ -18,13 +18,16 @@ import orbax.checkpoint as ocp
 def create_managers(workdir: str) -> tuple[ocp.CheckpointManager, ocp.CheckpointManager]:
   """(latest, best) managers; `latest` keeps two steps, `best` one."""
   root = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-  latest = ocp.CheckpointManager(
-      os.path.join(root, 'latest'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False))
-  best = ocp.CheckpointManager(
-      os.path.join(root, 'best'),
-      options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False))
-  return latest, best
+
+  def manager(name, keep):
+    # The item handlers are named up front so a fresh process can read a checkpoint's metadata.
+    return ocp.CheckpointManager(
+        os.path.join(root, name),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=False),
+        item_handlers={'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
+
+  return manager('latest', 2), manager('best', 1)
 
 
 def save(manager: ocp.CheckpointManager, step: int, items: Any, meta: dict) -> None:
