@@ -2,9 +2,9 @@
 
 Rows: `full` (every modality the dataset has), MMIN's six conditions (`a`, `v`, `t`, `av`, `at`,
 `vt`, those the dataset can express), and per-sample missing rates `rate=0.0` ... `rate=0.7`
-(masks from `missing.missing_rate_mask`, keyed by the run's seed, the rate and the batch index, so
-a rerun gives the same masks). Columns: the task's metrics. Written to `<workdir>/results.json`
-(a stable interface) and `results.md`.
+(masks from `missing.missing_rate_mask`, keyed by the run's seed, the rate and each example's
+position in the split, so a rerun, or another batch size, gives the same masks). Columns: the
+task's metrics. Written to `<workdir>/results.json` (a stable interface) and `results.md`.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_dict
 
+from mmer_jax import analysis
 from mmer_jax import checkpoint
 from mmer_jax import methods
 
@@ -75,6 +76,8 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if init.stage is not None and init.workdir is not None:
     raise ValueError('config.init_from: set stage (an earlier stage) or workdir (a finished run), '
                      'not both')
+  for name in config.analysis:
+    analysis.get_analysis(name)  # an unknown figure fails now, not after training
   config.resolved = True
   config.lock()
   return config

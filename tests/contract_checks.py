@@ -41,11 +41,10 @@ PAD_ROWS = 3
 
 
 def cases() -> list[str]:
-  """Every registered method, and every variant its class implements or resolves."""
+  """Every registered method, and every variant it declares (`Method.variants`)."""
   out = []
   for name in methods.NAMES:
-    cls = methods.get_method_class(name)
-    variants = getattr(importlib.import_module(cls.__module__), 'VARIANTS', cls.variants)
+    variants = methods.get_method_class(name).variants
     out += [f'{name}:{v}' for v in variants] if variants else [name]
   return out
 

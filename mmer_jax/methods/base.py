@@ -38,7 +38,8 @@ class Method(abc.ABC):
   """Base class; subclasses set `level` and implement `init`, `loss` and `predict`."""
 
   level: str = 'utterance'  # 'utterance' | 'dialogue': which batches the method eats
-  # The values of `config.method.variant` this class implements itself (empty: no variants).
+  # The values `config.method.variant` may take for this method (empty: no variants); a variant
+  # may resolve to another method (`resolve_config`). The contract test covers each of them.
   variants: tuple[str, ...] = ()
 
   def __init__(self, config: ml_collections.ConfigDict, spec: schema.DatasetSpec):

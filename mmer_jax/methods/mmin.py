@@ -85,7 +85,7 @@ class MMINMethod(base.Method):
   """MMIN, MMIN-AE and MMIN-NoCycle (see the module docstring); utterance level."""
 
   level = 'utterance'
-  variants = MMIN_VARIANTS
+  variants = VARIANTS  # the comparison rows resolve to early fusion
 
   @classmethod
   def resolve_config(cls, config):
