@@ -41,6 +41,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 0.0
   config.optimizer.weight_decay_mode = 'decoupled'  # 'decoupled' (AdamW) | 'l2' (added to the grads, torch Adam)
   config.optimizer.clip_norm = config_dict.placeholder(float)  # global-norm clipping
+  # With names ('/'-paths of parameter subtrees, e.g. 'encoders/audio'), each named subtree's
+  # gradient norm is clipped to clip_norm on its own (the rest together): per-network clipping as
+  # in the authors' MMIN code. Empty: one global norm.
+  config.optimizer.clip_groups = ()
   config.optimizer.clip_value = config_dict.placeholder(float)  # element-wise clipping
   config.optimizer.schedule = 'constant'  # 'constant' | 'linear_decay' | 'cosine'
   config.optimizer.constant_epochs = 0  # linear_decay: epochs at the base rate before decaying
@@ -98,9 +102,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def utterance_encoders(dropout: float = 0.5) -> ml_collections.ConfigDict:
   """`method.encoders` (keyword arguments of `models.encoders.ModalityEncoders`): MMIN's
   utterance encoders, LSTM(128) + max-pool for audio/visual sequences, TextCNN(3,4,5 x 128) for
-  text, an MLP for utterance-level features; `dropout` of the TextCNN/MLP encoders."""
+  text, an MLP for utterance-level features; `dropout` of the TextCNN/MLP encoders. `padding`:
+  'masked' (padded frames never reach an output) or 'included' (the LSTM runs over the zero
+  padding and the pools count it, as the authors' code does)."""
   return ml_collections.ConfigDict({'embed_dim': 128, 'dropout': dropout, 'num_filters': 128,
-                                    'kernel_sizes': (3, 4, 5), 'mlp_hidden': ()})
+                                    'kernel_sizes': (3, 4, 5), 'mlp_hidden': (), 'padding': 'masked'})
 
 
 def mlp_head(hidden=(128, 128), dropout: float = 0.3) -> ml_collections.ConfigDict:

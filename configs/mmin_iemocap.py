@@ -18,7 +18,8 @@ paper's "full-modality baseline" row, evaluated under every missing condition by
 then stage `mmin` (`<workdir>/mmin`) starts from its encoders (student, fine-tuned) and uses them
 as the frozen teacher (`config.init_from`); `<workdir>/results.json` is MMIN's table.
 `--stage=stage1` runs one stage alone; `--config.stages.stage1.<field>=...` sets stage 1's own
-fields; `--config.method.pretrained_workdir=DIR` reuses a finished stage-1 run instead (the same
+fields; `:talk_loss` weighs the imagination losses as the talk presenting MMIN
+(squared L2 norms, 0.1 each); `--config.method.pretrained_workdir=DIR` reuses a finished stage-1 run instead (the same
 fold!). Training draws one of the six missing patterns per sample and step; the test grid reports
 the six conditions, full, and missing rates.
 
@@ -69,6 +70,12 @@ def get_config(arg: str | None = None):
   m.ce_weight = 1.0
   m.fwd_weight = 4.0
   m.cycle_weight = 2.0
+  # The squared errors of the forward and cycle terms: 'mean' over the joint embedding's dims (the
+  # authors' MSELoss) or 'sum' (squared L2 norms, the talk's form; `:talk_loss`).
+  m.imagination_reduction = 'mean'
+  # A missing modality's slot of the student embedding: 'zero' (exactly zero) or 'encoded_zeros'
+  # (the encoder's output for the zeroed input, as the authors' code; docs/mmin.md).
+  m.missing_slot = 'zero'
   m.share_weights = False  # backward net = forward net
   # Imagination nets. CRA: 5 blocks of 384-256-128-64-128-256-384 (+ the authors' transition).
   m.cra = ml_collections.ConfigDict({'num_blocks': 5, 'layers': (256, 128, 64), 'transition': True})
@@ -97,7 +104,7 @@ def get_config(arg: str | None = None):
   # One of the six missing patterns per sample and step; selection pooled over the six.
   config.train.missing = 'patterns'
   config.train.valid_conditions = missing.MISSING_CONDITIONS
-  config.analysis = ('imagination_pca',)
+  config.analysis = ('imagination_pca', 'imagination_mse')
 
   # Stage 1 (CAP_utt_fusion.sh): the full-modality early-fusion model, 10 + 10 epochs, lr 2e-4,
   # beta1 0.9, clip 0.5, trained and selected on complete data; its encoders initialise the
@@ -112,6 +119,9 @@ def get_config(arg: str | None = None):
   config.init_from.params = ml_collections.ConfigDict({'encoders': 'encoders', 'teacher': 'encoders'})
 
   variants = [v for v in (arg or '').split(',') if v]
+  if 'talk_loss' in variants:
+    variants.remove('talk_loss')
+    set_talk_loss(config)
   if 'train_x4' in variants:
     variants.remove('train_x4')
     if 'synthetic' not in variants:
@@ -121,6 +131,14 @@ def get_config(arg: str | None = None):
   if 'smoke' in variants:
     smoke_stages(config)
   return config
+
+
+def set_talk_loss(config):
+  """`:talk_loss`: L_cls + 0.1 L_forward + 0.1 L_backward with squared L2 norms averaged over
+  samples, as the talk presenting MMIN writes it (the authors' code: 4.0 / 2.0 on dim means)."""
+  config.method.imagination_reduction = 'sum'
+  config.method.fwd_weight = 0.1
+  config.method.cycle_weight = 0.1
 
 
 def smoke_stages(config):

@@ -25,7 +25,16 @@ Below the table come the paper's orderings on the six-condition average (MMIN > 
 full_baseline, MMIN > MMIN-AE, MMIN > MMIN-NoCycle): the difference better - worse paired by
 seed (the MMIN rows of a seed share that seed's stage 1), its mean and sample std, the number of
 seeds where it holds, and the paired t statistic mean / (std / sqrt(n)) (|t| > 4.30 is
-significant at 5% for 3 seeds, two-sided; null with a single seed).
+significant at 5% for 3 seeds, two-sided; null with a single seed). Then the synthetic criterion
+(`CRITERION`): augmented beats full_baseline significantly (UA and WA), and MMIN is not
+significantly worse than augmented in UA (t > -t_crit; -2.78 with 5 seeds). Last, for each MMIN
+row, the imagination ratios of `imagination_mse.json` (the imagined missing embeddings' MSE over
+the train-mean imputer's, per condition, mean ± std over seeds).
+
+  python launch/mmin_table.py --workdir=runs/mmin_talk --rows=mmin --seeds=0,1,2 \
+      --stage1_root=runs/mmin_table --override=--config.method.imagination_reduction=sum \
+      --override=--config.method.fwd_weight=0.1 --override=--config.method.cycle_weight=0.1
+      # the talk's loss weights, reusing another table's stage-1 runs
 """
 
 import json
@@ -43,10 +52,19 @@ _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (one run per row and
 _ROWS = flags.DEFINE_list('rows', ['full_baseline', 'augmented', 'mmin', 'mmin_ae', 'mmin_nocycle'],
                           'Variants to train, in table order.')
 _OVERRIDES = flags.DEFINE_multi_string('override', [], 'Extra --config.x=v arguments for every run.')
+_STAGE1_ROOT = flags.DEFINE_string(
+    'stage1_root', None, 'Where the MMIN rows find (or train) their seed\'s full_baseline run as '
+    'stage 1 (default: --workdir); lets a table of other MMIN settings reuse another table\'s.')
 
 # The paper's claims, as (better, worse) pairs of rows, checked on the six-condition average.
 ORDERINGS = (('mmin', 'augmented'), ('augmented', 'full_baseline'), ('mmin', 'mmin_ae'),
              ('mmin', 'mmin_nocycle'))
+# The synthetic criterion (issue 11): significance of a paired t over seeds, two-sided 5%.
+# (better, worse, metric, test): 'better' needs t > t_crit, 'not_worse' needs t > -t_crit.
+CRITERION = (('augmented', 'full_baseline', 'ua', 'better'), ('augmented', 'full_baseline', 'wa', 'better'),
+             ('mmin', 'augmented', 'ua', 'not_worse'))
+T_CRITICAL = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+              9: 2.262}  # t_{0.975} by degrees of freedom
 COLUMNS = (('a', '{a}'), ('v', '{v}'), ('t', '{t}'), ('av', '{a,v}'), ('at', '{a,t}'), ('vt', '{v,t}'))
 MISSING = tuple(c for c, _ in COLUMNS)
 
@@ -62,8 +80,9 @@ def train(root: str, row: str, seed: str) -> dict:
     cmd = [sys.executable, '-m', 'mmer_jax.main', f'--config={_CONFIG.value}', f'--workdir={workdir}',
            f'--config.method.variant={row}', f'--config.seed={seed}', *_OVERRIDES.value]
     if row.startswith('mmin'):
-      stage1 = run_dir(root, 'full_baseline', seed)
-      train(root, 'full_baseline', seed)
+      stage1_root = _STAGE1_ROOT.value or root
+      stage1 = run_dir(stage1_root, 'full_baseline', seed)
+      train(stage1_root, 'full_baseline', seed)
       cmd.append(f'--config.method.pretrained_workdir={stage1}')
     print('+', ' '.join(cmd), flush=True)
     subprocess.run(cmd, check=True)
@@ -101,6 +120,45 @@ def orderings(per_seed: dict[str, list[dict]]) -> list[dict]:
   return out
 
 
+def criterion(ordering_rows: list[dict]) -> list[dict]:
+  """The synthetic criterion on the orderings: each test with its critical t and verdict."""
+  out = []
+  for better, worse, metric, test in CRITERION:
+    for o in ordering_rows:
+      if (o['better'], o['worse'], o['metric']) != (better, worse, metric):
+        continue
+      crit = T_CRITICAL.get(o['num_seeds'] - 1)
+      t = o['t']
+      held = None if t is None or crit is None else (t > crit if test == 'better' else t > -crit)
+      out.append({**o, 'test': test, 't_critical': crit, 'criterion_holds': held})
+  return out
+
+
+def imagination(root: str, rows, seeds) -> dict:
+  """Per MMIN row: the imagination MSE ratios (`analysis/imagination_mse.py`) over seeds."""
+  out = {}
+  for row in rows:
+    reports = []
+    for seed in seeds:
+      path = os.path.join(run_dir(root, row, seed), 'imagination_mse.json')
+      if os.path.exists(path):
+        with open(path, encoding='utf-8') as f:
+          reports.append(json.load(f))
+    if not reports or len(reports) != len(seeds):
+      continue
+    conditions = {}
+    for c in MISSING:
+      ratios = np.array([r['conditions'][c]['ratio_to_train_mean'] for r in reports])
+      zeros = np.array([r['conditions'][c]['ratio_to_zeros'] for r in reports])
+      mse = np.array([r['conditions'][c]['mse']['imagined'] for r in reports])
+      conditions[c] = {'ratio_to_train_mean': float(ratios.mean()), 'ratio_to_train_mean_std': float(ratios.std()),
+                       'ratio_to_zeros': float(zeros.mean()), 'mse_imagined': float(mse.mean()),
+                       'seeds_beating_train_mean': int((ratios < 1).sum())}
+    out[row] = {'conditions': conditions, 'num_seeds': len(reports),
+                'beats_train_mean_everywhere': all(r['beats_train_mean_everywhere'] for r in reports)}
+  return out
+
+
 def _maybe(value: float | None, scale: float = 1.0) -> str:
   return 'n/a' if value is None else f'{scale * value:.2f}'
 
@@ -125,6 +183,28 @@ def markdown(table: dict) -> str:
                    f"{100 * o['mean_diff']:+.2f} ± {_maybe(o['std_diff'], 100)} | "
                    f"{o['seeds_held']}/{o['num_seeds']} | {_maybe(o['t'])} | {'yes' if o['holds'] else 'no'} |")
     lines.append('')
+  if table.get('criterion'):
+    lines += ['**The synthetic criterion** (paired t over seeds, two-sided 5%)', '',
+              '| test | metric | t | needs | holds |', '|---|---|---|---|---|']
+    for c in table['criterion']:
+      need = (f"t > {c['t_critical']:.2f}" if c['test'] == 'better' else f"t > -{c['t_critical']:.2f}") \
+          if c['t_critical'] else 'n/a'
+      verb = 'beats' if c['test'] == 'better' else 'is not worse than'
+      held = 'n/a' if c['criterion_holds'] is None else ('yes' if c['criterion_holds'] else 'no')
+      lines.append(f"| {c['better']} {verb} {c['worse']} | {c['metric'].upper()} | {_maybe(c['t'])} | "
+                   f'{need} | {held} |')
+    lines.append('')
+  for row, imag in (table.get('imagination') or {}).items():
+    lines += [f'**Imagination** ({row}, test split, {imag["num_seeds"]} seeds): MSE of the imagined '
+              'missing embeddings / MSE of the train-mean imputer (and of zeros)', '',
+              '| | ' + ' | '.join(n for _, n in COLUMNS) + ' |', '|---|' + '---|' * len(COLUMNS)]
+    cond = imag['conditions']
+    lines.append('| / train mean | ' + ' | '.join(
+        f"{cond[c]['ratio_to_train_mean']:.3f} ± {cond[c]['ratio_to_train_mean_std']:.3f}" for c in MISSING) + ' |')
+    lines.append('| / zeros | ' + ' | '.join(f"{cond[c]['ratio_to_zeros']:.3f}" for c in MISSING) + ' |')
+    lines.append('| seeds < 1 | ' + ' | '.join(
+        f"{cond[c]['seeds_beating_train_mean']}/{imag['num_seeds']}" for c in MISSING) + ' |')
+    lines.append('')
   return '\n'.join(lines)
 
 
@@ -141,6 +221,8 @@ def main(argv):
       table['mean'][row][metric] = {k: float(np.mean([s[metric][k] for s in scores])) for k in keys}
       table['std'][row][metric] = {k: float(np.std([s[metric][k] for s in scores])) for k in keys}
   table['orderings'] = orderings(per_seed)
+  table['criterion'] = criterion(table['orderings'])
+  table['imagination'] = imagination(root, [r for r in _ROWS.value if r.startswith('mmin')], _SEEDS.value)
   text = markdown(table)
   with open(os.path.join(root, 'table.json'), 'w', encoding='utf-8') as f:
     json.dump(table, f, indent=2)

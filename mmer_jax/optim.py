@@ -7,8 +7,44 @@ gradients before Adam (what `torch.optim.Adam(weight_decay=...)` does).
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 import optax
+
+REST = '(rest)'  # the clipping group of the parameters no `clip_groups` entry names
+
+
+def group_labels(groups):
+  """A `multi_transform` label function: each leaf's first matching '/'-path in `groups`, or REST.
+
+  Raises if a group names no parameter (a misspelt group would silently clip nothing).
+  """
+  groups = tuple(groups)
+
+  def labels(params):
+    used = set()
+
+    def label(path, _):
+      name = '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
+      for group in groups:
+        if name == group or name.startswith(group + '/'):
+          used.add(group)
+          return group
+      return REST
+
+    out = jax.tree_util.tree_map_with_path(label, params)
+    unused = [g for g in groups if g not in used]
+    if unused:
+      raise ValueError(f'optimizer.clip_groups: {unused} name no parameter subtree')
+    return out
+
+  return labels
+
+
+def clip_by_group_norm(max_norm: float, groups) -> optax.GradientTransformation:
+  """Clips the gradient norm of each named subtree (and of the rest) to `max_norm` on its own."""
+  return optax.multi_transform(
+      {name: optax.clip_by_global_norm(max_norm) for name in (*groups, REST)}, group_labels(groups))
 
 
 def create_learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -41,8 +77,12 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int, nu
   parts = []
   if config.clip_value is not None:
     parts.append(optax.clip(config.clip_value))
+  groups = tuple(config.get('clip_groups', ()) or ())
+  if groups and config.clip_norm is None:
+    raise ValueError('optimizer.clip_groups needs optimizer.clip_norm')
   if config.clip_norm is not None:
-    parts.append(optax.clip_by_global_norm(config.clip_norm))
+    parts.append(clip_by_group_norm(config.clip_norm, groups) if groups
+                 else optax.clip_by_global_norm(config.clip_norm))
   wd = config.weight_decay
   if config.weight_decay_mode not in ('l2', 'decoupled'):
     raise ValueError(f'optimizer.weight_decay_mode: expected decoupled | l2, got {config.weight_decay_mode!r}')

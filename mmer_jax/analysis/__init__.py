@@ -1,7 +1,11 @@
 """The papers' figures, chosen by `config.analysis` and run after the test evaluation.
 
 Each entry is `name -> function(run, params, workdir) -> list of written paths`, where `run` is
-the evaluated `train.Run` and `params` the selected checkpoint's parameters.
+the evaluated `train.Run` and `params` the selected checkpoint's parameters:
+
+  imagination_pca   MMIN's picture: an imagined vs. real embedding, PCA (PNG)
+  imagination_mse   MMIN's imagination claim: MSE of the imagined missing embeddings against the
+                    train-mean and zero imputers, per missing condition (JSON)
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import Iterable
 
 _ANALYSES = {
     'imagination_pca': ('mmer_jax.analysis.imagination_pca', 'write'),
+    'imagination_mse': ('mmer_jax.analysis.imagination_mse', 'write'),
 }
 NAMES = tuple(_ANALYSES)
 

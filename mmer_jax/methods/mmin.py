@@ -17,11 +17,14 @@ training, so `<workdir>/config.json` says what ran:
 This class implements the first three. Loss per example:
 
   ce_weight * CE(logits, label)
-  + fwd_weight * mean_d (imagined - stop_gradient(target))^2
-  + cycle_weight * mean_d (cycle - stop_gradient(student))^2      (not for mmin_nocycle)
+  + fwd_weight * reduce_d (imagined - stop_gradient(target))^2
+  + cycle_weight * reduce_d (cycle - stop_gradient(student))^2      (not for mmin_nocycle)
 
-with means over the joint embedding dims (the trainer then averages over the batch, which is the
-authors' `MSELoss` mean over batch x 384). The forward target is `config.method.teacher_target`:
+where `reduce_d` over the joint embedding dims is `config.method.imagination_reduction`: 'mean'
+(the default; the trainer then averages over the batch, which is the authors' `MSELoss` mean over
+batch x 384, with their weights 4.0 / 2.0) or 'sum' (the squared L2 norm averaged over samples,
+as the talk presenting MMIN writes it, with lambda1 = lambda2 = 0.1: the config variant
+`:talk_loss`). The forward target is `config.method.teacher_target`:
 
   'complement'  (DESIGN.md and the authors' code) the frozen encoders applied to the input with
                 the available modalities zeroed: missing slots hold the teacher's embedding of
@@ -59,6 +62,8 @@ from mmer_jax.models import mmin as mmin_model
 
 VARIANTS = ('mmin', 'mmin_ae', 'mmin_nocycle', 'full_baseline', 'augmented')
 MMIN_VARIANTS = ('mmin', 'mmin_ae', 'mmin_nocycle')
+REDUCTIONS = ('mean', 'sum')  # method.imagination_reduction over the joint embedding's dims
+MISSING_SLOTS = ('zero', 'encoded_zeros')  # method.missing_slot: the student's missing slots
 TABLES = 'teacher_tables'  # the frozen parameter subtree of the cached teacher embeddings
 FROZEN = ('teacher', TABLES)
 
@@ -128,6 +133,12 @@ class MMINMethod(base.Method):
     self.ce_weight = float(m.ce_weight)
     self.fwd_weight = float(m.fwd_weight)
     self.cycle_weight = float(m.cycle_weight) if self.has_cycle else 0.0
+    self.reduction = m.get('imagination_reduction', 'mean')
+    if self.reduction not in REDUCTIONS:
+      raise ValueError(f'method.imagination_reduction: expected one of {REDUCTIONS}, got {self.reduction!r}')
+    missing_slot = m.get('missing_slot', 'zero')
+    if missing_slot not in MISSING_SLOTS:
+      raise ValueError(f'method.missing_slot: expected one of {MISSING_SLOTS}, got {missing_slot!r}')
     if self.variant == 'mmin_ae':
       forward_net = cra.PlainAE(layers=tuple(m.ae.layers), output_relu=m.ae.output_relu)
     else:
@@ -137,7 +148,8 @@ class MMINMethod(base.Method):
                                 num_outputs=self.num_outputs)
     self.model = mmin_model.MMIN(encoders=base.create_encoders(config, spec), forward_net=forward_net,
                                  classifier=classifier, cycle=self.has_cycle,
-                                 share_weights=bool(m.share_weights))
+                                 share_weights=bool(m.share_weights),
+                                 zero_missing_slot=missing_slot == 'zero')
 
   # -- the Method interface ---------------------------------------------------------------------
 
@@ -175,11 +187,12 @@ class MMINMethod(base.Method):
     else:
       target = targets[f'teacher_{self.teacher_target}']
     target = jax.lax.stop_gradient(target)
-    fwd = jnp.mean(jnp.square(out['imagined'] - target), axis=-1)
+    reduce = jnp.mean if self.reduction == 'mean' else jnp.sum
+    fwd = reduce(jnp.square(out['imagined'] - target), axis=-1)
     total = self.ce_weight * ce + self.fwd_weight * fwd
     aux = {**aux, 'ce': ce, 'fwd_mse': fwd}
     if self.has_cycle:
-      cyc = jnp.mean(jnp.square(out['cycle'] - jax.lax.stop_gradient(targets['student'])), axis=-1)
+      cyc = reduce(jnp.square(out['cycle'] - jax.lax.stop_gradient(targets['student'])), axis=-1)
       total = total + self.cycle_weight * cyc
       aux['cycle_mse'] = cyc
     return total, aux

@@ -15,7 +15,10 @@ frames at index >= length are padding. Unlike the authors' code, which runs the 
 convolutions over the zero padding and pools over it too, padding here never influences an output:
 padded frames are replaced by zeros before any computation (so even NaN garbage cannot leak into
 values or gradients) and pooling only looks at valid positions. The padding-invariance tests in
-`tests/test_models.py` check this.
+`tests/test_models.py` check this. `pool_padding=True` (`padding='included'` in
+`ModalityEncoders`, `config.method.encoders.padding`) reproduces the authors' behaviour instead:
+padded frames are still zeroed, but the LSTM runs over them and the max-pools count them, so an
+utterance's embedding depends on how long the longest one in its batch is.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ Array = jax.Array
 Dtype = Any
 
 ENCODER_KINDS = ('lstm', 'textcnn', 'mlp')
+PADDING = ('masked', 'included')  # ModalityEncoders.padding
 
 
 def valid_mask(lengths: Array | None, max_len: int, batch: int) -> Array:
@@ -82,10 +86,13 @@ class LSTMEncoder(nn.Module):
     hidden: LSTM state size = embedding size.
     unroll: scan unroll factor (1 was fastest on CPU; worth trying 2-8 on accelerators).
     param_dtype: parameter dtype (the carry takes the promoted input/parameter dtype).
+    pool_padding: run over the (zeroed) padded frames and max-pool over every frame, as the
+      authors' code does (see the module docstring).
   """
   hidden: int = 128
   unroll: int = 1
   param_dtype: Dtype = jnp.float32
+  pool_padding: bool = False
 
   @nn.compact
   def __call__(self, x: Array, lengths: Array | None = None, *, deterministic: bool = True) -> Array:
@@ -96,6 +103,9 @@ class LSTMEncoder(nn.Module):
     x = zero_padding(x, mask)
     cell = nn.OptimizedLSTMCell(self.hidden, param_dtype=self.param_dtype, name='lstm')
     carry = zero_lstm_carry(batch, self.hidden, x.dtype, self.param_dtype)
+    if self.pool_padding:
+      outputs = nn.RNN(cell, unroll=self.unroll)(x, initial_carry=carry)  # [B, T, H]
+      return jnp.max(outputs, axis=1)
     outputs = nn.RNN(cell, unroll=self.unroll)(x, initial_carry=carry, seq_lengths=lengths)  # [B, T, H]
     pooled = masked_max(outputs, mask, axis=1)
     return jnp.where(mask.any(axis=1, keepdims=True), pooled, jnp.zeros((), pooled.dtype))
@@ -119,11 +129,14 @@ class TextCNN(nn.Module):
     kernel_sizes: temporal kernel sizes.
     out_dim: embedding size.
     dropout: dropout rate on the pooled features (MMIN: 0.5).
+    pool_padding: max-pool over every window, those over the (zeroed) padding included, as the
+      authors' code does.
   """
   num_filters: int = 128
   kernel_sizes: Sequence[int] = (3, 4, 5)
   out_dim: int = 128
   dropout: float = 0.5
+  pool_padding: bool = False
 
   @nn.compact
   def __call__(self, x: Array, lengths: Array | None = None, *, deterministic: bool) -> Array:
@@ -135,6 +148,8 @@ class TextCNN(nn.Module):
     if max_len < widest:
       x = jnp.pad(x, ((0, 0), (0, widest - max_len), (0, 0)))
     lengths = mask.sum(axis=1)  # also covers lengths=None
+    if self.pool_padding:
+      lengths = jnp.full_like(lengths, x.shape[1])
     pooled = []
     for k in self.kernel_sizes:
       h = nn.relu(nn.Conv(self.num_filters, (k,), padding='VALID', name=f'conv_{k}')(x))
@@ -218,6 +233,8 @@ class ModalityEncoders(nn.Module):
     num_filters, kernel_sizes: TextCNN convolutions.
     mlp_hidden: hidden sizes of the MLP encoders.
     param_dtype: parameter dtype of the LSTM encoders.
+    padding: 'masked' (padded frames never reach an output) or 'included' (the authors' way:
+      the LSTM and TextCNN pools run over the zeroed padding too).
   """
   modalities: Sequence[str] = MODALITIES
   embed_dim: int = 128
@@ -227,6 +244,7 @@ class ModalityEncoders(nn.Module):
   kernel_sizes: Sequence[int] = (3, 4, 5)
   mlp_hidden: Sequence[int] = ()
   param_dtype: Dtype = jnp.float32
+  padding: str = 'masked'
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], lengths: Mapping[str, Array] | None = None, *,
@@ -235,15 +253,20 @@ class ModalityEncoders(nn.Module):
     missing = [m for m in self.modalities if m not in features]
     if missing:
       raise ValueError(f'features lack modalities {missing}; have {sorted(features)}')
+    if self.padding not in PADDING:
+      raise ValueError(f'method.encoders.padding: expected one of {PADDING}, got {self.padding!r}')
+    pool_padding = self.padding == 'included'
     lengths = lengths or {}
     kinds = resolve_kinds(self.modalities, self.kinds, {m: features[m].ndim for m in self.modalities})
     out = {}
     for m in self.modalities:
       kind = kinds[m]
       if kind == 'lstm':
-        encoder = LSTMEncoder(self.embed_dim, param_dtype=self.param_dtype, name=m)
+        encoder = LSTMEncoder(self.embed_dim, param_dtype=self.param_dtype, pool_padding=pool_padding,
+                              name=m)
       elif kind == 'textcnn':
-        encoder = TextCNN(self.num_filters, tuple(self.kernel_sizes), self.embed_dim, self.dropout, name=m)
+        encoder = TextCNN(self.num_filters, tuple(self.kernel_sizes), self.embed_dim, self.dropout,
+                          pool_padding=pool_padding, name=m)
       else:
         encoder = MLPEncoder(tuple(self.mlp_hidden), self.embed_dim, self.dropout, name=m)
       out[m] = encoder(features[m], lengths.get(m), deterministic=deterministic)

@@ -25,7 +25,8 @@ The student follows `fusion.EarlyFusion`'s convention (stage 1 of MMIN), so the 
 parameters can be copied into both `encoders` (the student, fine-tuned) and `teacher` (frozen):
 a missing modality's input features are zeroed before encoding and its embedding is replaced by
 zeros. (The authors only zero the raw input, so a missing slot holds encoder(zeros), a
-bias-driven constant; with an exact zero the CRA input says unambiguously what is missing.)
+bias-driven constant; with an exact zero the CRA input says unambiguously what is missing;
+`zero_missing_slot=False` reproduces theirs.)
 For `teacher_complement`, by contrast, an available slot holds teacher(zero input), not zero:
 that is the authors' target, reproduced as it is.
 
@@ -76,12 +77,16 @@ class MMIN(nn.Module):
     cycle: build the backward (cycle) imagination net (False for MMIN-NoCycle: no parameters).
     share_weights: the backward net is the forward net itself (the authors' MSP-IMPROV setting);
       otherwise it is a clone of it (subtree `backward_net`).
+    zero_missing_slot: a missing modality's slot of the student embedding is exactly zero (the
+      default); False keeps the encoder's output for the zeroed input, `encoder(zeros)`, as the
+      authors' code does (`method.missing_slot='encoded_zeros'`).
   """
   encoders: nn.Module
   forward_net: nn.Module
   classifier: nn.Module
   cycle: bool = True
   share_weights: bool = False
+  zero_missing_slot: bool = True
 
   @property
   def modalities(self) -> tuple[str, ...]:
@@ -118,10 +123,13 @@ class MMIN(nn.Module):
     batch = features[modalities[0]].shape[0]
     present = {m: layers.modality_column(modality_mask, m, batch) for m in modalities}
 
-    # Student: missing modalities zeroed at the input and in the embedding (EarlyFusion's way).
+    # Student: missing modalities zeroed at the input and (by default) in the embedding
+    # (EarlyFusion's way).
     embeddings = self.encoders(layers.mask_features(features, modality_mask, modalities), lengths,
                                deterministic=deterministic)
-    student = joint(layers.zero_missing(embeddings, present), modalities)
+    if self.zero_missing_slot:
+      embeddings = layers.zero_missing(embeddings, present)
+    student = joint(embeddings, modalities)
 
     imagined, latents = self.forward_net(student, deterministic=deterministic)
     logits = self.classifier(latents, deterministic=deterministic)
