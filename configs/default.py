@@ -104,9 +104,11 @@ def utterance_encoders(dropout: float = 0.5) -> ml_collections.ConfigDict:
   utterance encoders, LSTM(128) + max-pool for audio/visual sequences, TextCNN(3,4,5 x 128) for
   text, an MLP for utterance-level features; `dropout` of the TextCNN/MLP encoders. `padding`:
   'masked' (padded frames never reach an output) or 'included' (the LSTM runs over the zero
-  padding and the pools count it, as the authors' code does)."""
+  padding and the pools count it, as the authors' code does). `lstm_biases`: 1, or 2 for
+  PyTorch's redundant pair (which Adam moves twice as fast; mmer_jax/parity)."""
   return ml_collections.ConfigDict({'embed_dim': 128, 'dropout': dropout, 'num_filters': 128,
-                                    'kernel_sizes': (3, 4, 5), 'mlp_hidden': (), 'padding': 'masked'})
+                                    'kernel_sizes': (3, 4, 5), 'mlp_hidden': (), 'padding': 'masked',
+                                    'lstm_biases': 1})
 
 
 def mlp_head(hidden=(128, 128), dropout: float = 0.3) -> ml_collections.ConfigDict:

@@ -272,7 +272,7 @@ class MMINMethod(base.Method):
                        f'(indices 0..{len(index) - 1})')
     tables = {}
     for name, rows in parts.items():
-      table = np.zeros((len(index), rows[0].shape[-1]), np.float32)
+      table = np.zeros((len(index), rows[0].shape[-1]), rows[0].dtype)
       table[index] = np.concatenate(rows)
       tables[name] = jnp.asarray(table)
     return tables

@@ -23,6 +23,7 @@ utterance's embedding depends on how long the longest one in its batch is.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
@@ -72,6 +73,36 @@ def zero_lstm_carry(batch: int, hidden: int, dtype, param_dtype=None) -> tuple[A
   return zeros, zeros
 
 
+class PairedBiasLSTMCell(nn.RNNCellBase):
+  """An LSTM cell in PyTorch's parameter layout: gates (i, f, g, o) = W_ih x + b_ih + W_hh h + b_hh.
+
+  The two biases are redundant in the forward pass, but each is a parameter of its own, so an
+  optimiser such as Adam moves their sum about twice as far per step as the single bias of
+  `nn.OptimizedLSTMCell` (the same equations otherwise). Used with `biases=2` to reproduce the
+  authors' PyTorch training step exactly (`mmer_jax/parity`). Dense-default initialisation.
+  """
+  features: int
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, carry, inputs):
+    c, h = carry
+    dense = functools.partial(nn.Dense, 4 * self.features, param_dtype=self.param_dtype)
+    z = dense(name='input')(inputs) + dense(name='hidden')(h)
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+    h = nn.sigmoid(o) * jnp.tanh(c)
+    return (c, h), h
+
+  def initialize_carry(self, rng, input_shape):
+    del rng
+    return zero_lstm_carry(input_shape[0], self.features, jnp.float32, self.param_dtype)
+
+  @property
+  def num_feature_axes(self) -> int:
+    return 1
+
+
 class LSTMEncoder(nn.Module):
   """1-layer unidirectional LSTM over [B, T, D] frames, max-pooled over the valid frames -> [B, hidden].
 
@@ -88,11 +119,13 @@ class LSTMEncoder(nn.Module):
     param_dtype: parameter dtype (the carry takes the promoted input/parameter dtype).
     pool_padding: run over the (zeroed) padded frames and max-pool over every frame, as the
       authors' code does (see the module docstring).
+    biases: 1 (`nn.OptimizedLSTMCell`) or 2 (`PairedBiasLSTMCell`, PyTorch's b_ih and b_hh).
   """
   hidden: int = 128
   unroll: int = 1
   param_dtype: Dtype = jnp.float32
   pool_padding: bool = False
+  biases: int = 1
 
   @nn.compact
   def __call__(self, x: Array, lengths: Array | None = None, *, deterministic: bool = True) -> Array:
@@ -101,7 +134,10 @@ class LSTMEncoder(nn.Module):
     batch, max_len = x.shape[:2]
     mask = valid_mask(lengths, max_len, batch)
     x = zero_padding(x, mask)
-    cell = nn.OptimizedLSTMCell(self.hidden, param_dtype=self.param_dtype, name='lstm')
+    if self.biases not in (1, 2):
+      raise ValueError(f'method.encoders.lstm_biases: expected 1 or 2, got {self.biases!r}')
+    cell_type = nn.OptimizedLSTMCell if self.biases == 1 else PairedBiasLSTMCell
+    cell = cell_type(self.hidden, param_dtype=self.param_dtype, name='lstm')
     carry = zero_lstm_carry(batch, self.hidden, x.dtype, self.param_dtype)
     if self.pool_padding:
       outputs = nn.RNN(cell, unroll=self.unroll)(x, initial_carry=carry)  # [B, T, H]
@@ -235,6 +271,7 @@ class ModalityEncoders(nn.Module):
     param_dtype: parameter dtype of the LSTM encoders.
     padding: 'masked' (padded frames never reach an output) or 'included' (the authors' way:
       the LSTM and TextCNN pools run over the zeroed padding too).
+    lstm_biases: 1, or 2 for PyTorch's pair of LSTM biases (`PairedBiasLSTMCell`).
   """
   modalities: Sequence[str] = MODALITIES
   embed_dim: int = 128
@@ -245,6 +282,7 @@ class ModalityEncoders(nn.Module):
   mlp_hidden: Sequence[int] = ()
   param_dtype: Dtype = jnp.float32
   padding: str = 'masked'
+  lstm_biases: int = 1
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], lengths: Mapping[str, Array] | None = None, *,
@@ -263,7 +301,7 @@ class ModalityEncoders(nn.Module):
       kind = kinds[m]
       if kind == 'lstm':
         encoder = LSTMEncoder(self.embed_dim, param_dtype=self.param_dtype, pool_padding=pool_padding,
-                              name=m)
+                              biases=self.lstm_biases, name=m)
       elif kind == 'textcnn':
         encoder = TextCNN(self.num_filters, tuple(self.kernel_sizes), self.embed_dim, self.dropout,
                           pool_padding=pool_padding, name=m)
