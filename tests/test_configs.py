@@ -59,6 +59,11 @@ def test_smoke_variant_trains_and_writes_results(path, tmp_path):
     assert json.loads((workdir / 'stage1' / 'results.json').read_text())['train_missing'] == 'none'
     assert (final / 'results.json').read_text() == (workdir / 'results.json').read_text()
     assert (final / 'imagination_pca_visual.png').stat().st_size > 1000
+    imagination = json.loads((final / 'imagination_mse.json').read_text())  # the claim, measured
+    assert set(imagination['conditions']) == {'a', 'v', 't', 'av', 'at', 'vt'}
+    for c in imagination['conditions'].values():
+      assert c['examples'] == 16 and c['mse']['imagined'] > 0 and c['mse']['train_mean'] > 0
+      assert c['ratio_to_train_mean'] == c['mse']['imagined'] / c['mse']['train_mean']
 
 
 def test_real_release_without_files_stops_with_instructions(tmp_path):
