@@ -64,3 +64,40 @@ def test_markdown_lists_the_orderings():
   assert one[0]['std_diff'] is None and one[0]['t'] is None and one[0]['holds']
   text = mmin_table.markdown(dict(table, orderings=one))
   assert '| mmin > augmented | UA | +1.00 ± n/a | 1/1 | n/a | yes |' in text
+
+
+def test_criterion_uses_the_critical_t_of_the_number_of_seeds():
+  # 5 seeds: augmented ahead of full_baseline in every seed; MMIN a little behind augmented.
+  per_seed = {'augmented': [_scores(v) for v in (0.66, 0.67, 0.65, 0.66, 0.68)],
+              'full_baseline': [_scores(v) for v in (0.65, 0.655, 0.64, 0.65, 0.66)],
+              'mmin': [_scores(v) for v in (0.66, 0.665, 0.652, 0.655, 0.679)]}
+  crit = {(c['better'], c['worse'], c['metric']): c for c in mmin_table.criterion(mmin_table.orderings(per_seed))}
+  assert set(crit) == {('augmented', 'full_baseline', 'ua'), ('augmented', 'full_baseline', 'wa'),
+                       ('mmin', 'augmented', 'ua')}
+  c = crit['augmented', 'full_baseline', 'ua']
+  assert c['t_critical'] == pytest.approx(2.776) and c['t'] > 2.776 and c['criterion_holds']
+  c = crit['mmin', 'augmented', 'ua']
+  assert c['test'] == 'not_worse' and -2.776 < c['t'] < 0 and c['criterion_holds'] and not c['holds']
+  # Clearly worse in every seed: the non-inferiority test fails.
+  per_seed['mmin'] = [_scores(v - 0.02) for v in (0.66, 0.67, 0.65, 0.66, 0.68)]
+  per_seed['mmin'][0] = _scores(0.645)
+  crit = {(c['better'], c['worse'], c['metric']): c for c in mmin_table.criterion(mmin_table.orderings(per_seed))}
+  assert crit['mmin', 'augmented', 'ua']['t'] < -2.776 and not crit['mmin', 'augmented', 'ua']['criterion_holds']
+  assert '| augmented beats full_baseline | UA |' in mmin_table.markdown(
+      {'seeds': ['0'], 'rows': [], 'mean': {}, 'std': {}, 'criterion': list(crit.values())})
+
+
+def test_imagination_ratios_are_averaged_over_seeds(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  for seed, ratio in (('0', 0.5), ('1', 0.7)):
+    run = tmp_path / f'mmin_seed{seed}'
+    run.mkdir()
+    conditions = {c: {'ratio_to_train_mean': ratio, 'ratio_to_zeros': ratio / 2, 'mse': {'imagined': ratio}}
+                  for c in mmin_table.MISSING}
+    (run / 'imagination_mse.json').write_text(json.dumps(
+        {'conditions': conditions, 'beats_train_mean_everywhere': True}))
+  out = mmin_table.imagination(str(tmp_path), ['mmin', 'mmin_ae'], ['0', '1'])
+  assert set(out) == {'mmin'}  # mmin_ae has no reports
+  a = out['mmin']['conditions']['a']
+  assert a['ratio_to_train_mean'] == pytest.approx(0.6) and a['seeds_beating_train_mean'] == 2
+  assert out['mmin']['beats_train_mean_everywhere']
