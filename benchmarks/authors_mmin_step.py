@@ -1,11 +1,11 @@
 """Times the authors' own PyTorch MMIN step (their classes and methods, run from your checkout).
 
   git clone -b master https://github.com/AIM3-RUC/MMIN /path/to/MMIN
-  pip install torch   # CPU build; not a dependency of mmer_jax
+  pip install -e '.[parity]'   # torch, CPU build; not needed to train
   python benchmarks/authors_mmin_step.py --authors_repo=/path/to/MMIN --steps 10
 
-Nothing of their code is copied here: the script imports `models.mmin_model.MMINModel` and their
-network classes from `--authors_repo` and calls their `set_input`, `optimize_parameters` (forward,
+Nothing of their code is copied here: the script builds their networks and the `MMINModel`
+stand-in with `mmer_jax.parity.mmin` (their classes imported from `--authors_repo`) and calls their `set_input`, `optimize_parameters` (forward,
 CE + MSE + cycle loss, per-network clipping, Adam) and `test` on a stand-in object that carries the
 attributes those methods read. `MMINModel.__init__` itself is bypassed only because it loads a
 pretrained checkpoint from disk and moves everything to CUDA; the networks are built with the
@@ -18,52 +18,39 @@ JSON line, comparable with `python -m mmer_jax.benchmark --config=configs/mmin_i
 
 import argparse
 import json
+import pathlib
 import statistics
 import sys
 import time
+import types
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repository's configs/
+
+from configs import mmin_iemocap  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mmer_jax import stages  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mmer_jax.parity import checkout  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mmer_jax.parity import mmin as parity_mmin  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+FEATURE_DIMS = {'audio': 130, 'visual': 342, 'text': 1024}  # ComParE, DenseFace, BERT-large
 
 
 def build(repo: str, batch: int):
-  sys.path.insert(0, repo)
-  import torch  # pylint: disable=g-import-not-at-top
-  from models.mmin_model import MMINModel  # pylint: disable=g-import-not-at-top
-  from models.networks.autoencoder import ResidualAE  # pylint: disable=g-import-not-at-top
-  from models.networks.classifier import FcClassifier  # pylint: disable=g-import-not-at-top
-  from models.networks.lstm import LSTMEncoder  # pylint: disable=g-import-not-at-top
-  from models.networks.textcnn import TextCNN  # pylint: disable=g-import-not-at-top
-
-  class AuthorsStep:
-    """Carries what their MMINModel methods read; the methods themselves are theirs."""
-    set_input = MMINModel.set_input
-    forward = MMINModel.forward
-    backward = MMINModel.backward
-    optimize_parameters = MMINModel.optimize_parameters
-
-  def encoders():
-    return (LSTMEncoder(130, 128, embd_method='maxpool'), TextCNN(1024, 128),
-            LSTMEncoder(342, 128, 'maxpool'))
-
+  """Their networks and `MMINModel` stand-in, as `mmer_jax.parity.mmin` builds them for the parity
+  check (the config's sizes), with their optimiser; the teacher encoders in eval mode."""
+  torch = checkout.require_torch()
+  classes = checkout.import_names(repo, parity_mmin.CLASSES, parity_mmin.REQUIRED)
+  config = stages.main_stage(stages.resolve(mmin_iemocap.get_config('synthetic')))
+  spec = types.SimpleNamespace(num_classes=4, modalities={
+      m: types.SimpleNamespace(dim=d) for m, d in FEATURE_DIMS.items()})
   torch.manual_seed(0)
-  s = AuthorsStep()
-  s.device, s.isTrain = torch.device('cpu'), True
-  s.netA, s.netL, s.netV = encoders()
-  s.netAE = ResidualAE([256, 128, 64], 5, 384, dropout=0, use_bn=False)
-  s.netAE_cycle = ResidualAE([256, 128, 64], 5, 384, dropout=0, use_bn=False)
-  s.netC = FcClassifier(320, [128, 128], output_dim=4, dropout=0.5, use_bn=False)
-  s.model_names = ['A', 'V', 'L', 'C', 'AE', 'AE_cycle']
-  teacher = argparse.Namespace()
-  teacher.netA, teacher.netL, teacher.netV = encoders()
-  for net in (teacher.netA, teacher.netL, teacher.netV):
+  s = parity_mmin.build_authors(classes, config, spec, torch)
+  for net in vars(s.pretrained_encoder).values():
     net.eval()
-  s.pretrained_encoder = teacher
-  s.criterion_ce, s.criterion_mse = torch.nn.CrossEntropyLoss(), torch.nn.MSELoss()
-  s.optimizer = torch.optim.Adam(
-      [{'params': getattr(s, 'net' + n).parameters()} for n in s.model_names], lr=2e-4,
-      betas=(0.5, 0.999))
-  s.ce_weight, s.mse_weight, s.cycle_weight = 1.0, 4.0, 2.0
+  s.optimizer = parity_mmin.authors_optimizer(s, config.optimizer, torch)
   patterns = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]])
-  data = {'A_feat': torch.randn(batch, 100, 130), 'V_feat': torch.randn(batch, 50, 342),
-          'L_feat': torch.randn(batch, 22, 1024), 'label': torch.randint(0, 4, (batch,)),
+  data = {'A_feat': torch.randn(batch, 100, FEATURE_DIMS['audio']),
+          'V_feat': torch.randn(batch, 50, FEATURE_DIMS['visual']),
+          'L_feat': torch.randn(batch, 22, FEATURE_DIMS['text']), 'label': torch.randint(0, 4, (batch,)),
           'missing_index': patterns[torch.randint(0, 6, (batch,))]}
   return torch, s, data
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from flax import traverse_util
 import numpy as np
 
 # Relative tolerances by precision and kind of quantity (forward outputs and losses; gradients and
@@ -30,25 +31,13 @@ def difference(ours, theirs, tolerance: float) -> dict:
   return {'max_abs': max_abs, 'max_rel': max_rel, 'tolerance': tolerance, 'ok': ok}
 
 
-def flatten(tree, prefix: str = '') -> dict[str, np.ndarray]:
-  """Nested dicts of arrays -> {'a/b/c': array}."""
-  out = {}
-  for key, value in tree.items():
-    name = f'{prefix}/{key}' if prefix else str(key)
-    if isinstance(value, Mapping):
-      out.update(flatten(value, name))
-    else:
-      out[name] = np.asarray(value)
-  return out
-
-
 def group_vector(tree, group: str) -> np.ndarray:
   """All leaves under the '/'-path `group`, flattened in name order into one vector."""
-  flat = flatten(tree)
+  flat = traverse_util.flatten_dict(tree, sep='/')
   keys = sorted(k for k in flat if k == group or k.startswith(group + '/'))
   if not keys:
     raise KeyError(f'no parameters under {group!r}')
-  return np.concatenate([flat[k].ravel() for k in keys])
+  return np.concatenate([np.ravel(flat[k]) for k in keys])
 
 
 def compare_groups(ours, theirs, groups, tolerance: float, prefix: str) -> dict:

@@ -35,8 +35,11 @@ batch's mask is the pattern), one of the six per example.
 from __future__ import annotations
 
 import argparse
+import functools
+import operator
 import unittest.mock
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -114,27 +117,14 @@ def entries_for(config: ml_collections.ConfigDict, modalities):
                   cls_stride=3)
 
 
-def _get(tree, path):
-  for k in path.split('/'):
-    tree = tree[k]
-  return tree
-
-
-def _set(tree, path, value):
-  keys = path.split('/')
-  for k in keys[:-1]:
-    tree = tree.setdefault(k, {})
-  tree[keys[-1]] = value
-
-
 def to_authors(params, entries, perm) -> dict[str, dict[str, np.ndarray]]:
   """Our parameters -> {their network: {their parameter name: array}} (state_dict layout)."""
   inv = np.argsort(perm)
   out: dict[str, dict[str, np.ndarray]] = {}
   for path, net, prefix, kind, p_in, p_out in entries:
-    layer = {k: np.asarray(v) for k, v in _get(params, path).items()} if kind != 'lstm' else _get(params, path)
+    layer = functools.reduce(operator.getitem, path.split('/'), params)
     if kind == 'linear':
-      layer = dict(layer)
+      layer = dict(layer)  # permuted below without touching `params`
       if p_in:
         layer['kernel'] = layer['kernel'][inv]
       if p_out:
@@ -158,7 +148,7 @@ def from_authors(state_dicts, entries, perm, *, gradient: bool = False, lstm_bia
   is; with 1 the pair is summed, and with `gradient` d/dbias_ih is taken alone
   (`layouts.lstm_to_flax`).
   """
-  out: dict = {}
+  out = {}  # layer path -> layer
   for path, net, prefix, kind, p_in, p_out in entries:
     sd = state_dicts.get(net)
     if sd is None:
@@ -176,8 +166,8 @@ def from_authors(state_dicts, entries, perm, *, gradient: bool = False, lstm_bia
       args = [get(n) for n in ('weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0')]
       layer = (layouts.paired_lstm_to_flax(*args) if lstm_biases == 2
                else layouts.lstm_to_flax(*args, gradient=gradient))
-    _set(out, path, layer)
-  return out
+    out[path] = layer
+  return traverse_util.unflatten_dict(out, sep='/')
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -268,21 +258,25 @@ def _networks(s):
   return nets
 
 
-def _load(s, weights, torch, dtype):
+def authors_optimizer(s, optimizer: ml_collections.ConfigDict, torch):
+  """Their MMINModel's optimiser: Adam over one parameter group per network of `model_names`."""
+  return torch.optim.Adam([{'params': getattr(s, 'net' + n).parameters()} for n in s.model_names],
+                          lr=optimizer.learning_rate, betas=(optimizer.b1, optimizer.b2), eps=optimizer.eps)
+
+
+def _load(s, weights, optimizer, torch, dtype):
   for name, net in _networks(s).items():
     net.to(dtype)
     net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights[name].items()},
                         strict=True)
     net.eval()  # dropout off (the LSTMs and linear layers have no other train-mode behaviour)
-  opt = s.optimizer_config
-  s.optimizer = torch.optim.Adam([{'params': getattr(s, 'net' + n).parameters()} for n in s.model_names],
-                                 lr=opt.learning_rate, betas=(opt.b1, opt.b2), eps=opt.eps)
+  s.optimizer = authors_optimizer(s, optimizer, torch)  # a fresh Adam state for each comparison
 
 
-def _authors_side(s, batch, weights, torch, dtype):
+def _authors_side(s, batch, weights, optimizer, torch, dtype):
   """Their forward outputs, loss terms, raw gradients and parameters after one optimiser step."""
   tdtype = torch.float64 if dtype == np.float64 else torch.float32
-  _load(s, weights, torch, tdtype)
+  _load(s, weights, optimizer, torch, tdtype)
   s.set_input({'A_feat': torch.from_numpy(batch['audio']), 'V_feat': torch.from_numpy(batch['visual']),
                'L_feat': torch.from_numpy(batch['text']),
                'label': torch.from_numpy(batch['label'].astype(np.int64)),
@@ -338,7 +332,6 @@ def run(authors_repo: str, *, precisions=('float32', 'float64'), seed: int = 0, 
   batch32 = parity_batch(run_, seed)
   params32 = jittered_params(run_, batch32, seed)
   s = build_authors(classes, config, run_.spec, torch)
-  s.optimizer_config = config.optimizer
   slot = {m: slice(e * i, e * (i + 1)) for i, m in enumerate(modalities)}
 
   sections = {}
@@ -347,7 +340,8 @@ def run(authors_repo: str, *, precisions=('float32', 'float64'), seed: int = 0, 
     tol = compare.TOLERANCES[precision]
     batch = _cast(batch32, dtype)
     params = _cast(params32, dtype)
-    theirs, their_grads, their_after = _authors_side(s, batch, to_authors(params, entries, perm), torch, dtype)
+    theirs, their_grads, their_after = _authors_side(
+        s, batch, to_authors(params, entries, perm), config.optimizer, torch, dtype)
     out, target, loss, aux, grads, after = _our_side(run_, params, batch)
     if np.asarray(out['logits']).dtype != dtype:
       raise AssertionError(f'ours computed in {np.asarray(out["logits"]).dtype}, not {precision}')
