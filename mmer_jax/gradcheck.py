@@ -36,8 +36,7 @@ def _groups(params) -> dict[str, tuple]:
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   groups: dict[str, list] = {}
   for path, _ in flat:
-    keys = [getattr(k, 'key', getattr(k, 'idx', k)) for k in path]
-    groups.setdefault('/'.join(str(k) for k in keys[:2]), []).append(path)
+    groups.setdefault(jax.tree_util.keystr(path[:2], simple=True, separator='/'), []).append(path)
   return groups
 
 

@@ -25,7 +25,7 @@ def group_labels(groups):
     used = set()
 
     def label(path, _):
-      name = '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
+      name = jax.tree_util.keystr(path, simple=True, separator='/')
       for group in groups:
         if name == group or name.startswith(group + '/'):
           used.add(group)
