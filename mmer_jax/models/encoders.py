@@ -139,10 +139,10 @@ class LSTMEncoder(nn.Module):
     cell_type = nn.OptimizedLSTMCell if self.biases == 1 else PairedBiasLSTMCell
     cell = cell_type(self.hidden, param_dtype=self.param_dtype, name='lstm')
     carry = zero_lstm_carry(batch, self.hidden, x.dtype, self.param_dtype)
+    outputs = nn.RNN(cell, unroll=self.unroll)(  # [B, T, H]
+        x, initial_carry=carry, seq_lengths=None if self.pool_padding else lengths)
     if self.pool_padding:
-      outputs = nn.RNN(cell, unroll=self.unroll)(x, initial_carry=carry)  # [B, T, H]
       return jnp.max(outputs, axis=1)
-    outputs = nn.RNN(cell, unroll=self.unroll)(x, initial_carry=carry, seq_lengths=lengths)  # [B, T, H]
     pooled = masked_max(outputs, mask, axis=1)
     return jnp.where(mask.any(axis=1, keepdims=True), pooled, jnp.zeros((), pooled.dtype))
 
