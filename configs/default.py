@@ -26,6 +26,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.buckets = (8, 16, 32, 64, 128)  # dialogue length buckets
   config.data.max_lens = ml_collections.ConfigDict()  # {modality: frames}; default from the dataset
   config.data.prefetch = 2
+  # Standardise each modality with the training split's mean and std (mmer_jax/data/standardize.py):
+  # True | False | None = the dataset's default (on for features_dir; docs/data.md per release).
+  config.data.standardize = config_dict.placeholder(bool)
 
   # Method: `name` picks the file in mmer_jax/methods; the rest are that method's knobs.
   config.method = ml_collections.ConfigDict()
@@ -58,11 +61,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.num_epochs = 20
   config.train.missing = 'none'  # modality dropout while training: 'none' | 'patterns' | 'patterns_and_full' | 'rate'
   config.train.missing_rate = 0.3
+  # train.missing='rate' with one rate per modality instead, e.g. 'a:0.1,v:0.5,t:0.0' (missing.py).
+  config.train.missing_rates = config_dict.placeholder(str)
   config.train.log_every_steps = 50
   config.train.eval_every_epochs = 1
   config.train.checkpoint_every_steps = 200
-  config.train.select_metric = 'valid/ua'  # model selection on the validation split only
-  config.train.select_mode = 'max'  # 'max' | 'min'
+  # Model selection on the validation split only. None: the task's default, valid/ua
+  # (classification) or valid/mae (regression), and the metric's direction (min for mae).
+  config.train.select_metric = config_dict.placeholder(str)
+  config.train.select_mode = config_dict.placeholder(str)  # 'max' | 'min'
+  # Early stopping: stop after this many evaluated epochs without a better select_metric (None: off).
+  config.train.patience = config_dict.placeholder(int)
+  # A training loss above this is flagged in the log and results.json (unscaled features, too
+  # high a learning rate); a non-finite loss always stops the run (mmer_jax/diagnostics.py).
+  config.train.loss_bound = 100.0
   # Missing conditions pooled for the validation metrics (e.g. ('a', 'v', 't', 'av', 'at', 'vt'));
   # None: the method's choice (complete data, except MMIN's rows trained on missing data).
   config.train.valid_conditions = config_dict.placeholder(tuple)

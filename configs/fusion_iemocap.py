@@ -30,5 +30,4 @@ def get_config(arg: str | None = None):
   config.optimizer.b1 = 0.5
   config.optimizer.clip_norm = 5.0
   config.train.num_epochs = 20
-  config.train.select_metric = 'valid/ua'
   return default.apply_variant(config, arg)

@@ -24,6 +24,4 @@ def get_config(arg: str | None = None):
   config.optimizer.learning_rate = 5e-4
   config.optimizer.clip_norm = 5.0
   config.train.num_epochs = 20
-  config.train.select_metric = 'valid/mae'
-  config.train.select_mode = 'min'
   return default.apply_variant(config, arg)

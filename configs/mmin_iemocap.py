@@ -100,7 +100,6 @@ def get_config(arg: str | None = None):
   config.optimizer.schedule = 'linear_decay'
   config.optimizer.constant_epochs = 30
   config.train.num_epochs = 60
-  config.train.select_metric = 'valid/ua'
   # One of the six missing patterns per sample and step; selection pooled over the six.
   config.train.missing = 'patterns'
   config.train.valid_conditions = missing.MISSING_CONDITIONS

@@ -3,8 +3,15 @@
 Rows: `full` (every modality the dataset has), MMIN's six conditions (`a`, `v`, `t`, `av`, `at`,
 `vt`, those the dataset can express), and per-sample missing rates `rate=0.0` ... `rate=0.7`
 (masks from `missing.missing_rate_mask`, keyed by the run's seed, the rate and each example's
-position in the split, so a rerun, or another batch size, gives the same masks). Columns: the
+position in the split, so a rerun, or another batch size, gives the same masks). A condition may
+also be a rate, one for all (`rate=0.3`) or per modality (`rate=a:0.1,v:0.5,t:0.0`). Columns: the
 task's metrics. Written to `<workdir>/results.json` (a stable interface) and `results.md`.
+
+Samples the data itself lacks modalities for (a presence file) keep their gaps under every
+condition: a condition removes modalities, never adds one back, and a rate keeps one of the
+sample's own modalities. A sample left with no modality under a condition is not scored in that
+row; each row reports `num_samples` (how many it scored) and `missing_fraction` (per modality, the
+share of the scored samples without it).
 """
 
 from __future__ import annotations
@@ -25,34 +32,74 @@ CLASSIFICATION_COLUMNS = ('wa', 'ua', 'weighted_f1', 'macro_f1')
 REGRESSION_COLUMNS = ('mae', 'corr', 'acc2', 'acc2_has0', 'f1', 'acc7')
 
 
-def condition_names(spec: schema.DatasetSpec, conditions: Iterable[str]) -> list[str]:
-  expressible = set(missing.conditions_for(spec.available))
-  return [c for c in conditions if c in expressible]
+def parse_rate(condition: str) -> float | tuple[float, ...]:
+  """The rate of a `rate=...` condition: a float, or a per-modality tuple in MODALITIES order."""
+  text = condition.split('=', 1)[1]
+  if ':' in text:
+    return tuple(float(r) for r in missing.parse_rates(text))
+  try:
+    rate = float(text)
+  except ValueError:
+    rate = float('nan')
+  if not 0.0 <= rate <= 1.0:
+    raise ValueError(f'condition {condition!r}: expected rate=<r in [0, 1]> or per-modality '
+                     'rates like rate=a:0.1,v:0.5,t:0.0')
+  return rate
 
 
-def rate_name(rate: float) -> str:
+def rate_name(rate) -> str:
+  """`rate=0.3` for one rate, `rate=a:0.1,v:0.5,t:0.0` for per-modality rates."""
+  if np.ndim(rate):
+    return 'rate=' + missing.rates_name(rate)
   return f'rate={rate:.1f}'
 
 
+def condition_names(spec: schema.DatasetSpec, conditions: Iterable[str]) -> list[str]:
+  """The conditions the dataset can express, rate conditions in canonical form (checked)."""
+  expressible = set(missing.conditions_for(spec.available))
+  out = []
+  for c in conditions:
+    if c.startswith('rate='):
+      out.append(rate_name(parse_rate(c)))
+    elif c in expressible:
+      out.append(c)
+    elif c not in missing.CONDITIONS:
+      raise ValueError(f'unknown condition {c!r}; expected one of {list(missing.CONDITIONS)}, '
+                       'rate=<r> or rate=a:<r>,v:<r>,t:<r>')
+  return out
+
+
+def rate_key(rng, rate) -> jax.Array:
+  """The key of a rate's masks: the seed's key folded with the rate (per-modality: each rate)."""
+  for r in np.atleast_1d(rate):
+    rng = jax.random.fold_in(rng, int(round(float(r) * 1000)))
+  return rng
+
+
 @functools.partial(jax.jit, static_argnames=('rate', 'available'))
-def _rate_masks(rng, unit_index, turn_index, *, rate: float, available: tuple) -> jax.Array:
+def _rate_masks(rng, unit_index, turn_index, sample_available, *, rate, available: tuple) -> jax.Array:
   """One mask per (example, turn), keyed by position, never by how the split was batched."""
-  def one(unit, turn):
+  def one(unit, turn, own):
     key = jax.random.fold_in(jax.random.fold_in(rng, unit), turn)
-    return missing.missing_rate_mask(key, 1, rate, available=np.array(available))[0]
-  return jax.vmap(one)(unit_index, turn_index)
+    rates = np.asarray(rate) if np.ndim(rate) else rate
+    return missing.missing_rate_mask(key, 1, rates, available=np.array(available),
+                                     sample_available=own[None])[0]
+  return jax.vmap(one)(unit_index, turn_index, sample_available)
 
 
 def _mask_for(condition: str, batch_mask: np.ndarray, *, rng, available, first_unit: int) -> np.ndarray:
-  """`batch_mask` AND the condition's mask; rate masks depend on the seed and example position only."""
+  """`batch_mask` AND the condition's mask; rate masks depend on the seed and example position
+  only (and keep one of each sample's own modalities)."""
   lead = batch_mask.shape[:-1]  # [B] utterances or [B, L] dialogue turns
   rows = int(np.prod(lead))
   if condition.startswith('rate='):
-    rate = float(condition.split('=')[1])
+    rate = parse_rate(condition)
     grid = np.indices(lead).reshape(len(lead), -1)
     unit = first_unit + grid[0]
     turn = grid[1] if len(lead) > 1 else np.zeros_like(unit)
-    drawn = np.asarray(_rate_masks(rng, unit, turn, rate=rate,
+    own = batch_mask.reshape(rows, -1)
+    own = np.where(own.any(-1, keepdims=True), own, np.asarray(available, bool))  # padding rows
+    drawn = np.asarray(_rate_masks(rng, unit, turn, own, rate=rate,
                                    available=tuple(bool(a) for a in available)))
   else:
     drawn = np.asarray(missing.condition_mask(condition, rows))
@@ -60,11 +107,14 @@ def _mask_for(condition: str, batch_mask: np.ndarray, *, rng, available, first_u
 
 
 def predict_split(predict: Callable, params, batches: Iterable[dict], *, available,
-                  condition: str = 'full', rng=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Outputs, labels and example mask of a whole split, flattened to rows, under a condition.
+                  condition: str = 'full', rng=None, with_modality_mask: bool = False) -> tuple:
+  """Outputs, labels and example mask of a whole split, flattened to rows, under a condition
+  (and, `with_modality_mask`, the modality masks the rows were seen with).
 
   `batches` must be the split in its fixed (unshuffled) order: rate masks are keyed by position.
+  The example mask is False for padding and for samples left with no modality.
   """
+  modality_masks = []
   outs, labels, masks = [], [], []
   first_unit = 0
   for batch in batches:
@@ -72,13 +122,21 @@ def predict_split(predict: Callable, params, batches: Iterable[dict], *, availab
     if condition != 'full':
       batch['modality_mask'] = _mask_for(condition, batch['modality_mask'], rng=rng,
                                          available=available, first_unit=first_unit)
+    # A sample left with no modality is not scored (a condition never adds one back).
+    batch['example_mask'] = np.asarray(batch['example_mask']) & np.asarray(
+        batch['modality_mask']).any(-1)
     first_unit += len(batch['example_mask'])
     out = np.asarray(predict(params, batch))
     mask = np.asarray(batch['example_mask'])
     outs.append(out.reshape((mask.size,) + out.shape[mask.ndim:]))
     labels.append(np.asarray(batch['label']).reshape(-1))
     masks.append(mask.reshape(-1))
-  return np.concatenate(outs), np.concatenate(labels), np.concatenate(masks)
+    if with_modality_mask:
+      modality_masks.append(np.asarray(batch['modality_mask']).reshape(mask.size, -1))
+  result = np.concatenate(outs), np.concatenate(labels), np.concatenate(masks)
+  if with_modality_mask:
+    return (*result, np.concatenate(modality_masks))
+  return result
 
 
 def split_metrics(spec: schema.DatasetSpec, predict: Callable, params, batches: Iterable[dict],
@@ -87,37 +145,60 @@ def split_metrics(spec: schema.DatasetSpec, predict: Callable, params, batches: 
   return metrics.compute(spec.task, outputs, labels, mask)
 
 
+def grid_row(spec: schema.DatasetSpec, predict: Callable, params, batches: Iterable[dict], *,
+             condition: str, rng=None) -> dict:
+  """One results row: the condition, its metrics, how many samples it scored and, per modality
+  of the dataset, the share of those samples seen without it."""
+  outputs, labels, mask, modality_mask = predict_split(
+      predict, params, batches, available=spec.available, condition=condition, rng=rng,
+      with_modality_mask=True)
+  scored = modality_mask[mask]
+  fraction = {m: float(1.0 - scored[:, schema.MODALITIES.index(m)].mean()) if len(scored) else 0.0
+              for m in spec.ordered_modalities()}
+  return {'condition': condition, 'metrics': metrics.compute(spec.task, outputs, labels, mask),
+          'num_samples': int(mask.sum()), 'missing_fraction': fraction}
+
+
+def pooled_outputs(spec: schema.DatasetSpec, predict: Callable, params,
+                   make_batches: Callable[[], Iterable[dict]], conditions: Iterable[str]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Outputs, labels and mask of the split under every condition in `conditions`, concatenated.
+
+  Rate conditions are not accepted here (they need a key).
+  """
+  conditions = tuple(conditions)
+  expressible = missing.conditions_for(spec.available)
+  if not conditions or set(conditions) - set(expressible):
+    raise ValueError(f'valid conditions: expected a non-empty subset of {expressible}, got '
+                     f'{list(conditions)}')
+  parts = [predict_split(predict, params, make_batches(), available=spec.available, condition=c)
+           for c in conditions]
+  return tuple(np.concatenate(p) for p in zip(*parts))
+
+
 def pooled_metrics(spec: schema.DatasetSpec, predict: Callable, params,
                    make_batches: Callable[[], Iterable[dict]], conditions: Iterable[str]) -> dict:
   """Metrics of the predictions under every condition in `conditions`, pooled into one set.
 
   With the six missing patterns this is the authors' MMIN validation: each example counted once
-  per pattern. `('full',)` is the plain split metrics. Rate conditions are not accepted here (they
-  need a key).
+  per pattern. `('full',)` is the plain split metrics.
   """
-  conditions = tuple(conditions)
-  unknown = set(conditions) - set(condition_names(spec, conditions))
-  if not conditions or unknown:
-    raise ValueError(f'valid conditions: expected a non-empty subset of '
-                     f'{missing.conditions_for(spec.available)}, got {list(conditions)}')
-  parts = [predict_split(predict, params, make_batches(), available=spec.available, condition=c)
-           for c in conditions]
-  outputs, labels, mask = (np.concatenate(p) for p in zip(*parts))
+  outputs, labels, mask = pooled_outputs(spec, predict, params, make_batches, conditions)
   return metrics.compute(spec.task, outputs, labels, mask)
 
 
 def run_grid(spec: schema.DatasetSpec, predict: Callable, params, make_batches: Callable[[], Iterable[dict]],
              *, conditions: Iterable[str], rates: Iterable[float], seed: int) -> list[dict]:
-  """One row per condition and rate: {'condition': name, 'metrics': {...}}."""
-  rows = []
-  for condition in condition_names(spec, conditions):
-    m = split_metrics(spec, predict, params, make_batches(), condition=condition)
-    rows.append({'condition': condition, 'metrics': m})
+  """One row per condition and rate: {'condition', 'metrics', 'num_samples', 'missing_fraction'}.
+
+  Rate conditions (from `rates` or written in `conditions`) are keyed by the seed and the rate.
+  """
   base_key = jax.random.PRNGKey(seed)
-  for rate in rates:
-    key = jax.random.fold_in(base_key, int(round(rate * 1000)))
-    m = split_metrics(spec, predict, params, make_batches(), condition=rate_name(rate), rng=key)
-    rows.append({'condition': rate_name(rate), 'metrics': m})
+  names = condition_names(spec, conditions) + [rate_name(r) for r in rates]
+  rows = []
+  for condition in dict.fromkeys(names):  # each once, in order
+    key = rate_key(base_key, parse_rate(condition)) if condition.startswith('rate=') else None
+    rows.append(grid_row(spec, predict, params, make_batches(), condition=condition, rng=key))
   return rows
 
 
@@ -128,10 +209,11 @@ def columns(task: str) -> tuple[str, ...]:
 def results_markdown(results: dict, task: str) -> str:
   cols = columns(task)
   lines = [f"# {results['method']} on {results['dataset']} ({results['split']}, seed {results['seed']})", '',
-           '| condition | ' + ' | '.join(cols) + ' |', '|---|' + '---|' * len(cols)]
+           '| condition | ' + ' | '.join(cols) + ' | n |', '|---|' + '---|' * (len(cols) + 1)]
   for row in results['rows']:
     lines.append(f"| {row['condition']} | " + ' | '.join(
-        f"{row['metrics'][c]:.4f}" if c in row['metrics'] else '' for c in cols) + ' |')
+        f"{row['metrics'][c]:.4f}" if c in row['metrics'] else '' for c in cols)
+        + f" | {row.get('num_samples', '')} |")
   return '\n'.join(lines) + '\n'
 
 
@@ -149,4 +231,6 @@ def write_results(workdir: str, results: dict, task: str) -> None:
 def make_results(*, method: str, dataset: str, seed: int, rows: list[dict], split: str = 'test') -> dict[str, Any]:
   return {'method': method, 'dataset': dataset, 'split': split, 'seed': int(seed),
           'rows': [{'condition': r['condition'],
-                    'metrics': {k: float(v) for k, v in r['metrics'].items()}} for r in rows]}
+                    'metrics': {k: float(v) for k, v in r['metrics'].items()},
+                    **{k: r[k] for k in ('num_samples', 'missing_fraction') if k in r}}
+                   for r in rows]}

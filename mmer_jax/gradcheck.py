@@ -63,7 +63,7 @@ def run(config: ml_collections.ConfigDict, *, seed: int = 0) -> dict:
     mask_rng, loss_rng = jax.random.split(jax.random.fold_in(rng, 1))
     batch['modality_mask'] = steps.training_modality_mask(
         mask_rng, jnp.asarray(batch['modality_mask']), missing_mode=cfg.train.missing,
-        rate=cfg.train.missing_rate, available=run_.spec.available)
+        rate=steps.training_rate(cfg), available=run_.spec.available)
     count = max(float(np.asarray(batch['example_mask']).sum()), 1.0)
 
     # Stop-gradient targets (frozen teachers, cycle targets) are computed at the checked point

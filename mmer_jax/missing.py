@@ -35,6 +35,12 @@ drawn once per batch (every sample in a batch misses the same modalities), ours 
 sample; and their missing rate 0.0 still drops two modalities from every batch (an index -1
 bug), whereas our rate 0 drops nothing.
 
+Real data loses modalities unevenly (faces far more often than audio): `missing_rate_mask` also
+takes one rate per modality (`parse_rates('a:0.1,v:0.5,t:0.0')`), each modality dropped with its
+own probability and again conditioned on one remaining; `effective_missing_fractions` gives each
+modality's realised missing fraction. Where the data itself lacks a modality for a sample (a
+presence file), `sample_available` conditions that sample on keeping one of the modalities it has.
+
 Everything random takes an explicit `jax.random` key: the same key gives the same masks.
 Arguments that decide shapes or pattern sets (`batch_size`, `available`) must be static
 (Python or numpy values); the key and `rate` may be traced.
@@ -141,35 +147,121 @@ def _nonempty_patterns(avail: np.ndarray) -> np.ndarray:
   return subsets[~np.any(subsets & ~avail, axis=1)]
 
 
-def missing_rate_mask(rng, batch_size: int, rate, available=None) -> jax.Array:
+def missing_rate_mask(rng, batch_size: int, rate, available=None, sample_available=None) -> jax.Array:
   """Per-sample masks at missing rate `rate`, at least one available modality kept.
 
-  Each available modality is dropped independently with probability `rate`, conditioned on at
-  least one remaining; unavailable modalities are always False. The pattern is drawn from the
-  exact conditional distribution, with log-probabilities taken relative to a single kept
-  modality, `(kept - 1) log(1 - r) + dropped log(r)` (using 0 log 0 = 0), which stays finite
-  at both ends: r = 0 keeps everything, r = 1 keeps one modality chosen uniformly.
+  Each available modality is dropped independently with probability `rate` (one rate for all,
+  or one per modality), conditioned on at least one remaining; unavailable modalities are always
+  False. The pattern is drawn from the exact conditional distribution. With one rate, the
+  log-probabilities are taken relative to a single kept modality, `(kept - 1) log(1 - r) +
+  dropped log(r)` (using 0 log 0 = 0), which stays finite at both ends: r = 0 keeps everything,
+  r = 1 keeps one modality chosen uniformly. With per-modality rates they are
+  `sum_kept log(1 - r_m) + sum_dropped log(r_m)`; at least one available modality must then
+  have r_m < 1.
+
+  `sample_available` (bool [batch_size, 3], e.g. a batch's `modality_mask` where the data itself
+  lacks modalities for some samples) conditions each sample on keeping one of *its* modalities:
+  patterns using a modality the sample lacks are impossible for it. When every row equals
+  `available` the draws are exactly those without it.
 
   Args:
     rng: a `jax.random` key.
     batch_size: number of samples (static).
-    rate: drop probability in [0, 1]; may be a traced scalar (then it is clipped to [0, 1]).
+    rate: drop probability in [0, 1], a scalar (may be traced; then it is clipped to [0, 1]) or
+      [3] per modality in `MODALITIES` order (see `parse_rates`).
     available: bool [3], the modalities the dataset has (static); default all.
+    sample_available: optional bool [batch_size, 3] (may be traced).
 
   Returns:
     bool [batch_size, 3].
   """
   avail = _available(available)
-  if isinstance(rate, (int, float, np.number)) and not 0.0 <= float(rate) <= 1.0:
-    raise ValueError(f'rate must be in [0, 1], got {rate}')
   patterns = _nonempty_patterns(avail)
   kept = patterns.sum(axis=1)
   dropped = avail.sum() - kept
-  r = jnp.clip(jnp.asarray(rate, jnp.float32), 0.0, 1.0)
-  logits = (jax.scipy.special.xlogy(jnp.asarray(kept - 1, jnp.float32), 1.0 - r)
-            + jax.scipy.special.xlogy(jnp.asarray(dropped, jnp.float32), r))
-  index = jax.random.categorical(rng, logits, shape=(batch_size,))
-  return jnp.asarray(patterns)[index]
+  if np.ndim(rate) == 0:
+    if isinstance(rate, (int, float, np.number)) and not 0.0 <= float(rate) <= 1.0:
+      raise ValueError(f'rate must be in [0, 1], got {rate}')
+    r = jnp.clip(jnp.asarray(rate, jnp.float32), 0.0, 1.0)
+    logits = (jax.scipy.special.xlogy(jnp.asarray(kept - 1, jnp.float32), 1.0 - r)
+              + jax.scipy.special.xlogy(jnp.asarray(dropped, jnp.float32), r))
+  else:
+    r = np.asarray(rate, np.float64)
+    if r.shape != (len(MODALITIES),) or np.any((r < 0) | (r > 1)):
+      raise ValueError(f'per-modality rates: expected [{len(MODALITIES)}] values in [0, 1] in '
+                       f'{MODALITIES} order, got {rate}')
+    if np.all(r[avail] >= 1.0):
+      raise ValueError(f'per-modality rates {rate}: every available modality has rate 1, so no '
+                       'sample could keep one; give at least one a rate below 1')
+    keep_p, drop_p = jnp.asarray(1.0 - r, jnp.float32), jnp.asarray(r, jnp.float32)
+    on = jnp.asarray(patterns, jnp.float32)  # [K, 3]
+    off = jnp.asarray(~patterns & avail, jnp.float32)
+    logits = (jax.scipy.special.xlogy(on, keep_p) + jax.scipy.special.xlogy(off, drop_p)).sum(-1)
+  table = jnp.asarray(patterns)
+  if sample_available is None:
+    index = jax.random.categorical(rng, logits, shape=(batch_size,))
+  else:
+    sample = jnp.asarray(sample_available, bool)  # [B, 3]
+    possible = ~jnp.any(table[None] & ~sample[:, None, :], axis=-1)  # [B, K]
+    index = jax.random.categorical(rng, jnp.where(possible, logits, -jnp.inf), axis=-1)
+  return table[index]
+
+
+def parse_rates(text: str) -> np.ndarray:
+  """`'a:0.1,v:0.5,t:0.0'` (or full names, `audio:0.1`) -> float [3] in `MODALITIES` order.
+
+  A modality left out has rate 0 (never dropped). Raises ValueError naming what is wrong.
+  """
+  out = np.zeros(len(MODALITIES))
+  seen = set()
+  short = {m[0]: m for m in MODALITIES}
+  for part in str(text).split(','):
+    part = part.strip()
+    if not part:
+      continue
+    name, sep, value = part.partition(':')
+    name = short.get(name.strip(), name.strip())
+    if not sep or name not in MODALITIES:
+      raise ValueError(f'per-modality rates {text!r}: expected entries like a:0.1,v:0.5,t:0.0 '
+                       f'(modalities a/audio, v/visual, t/text), got {part!r}')
+    if name in seen:
+      raise ValueError(f'per-modality rates {text!r}: {name} is given twice')
+    try:
+      r = float(value)
+    except ValueError:
+      r = float('nan')
+    if not 0.0 <= r <= 1.0:
+      raise ValueError(f'per-modality rates {text!r}: the rate of {name} must be a number in '
+                       f'[0, 1], got {value!r}')
+    out[MODALITIES.index(name)] = r
+    seen.add(name)
+  if not seen:
+    raise ValueError(f'per-modality rates {text!r}: expected entries like a:0.1,v:0.5,t:0.0')
+  return out
+
+
+def rates_name(rates) -> str:
+  """The canonical text of per-modality rates, e.g. 'a:0.1,v:0.5,t:0.0' (one decimal unless
+  more are needed)."""
+  def fmt(r):
+    return f'{r:.1f}' if abs(r * 10 - round(r * 10)) < 1e-9 else f'{r:g}'
+  return ','.join(f'{m[0]}:{fmt(float(r))}' for m, r in zip(MODALITIES, rates))
+
+
+def effective_missing_fractions(rates, available=None) -> np.ndarray:
+  """Per modality, the probability that `missing_rate_mask` with per-modality `rates` drops it.
+
+  Independent drops conditioned on at least one available modality kept: P(m dropped | not all
+  dropped) = (r_m - prod r) / (1 - prod r), the product over the available modalities. Zero for
+  unavailable modalities (they are not counted as missing slots). With one rate r for all three
+  modalities the mean of these is `effective_missing_fraction(r)`.
+  """
+  avail = _available(available)
+  r = np.where(avail, np.asarray(rates, np.float64), 0.0)
+  all_dropped = np.prod(r[avail])
+  if all_dropped >= 1.0:
+    raise ValueError(f'rates {rates}: every available modality has rate 1')
+  return np.where(avail, (r - all_dropped) / (1.0 - all_dropped), 0.0)
 
 
 def effective_missing_fraction(rate, num_modalities: int = 3):

@@ -82,11 +82,14 @@ def combine(trainable: list, frozen: list, structure) -> Any:
   return jax.tree_util.tree_unflatten(treedef, [next(t) if flag else next(f) for flag in flags])
 
 
-def training_modality_mask(rng, batch_mask: jax.Array, *, missing_mode: str, rate: float,
-                           available, num_shards: int = 1, shard_index=0) -> jax.Array:
-  """The modality mask a training batch is seen with (the dataset's mask AND a random drop).
+def training_modality_mask(rng, batch_mask: jax.Array, *, missing_mode: str, rate,
+                           available, num_shards: int = 1, shard_index=0,
+                           global_mask: jax.Array | None = None) -> jax.Array:
+  """The modality mask a training batch is seen with (the batch's own mask AND a random drop).
 
-  Masks are drawn for the global batch (`num_shards` x local rows) and this shard's slice is kept.
+  Masks are drawn for the global batch (`num_shards` x local rows) and this shard's slice is kept;
+  `rate` is one rate or [3] per modality, and a rate draw keeps one of each sample's own
+  modalities, for which it needs the global batch's masks (`global_mask`, default `batch_mask`).
   """
   if missing_mode == 'none':
     return batch_mask
@@ -94,7 +97,9 @@ def training_modality_mask(rng, batch_mask: jax.Array, *, missing_mode: str, rat
   local = math.prod(lead)
   n = local * num_shards
   if missing_mode == 'rate':
-    drawn = missing.missing_rate_mask(rng, n, rate, available=available)
+    own = (batch_mask if global_mask is None else global_mask).reshape(n, -1)
+    own = jnp.where(own.any(-1, keepdims=True), own, jnp.asarray(available, bool))  # padding rows
+    drawn = missing.missing_rate_mask(rng, n, rate, available=available, sample_available=own)
   elif missing_mode in ('patterns', 'patterns_and_full'):
     drawn = missing.random_pattern_mask(rng, n, available=available,
                                         include_full=missing_mode == 'patterns_and_full')
@@ -116,15 +121,21 @@ def weighted_loss(loss_fn: Callable, params, batch: dict, rng, count):
 
 
 def train_step(state: TrainState, batch: dict, *, method: base.Method, missing_mode: str = 'none',
-               rate: float = 0.0, axis_name: str | None = None, num_shards: int = 1):
+               rate=0.0, axis_name: str | None = None, num_shards: int = 1):
   """One optimiser step; returns the new state and step metrics (global means)."""
   rng = jax.random.fold_in(state.rng, state.step)
   mask_rng, loss_rng = jax.random.split(rng)
   shard = jax.lax.axis_index(axis_name) if axis_name else 0
   batch = dict(batch)
+  global_mask = None
+  if axis_name and missing_mode == 'rate':
+    global_mask = jax.lax.all_gather(batch['modality_mask'], axis_name, axis=0, tiled=True)
   batch['modality_mask'] = training_modality_mask(
       mask_rng, batch['modality_mask'], missing_mode=missing_mode, rate=rate,
-      available=method.spec.available, num_shards=num_shards, shard_index=shard)
+      available=method.spec.available, num_shards=num_shards, shard_index=shard,
+      global_mask=global_mask)
+  # A sample left with no modality (its data lacks what the drawn pattern keeps) is not trained on.
+  batch['example_mask'] = batch['example_mask'] & batch['modality_mask'].any(-1)
   weight = batch['example_mask'].astype(jnp.float32)
   count = weight.sum()
   if axis_name:
@@ -151,9 +162,18 @@ def eval_step(params, batch: dict, rng, *, method: base.Method):
   return method.predict(params, batch, rng)
 
 
+def training_rate(config):
+  """`train.missing_rates` ('a:0.1,v:0.5,t:0.0', as a tuple in MODALITIES order) when set, else
+  the one `train.missing_rate`."""
+  rates = config.train.get('missing_rates')
+  if rates:
+    return tuple(float(r) for r in missing.parse_rates(rates))
+  return config.train.missing_rate
+
+
 def compile_steps(method: base.Method, config, mesh) -> tuple[Callable, Callable, Callable]:
   """(train_step, eval_step, place_batch) compiled for `config.parallel` on `mesh`."""
-  missing_mode, rate = config.train.missing, config.train.missing_rate
+  missing_mode, rate = config.train.missing, training_rate(config)
   n = mesh.devices.size
   if config.parallel == 'jit':
     # Sharded inputs and replicated state: jit propagates the shardings, the state is donated.

@@ -25,13 +25,18 @@ import numpy as np
 
 from mmer_jax import analysis
 from mmer_jax import checkpoint
+from mmer_jax import diagnostics
 from mmer_jax import evaluate
 from mmer_jax import methods
+from mmer_jax import metrics as metrics_lib
+from mmer_jax import missing
 from mmer_jax import optim
 from mmer_jax import parallel
 from mmer_jax import stages as stages_lib
 from mmer_jax import steps
 from mmer_jax import writers
+from mmer_jax.data import schema
+from mmer_jax.data import standardize
 from mmer_jax.data import streams as streams_lib
 
 # Folded into the seed's key for the evaluation key `predict` gets.
@@ -41,7 +46,10 @@ _PREDICT_SALT = 0x7072
 class Run:
   """The pieces of one stage a resolved config describes: data, method, compiled steps, state."""
 
-  def __init__(self, config: ml_collections.ConfigDict, *, devices=None, dataset=None):
+  def __init__(self, config: ml_collections.ConfigDict, *, devices=None, dataset=None,
+               workdir: str | None = None):
+    """`workdir`: where the run keeps what it fitted on its data (the feature statistics), so
+    a resumed run and a later evaluation read them back; None fits them afresh."""
     if config.stages:
       raise ValueError('train.Run runs one stage; this config lists stages '
                        f'{sorted(config.stages)}: use train.train_and_evaluate')
@@ -49,8 +57,10 @@ class Run:
     self.dataset = dataset or streams_lib.load_dataset(config)
     self.spec = self.dataset.spec
     self.method = methods.create_method(config, self.spec)
+    self.feature_stats = standardize.for_run(config, self.dataset, workdir)
     self.streams = streams_lib.Streams(config, self.dataset, level=self.method.level,
-                                       host_batch=self.method.host_batch)
+                                       host_batch=self.method.host_batch,
+                                       feature_stats=self.feature_stats)
     self.mesh = parallel.create_mesh(devices)
     n = self.mesh.devices.size
     parallel.check_batch_size(config.data.batch_size, n)
@@ -122,15 +132,40 @@ class Run:
   def eval_batches(self, split: str):
     return lambda: self.streams.epoch(split, train=False)
 
-  def evaluate_split(self, params_on_device, split: str, conditions=('full',)) -> dict:
-    """Metrics of `split`, pooled over the missing `conditions` (default: complete data)."""
-    return evaluate.pooled_metrics(self.spec, self.predict, params_on_device,
-                                   self.eval_batches(split), conditions)
+  def evaluate_split(self, params_on_device, split: str, conditions=('full',),
+                     with_outputs: bool = False):
+    """Metrics of `split`, pooled over the missing `conditions` (default: complete data);
+    with `with_outputs`, also the pooled (outputs, mask) they were computed from."""
+    outputs, labels, mask = evaluate.pooled_outputs(self.spec, self.predict, params_on_device,
+                                                    self.eval_batches(split), conditions)
+    result = metrics_lib.compute(self.spec.task, outputs, labels, mask)
+    return (result, (outputs, mask)) if with_outputs else result
 
   @property
   def valid_conditions(self) -> tuple[str, ...]:
     """The method's model-selection conditions that this dataset can express."""
     return tuple(evaluate.condition_names(self.spec, self.method.valid_conditions))
+
+
+DEFAULT_SELECT = {'classification': 'valid/ua', 'regression': 'valid/mae'}
+_LOWER_IS_BETTER = ('mae', 'loss')
+
+
+def selection(config: ml_collections.ConfigDict, spec) -> tuple[str, str]:
+  """(metric, mode) of model selection: `train.select_metric` / `select_mode`, or, when unset, the
+  task's default (valid/ua for classification, valid/mae for regression) and the metric's
+  direction. A metric the task does not compute is an error before any training."""
+  metric = config.train.select_metric or DEFAULT_SELECT[spec.task]
+  keys = metrics_lib.CLASSIFICATION_KEYS if spec.task == 'classification' else metrics_lib.REGRESSION_KEYS
+  names = [f'valid/{k}' for k in keys]
+  if metric not in names:
+    raise ValueError(f'train.select_metric={metric!r} is not a validation metric of this '
+                     f'{spec.task} dataset ({spec.name}); expected one of {names}, or leave it '
+                     f'unset for {DEFAULT_SELECT[spec.task]}')
+  mode = config.train.select_mode or ('min' if metric.split('/')[-1] in _LOWER_IS_BETTER else 'max')
+  if mode not in ('min', 'max'):
+    raise ValueError(f"train.select_mode: expected 'min' or 'max', got {mode!r}")
+  return metric, mode
 
 
 def _is_better(value: float, best: float | None, mode: str) -> bool:
@@ -184,9 +219,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
   return results
 
 
+def _patience_spent(meta: dict, patience: int | None) -> bool:
+  """Early stopping: `patience` evaluated epochs have passed without a better valid metric."""
+  if not patience or meta.get('best_epoch') is None:
+    return False
+  return meta['epoch_done'] - meta['best_epoch'] >= patience
+
+
 def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> dict:
   """Trains one stage (resuming from `workdir` if it holds a checkpoint), then the test grid."""
-  run = Run(config, devices=devices)
+  run = Run(config, devices=devices, workdir=workdir)
   latest_mgr, best_mgr = checkpoint.create_managers(workdir)
   meta: dict[str, Any] = {'best_metric': None, 'best_step': None, 'epoch_done': 0}
   saved = checkpoint.saved_params_shapes(latest_mgr)
@@ -202,9 +244,15 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None
   step = int(state.step)
   progress = writers.Progress(run.num_steps, step)
   state = run.to_devices(state)
-  select = tc.select_metric
+  select, mode = selection(config, run.spec)
+  warnings = list(meta.get('warnings', []))  # what results.json reports: the first of each kind
+
+  def warn(kind, message):
+    logging.warning('%s', message)
+    if not any(w.startswith(kind) for w in warnings):
+      warnings.append(f'{kind}: {message}')
   try:
-    while step < run.num_steps:
+    while step < run.num_steps and not _patience_spent(meta, tc.get('patience')):
       epoch, start = divmod(step, run.steps_per_epoch)
       for batch in run.train_batches(epoch, start):
         state, metrics = run.train_step(state, run.place(batch))
@@ -212,33 +260,44 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None
         if run.is_pmap:
           metrics = jax.tree_util.tree_map(lambda x: x[0], metrics)
         step += 1
+        # Before anything is saved: a diverged state never reaches a checkpoint.
+        message = diagnostics.check_loss(float(metrics['loss']), step, bound=tc.get('loss_bound'),
+                                         workdir=workdir)
+        if message and not any(w.startswith('loss_bound') for w in warnings):
+          warn('loss_bound', message)
         if step % tc.log_every_steps == 0 or step == run.num_steps:
           rate = progress(step, float(metrics['loss']))
           writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()} | rate)
         end_of_epoch = step % run.steps_per_epoch == 0 or step == run.num_steps
         if step % tc.checkpoint_every_steps == 0 and not end_of_epoch:
-          checkpoint.save(latest_mgr, step, run.from_devices(state).checkpoint_items(), meta)
+          checkpoint.save(latest_mgr, step, run.from_devices(state).checkpoint_items(),
+                          {**meta, 'warnings': warnings})
         if step >= run.num_steps:
           break
       epoch_done = -(-step // run.steps_per_epoch)
       if epoch_done % tc.eval_every_epochs == 0 or step == run.num_steps:
         host_state = run.from_devices(state)
-        valid = run.evaluate_split(run.device_params(host_state.eval_params), 'valid',
-                                   run.valid_conditions)
+        valid, (outputs, mask) = run.evaluate_split(
+            run.device_params(host_state.eval_params), 'valid', run.valid_conditions,
+            with_outputs=True)
         valid = {f'valid/{k}': v for k, v in valid.items()}
         writer.write_scalars(step, valid)
         logging.info('epoch %d valid %s', epoch_done, {k: round(v, 4) for k, v in valid.items()})
-        if select not in valid:
-          raise ValueError(f'train.select_metric={select!r} is not a validation metric; '
-                           f'expected one of {sorted(valid)}')
-        if _is_better(valid[select], meta['best_metric'], tc.select_mode):
-          meta = {**meta, 'best_metric': float(valid[select]), 'best_step': step}
+        collapse = diagnostics.prediction_collapse(run.spec.task, outputs, mask)
+        if collapse:
+          warn('collapse', f'epoch {epoch_done}: {collapse}')
+        if _is_better(valid[select], meta['best_metric'], mode):
+          meta = {**meta, 'best_metric': float(valid[select]), 'best_step': step,
+                  'best_epoch': epoch_done}
           checkpoint.save(best_mgr, step, {'params': host_state.eval_params}, meta)
-      meta = {**meta, 'epoch_done': epoch_done}
+      meta = {**meta, 'epoch_done': epoch_done, 'warnings': warnings}
       checkpoint.save(latest_mgr, step, run.from_devices(state).checkpoint_items(), meta)
+      if _patience_spent(meta, tc.get('patience')):
+        logging.info('early stopping after epoch %d: no better valid %s since epoch %d',
+                     epoch_done, select, meta['best_epoch'])
   finally:
     writer.close()
-  return evaluate_stage(run, workdir, best_mgr=best_mgr)
+  return evaluate_stage(run, workdir, best_mgr=best_mgr, warnings=warnings)
 
 
 def evaluate_best(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> dict:
@@ -246,14 +305,16 @@ def evaluate_best(config: ml_collections.ConfigDict, workdir: str, *, devices=No
   config = stages_lib.resolve(config)
   plan = stages_lib.plan(config, workdir)
   final = plan[-1]
-  results = evaluate_stage(Run(final.config, devices=devices), final.workdir)
+  results = evaluate_stage(Run(final.config, devices=devices, workdir=final.workdir), final.workdir)
   if len(plan) > 1:
     evaluate.write_results(workdir, results, results['task'])
   return results
 
 
-def evaluate_stage(run: Run, workdir: str, *, best_mgr=None) -> dict:
-  """Evaluates the selected (best-on-valid) checkpoint on the test grid; writes results files."""
+def evaluate_stage(run: Run, workdir: str, *, best_mgr=None, warnings=None) -> dict:
+  """Evaluates the selected (best-on-valid) checkpoint on the test grid; writes results files.
+
+  `warnings`: what training flagged (default: those recorded with the selected checkpoint)."""
   config = run.config
   if best_mgr is None:
     _, best_mgr = checkpoint.create_managers(workdir)
@@ -264,7 +325,7 @@ def evaluate_stage(run: Run, workdir: str, *, best_mgr=None) -> dict:
   restored, meta = checkpoint.restore(best_mgr, {'params': target})
   params = restored['params']
   logging.info('evaluating the checkpoint of step %s (valid %s = %s)', meta.get('best_step'),
-               config.train.select_metric, meta.get('best_metric'))
+               selection(config, run.spec)[0], meta.get('best_metric'))
   rows = evaluate.run_grid(run.spec, run.predict, run.device_params(params),
                            run.eval_batches(config.eval.split), conditions=config.eval.conditions,
                            rates=config.eval.rates, seed=config.seed)
@@ -275,10 +336,22 @@ def evaluate_stage(run: Run, workdir: str, *, best_mgr=None) -> dict:
   results['task'] = run.spec.task
   results['train_missing'] = config.train.missing
   if config.train.missing == 'rate':
-    results['train_missing_rate'] = float(config.train.missing_rate)
+    rate = steps.training_rate(config)
+    if isinstance(rate, tuple):
+      results['train_missing_rates'] = missing.rates_name(rate)
+      results['train_missing_fractions'] = dict(zip(
+          schema.MODALITIES, missing.effective_missing_fractions(rate, run.spec.available).tolist()))
+    else:
+      results['train_missing_rate'] = float(rate)
+  select, _ = selection(config, run.spec)
   results['selected_step'] = meta.get('best_step')
+  results['selected_on'] = select
   results['valid_conditions'] = list(run.valid_conditions)
-  results[f'valid_{config.train.select_metric.split("/")[-1]}'] = meta.get('best_metric')
+  results[f'valid_{select.split("/")[-1]}'] = meta.get('best_metric')
+  results['standardized'] = run.feature_stats is not None
+  warnings = meta.get('warnings', []) if warnings is None else warnings
+  if warnings:
+    results['warnings'] = list(warnings)
   evaluate.write_results(workdir, results, run.spec.task)
   for path in analysis.run_all(config.analysis, run, params, workdir):
     logging.info('wrote %s', path)

@@ -257,7 +257,9 @@ def test_results_json_schema_classification(tmp_path, cls_setup):
   assert loaded['seed'] == 7 and isinstance(loaded['seed'], int)
   assert len(loaded['rows']) == len(CONDITIONS) + len(RATES)
   for row in loaded['rows']:
-    assert set(row) == {'condition', 'metrics'}
+    assert set(row) == {'condition', 'metrics', 'num_samples', 'missing_fraction'}
+    assert row['num_samples'] == 150  # every test sample keeps a modality under every condition
+    assert set(row['missing_fraction']) == set(spec.modalities)
     assert set(row['metrics']) == CLASSIFICATION_METRICS
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in row['metrics'].values())
   assert not list(tmp_path.glob('*.tmp'))
@@ -272,7 +274,8 @@ def test_results_json_schema_regression(tmp_path):
   loaded = json.loads((tmp_path / 'results.json').read_text())
   assert loaded['split'] == 'test'
   for row in loaded['rows']:
-    assert set(row) == {'condition', 'metrics'}
+    assert set(row) == {'condition', 'metrics', 'num_samples', 'missing_fraction'}
+    assert row['num_samples'] == 80
     assert REGRESSION_METRICS <= set(row['metrics'])
     assert all(isinstance(v, float) and np.isfinite(v) for v in row['metrics'].values())
   named = by_name(loaded['rows'])
@@ -291,12 +294,13 @@ def test_results_markdown_header_and_one_line_per_row(tmp_path, cls_setup):
   lines = md.strip().splitlines()
   assert lines[0].startswith('# late_fusion on fake')
   table = [l for l in lines if l.startswith('|')]
-  assert table[0] == '| condition | wa | ua | weighted_f1 | macro_f1 |'
+  assert table[0] == '| condition | wa | ua | weighted_f1 | macro_f1 | n |'
   assert set(table[1]) <= set('|-')
   body = table[2:]
   assert len(body) == len(rows)
   for line, row in zip(body, rows):
     cells = [c.strip() for c in line.strip('|').split('|')]
     assert cells[0] == row['condition']
-    assert [float(c) for c in cells[1:]] == pytest.approx(
+    assert [float(c) for c in cells[1:-1]] == pytest.approx(
         [row['metrics'][k] for k in ('wa', 'ua', 'weighted_f1', 'macro_f1')], abs=5e-5)
+    assert int(cells[-1]) == row['num_samples']

@@ -1,9 +1,14 @@
 """The official-release builders read files shaped exactly like the authors' releases.
 
 Each test writes a tiny release (a few dialogues or utterances, random features of the real
-dimensions) into a manual directory and reads it back through `registry.load`.
+dimensions) into a manual directory and reads it back through `registry.load`. MMSA's files are
+checked against published SHA-256s, which a fake file never has: every test here runs with a
+copy of `mosi_mosei.SHA256` (the `mmsa_sha256` fixture) into which `write_mmsa` puts the hash
+of the file it writes.
 """
 
+import hashlib
+import logging
 import pickle
 
 import h5py
@@ -66,8 +71,12 @@ def write_meld(manual, *, n_train=10, n_test=2, seed=1):
   return data
 
 
-def write_mmsa(manual, release, *, sizes=(6, 3, 3), seed=2, edit=None):
-  """MMSA's aligned_50.pkl: {split: {text, audio, vision, regression_labels, id, ...}}."""
+def write_mmsa(manual, release, *, sizes=(6, 3, 3), seed=2, edit=None, official=True):
+  """MMSA's aligned_50.pkl: {split: {text, audio, vision, regression_labels, id, ...}}.
+
+  With `official`, the file's SHA-256 becomes the expected one of `release` in the test's copy
+  of `mosi_mosei.SHA256` (the autouse `mmsa_sha256` fixture), so the file passes the check.
+  """
   rng = np.random.default_rng(seed)
   dims = mosi_mosei.DIMS[release]
   data = {}
@@ -88,7 +97,11 @@ def write_mmsa(manual, release, *, sizes=(6, 3, 3), seed=2, edit=None):
     edit(data)
   path = manual / mosi_mosei.FILES[release]
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(pickle.dumps(data, protocol=4))
+  blob = pickle.dumps(data, protocol=4)
+  path.write_bytes(blob)
+  if official:
+    assert mosi_mosei.SHA256 is not _PUBLISHED_SHA256  # only ever the fixture's copy
+    mosi_mosei.SHA256[release] = hashlib.sha256(blob).hexdigest()
   return data
 
 
@@ -160,6 +173,17 @@ def read_split(ds, split):
 
 def load(name, tmp_path, manual, **options):
   return registry.load(name, data_dir=str(tmp_path / 'data'), manual_dir=str(manual), **options)
+
+
+_PUBLISHED_SHA256 = mosi_mosei.SHA256
+
+
+@pytest.fixture(autouse=True)
+def mmsa_sha256(monkeypatch):
+  """The expected MMSA hashes for one test: a copy of the published table, restored afterwards."""
+  table = dict(_PUBLISHED_SHA256)
+  monkeypatch.setattr(mosi_mosei, 'SHA256', table)
+  return table
 
 
 @pytest.fixture
@@ -272,6 +296,70 @@ def test_mosei_dims(tmp_path, manual):
   ex = ds.sources['test'][0]
   assert ex['audio'].shape == (50, 74) and ex['visual'].shape == (50, 35)
   assert ex['text'].shape == (50, 768)
+
+
+def test_mmsa_published_sha256_table():
+  assert set(_PUBLISHED_SHA256) == set(mosi_mosei.RELEASES) == set(mosi_mosei.FILES)
+  assert _PUBLISHED_SHA256['mosi'].startswith('d3994fd2') and \
+      _PUBLISHED_SHA256['mosei'].startswith('45eccfb7')
+  for digest in _PUBLISHED_SHA256.values():
+    assert len(digest) == 64 and set(digest) <= set('0123456789abcdef')
+
+
+def test_file_sha256_reads_in_blocks(tmp_path, monkeypatch):
+  monkeypatch.setattr(mosi_mosei, 'HASH_BLOCK', 7)  # many blocks and a short last one
+  blob = np.random.default_rng(0).bytes(100)
+  (tmp_path / 'f').write_bytes(blob)
+  assert mosi_mosei.file_sha256(str(tmp_path / 'f')) == hashlib.sha256(blob).hexdigest()
+  (tmp_path / 'empty').write_bytes(b'')
+  assert mosi_mosei.file_sha256(str(tmp_path / 'empty')) == hashlib.sha256(b'').hexdigest()
+
+
+def test_mmsa_file_with_the_expected_sha256_builds(tmp_path, manual, mmsa_sha256):
+  write_mmsa(manual, 'mosi', official=False)
+  mmsa_sha256['mosi'] = hashlib.sha256((manual / mosi_mosei.FILES['mosi']).read_bytes()).hexdigest()
+  ds = load('mosi', tmp_path, manual)
+  assert len(ds.sources['train']) == 6
+
+
+def test_mmsa_sha256_mismatch_names_file_and_both_hashes(tmp_path, manual, mmsa_sha256):
+  write_mmsa(manual, 'mosi', official=False)
+  path = manual / mosi_mosei.FILES['mosi']
+  actual = hashlib.sha256(path.read_bytes()).hexdigest()
+  expected = mmsa_sha256['mosi']
+  assert expected == _PUBLISHED_SHA256['mosi'] and actual != expected
+  with pytest.raises(schema.DataError) as info:
+    load('mosi', tmp_path, manual)
+  msg = str(info.value)
+  assert info.value.field == 'sha256' and info.value.file == str(path)
+  assert str(path) in msg and expected in msg and actual in msg
+  assert 'different or corrupted copy' in msg and 'verify_checksum=False' in msg
+  assert not list((tmp_path / 'data').rglob('*.array_record*'))  # nothing was written
+
+
+def test_mmsa_sha256_mismatch_with_verify_checksum_false_warns_and_builds(tmp_path, manual,
+                                                                          caplog):
+  data = write_mmsa(manual, 'mosi', official=False)
+  path = manual / mosi_mosei.FILES['mosi']
+  actual = hashlib.sha256(path.read_bytes()).hexdigest()
+  with caplog.at_level(logging.WARNING):
+    ds = load('mosi', tmp_path, manual, verify_checksum=False)
+  assert len(ds.sources['train']) == 6
+  assert read_split(ds, 'test')['vidtest0$_$1']['label'] == pytest.approx(
+      float(data['test']['regression_labels'][1]))
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert any(str(path) in w and actual in w and _PUBLISHED_SHA256['mosi'] in w and
+             'verify_checksum=False' in w for w in warnings), warnings
+
+
+def test_verify_checksum_is_a_builder_argument_not_a_config(tmp_path):
+  on = registry.create_builder('mosei', data_dir=str(tmp_path))
+  off = registry.create_builder('mosei', data_dir=str(tmp_path), verify_checksum=False)
+  assert on.verify_checksum is True and off.verify_checksum is False
+  assert on.data_dir == off.data_dir and on.version == off.version  # the same built dataset
+  assert pickle.loads(pickle.dumps(off)).verify_checksum is False
+  with pytest.raises(ValueError, match='verify_checksum'):
+    registry.create_builder('mosi', data_dir=str(tmp_path), verify_checksum='False')
 
 
 # ------------------------------------------------------------------------- iemocap_4 / msp (MMIN)
@@ -399,8 +487,10 @@ def test_wrong_dim_in_mmsa(tmp_path, manual):
   write_mmsa(manual, 'mosei', sizes=(2, 1, 1))
   (manual / 'MOSI' / 'Processed').mkdir(parents=True)
   (manual / mosi_mosei.FILES['mosei']).rename(manual / mosi_mosei.FILES['mosi'])
-  with pytest.raises(schema.DataError, match=r'train/audio.*\[2, T, 5\].*74'):
+  with pytest.raises(schema.DataError, match='sha256'):  # MOSEI's hash is not MOSI's
     load('mosi', tmp_path, manual)
+  with pytest.raises(schema.DataError, match=r'train/audio.*\[2, T, 5\].*74'):
+    load('mosi', tmp_path / 'again', manual, verify_checksum=False)
 
 
 def test_wrong_dim_in_h5(tmp_path, manual):

@@ -6,12 +6,18 @@ the evaluated `train.Run` and `params` the selected checkpoint's parameters:
   imagination_pca   MMIN's picture: an imagined vs. real embedding, PCA (PNG)
   imagination_mse   MMIN's imagination claim: MSE of the imagined missing embeddings against the
                     train-mean and zero imputers, per missing condition (JSON)
+
+They run after results.json is written and only add to it, so one that fails (a figure that
+cannot be drawn for this dataset, a full disk) is logged as a warning and the next one runs: the
+run still succeeds. An unknown name is a config error and raises (stages.py checks it up front).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Iterable
+
+from absl import logging
 
 _ANALYSES = {
     'imagination_pca': ('mmer_jax.analysis.imagination_pca', 'write'),
@@ -28,8 +34,17 @@ def get_analysis(name: str):
 
 
 def run_all(names: Iterable[str], run, params, workdir: str) -> list[str]:
-  """Runs each analysis in `names`; returns every path they wrote."""
+  """Runs each analysis in `names`; returns every path written by those that succeeded.
+
+  Every name is resolved first (ValueError for an unknown one, before anything runs); a failure
+  inside an analysis is logged as a warning and skipped (module docstring).
+  """
+  resolved = [(name, get_analysis(name)) for name in names or ()]
   paths = []
-  for name in names or ():
-    paths += get_analysis(name)(run, params, workdir)
+  for name, fn in resolved:
+    try:
+      paths += fn(run, params, workdir)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('analysis %s failed (%s: %s) and was skipped; the run\'s results are '
+                      'unaffected.', name, type(e).__name__, e, exc_info=True)
   return paths

@@ -2,8 +2,14 @@
 
 The paper shows t-SNE; PCA is deterministic and needs no extra dependency. With the other
 modalities available, the imagined embedding of the missing one (the forward net's output in
-its slot) is plotted against the frozen teacher's embedding of its real features, per class.
+its slot) is plotted against the frozen teacher's embedding of its real features. Both share one
+PCA basis (fitted on the two sets together); the marker tells real (o) from imagined (x).
+Classification colours by class (one colour per class, a legend entry per class and set).
+Regression colours by the label's value on a diverging colormap (coolwarm) spanning the dataset's
+label range, e.g. MOSI's sentiment [-3, 3] with neutral in the middle, with a colorbar: a
+continuous score has no classes to list, and binning it would hide how the embedding follows it.
 Needs a method with `imagination(params, batch) -> {'imagined', 'real'}` ([B, M, E] each).
+`write` collects the embeddings; `plot` only draws arrays (testable without a trained run).
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from mmer_jax.data import schema
 
 
 def write(run, params, workdir: str) -> list[str]:
+  """Embeds the evaluation split with one modality absent and draws it; returns [the PNG's path].
+
+  The absent modality is visual (the first one when visual is not used); none with a single one.
+  """
   method = run.method
   if not hasattr(method, 'imagination'):
     raise ValueError(f'config.analysis=imagination_pca: method {run.config.method.name!r} does not '
@@ -24,9 +34,6 @@ def write(run, params, workdir: str) -> list[str]:
   modalities = method.modalities
   if len(modalities) < 2:
     return []
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   absent = 'visual' if 'visual' in modalities else modalities[0]
   k = modalities.index(absent)
   keep = np.array([m != absent for m in schema.MODALITIES])
@@ -40,21 +47,54 @@ def write(run, params, workdir: str) -> list[str]:
     real.append(np.asarray(out['real'])[valid, k])
     labels.append(np.asarray(batch['label'])[valid])
   imagined, real, labels = map(np.concatenate, (imagined, real, labels))
+  path = os.path.join(workdir, f'imagination_pca_{absent}.png')
+  title = f'{absent} embedding, imagined from the others vs. real (PCA, {run.config.eval.split} split)'
+  return [plot(path, imagined, real, labels, run.spec, title=title)]
+
+
+def plot(path: str, imagined: np.ndarray, real: np.ndarray, labels: np.ndarray,
+         spec: schema.DatasetSpec, *, title: str = '') -> str:
+  """Draws `imagined` and `real` ([N, E], row i of both from example i) in 2-D PCA to `path`.
+
+  `labels` [N] are class indices or regression scores, as `spec.task` says; colours as the module
+  docstring describes. Returns `path`.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import cm  # pylint: disable=g-import-not-at-top
+  from matplotlib import colors  # pylint: disable=g-import-not-at-top
+  from matplotlib import lines  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  imagined, real, labels = np.asarray(imagined), np.asarray(real), np.asarray(labels)
   both = np.concatenate([imagined, real])
   centred = both - both.mean(axis=0)
   _, _, vt = np.linalg.svd(centred, full_matrices=False)
   xy = centred @ vt[:2].T
-  fig, ax = plt.subplots(figsize=(6, 5))
   n = len(imagined)
-  spec = run.spec
-  for c in np.unique(labels):
-    name = spec.label_names[int(c)] if spec.label_names else str(c)
-    ax.scatter(*xy[n:][labels == c].T, s=8, marker='o', alpha=0.5, color=f'C{int(c)}', label=f'real {name}')
-    ax.scatter(*xy[:n][labels == c].T, s=8, marker='x', alpha=0.7, color=f'C{int(c)}',
-               label=f'imagined {name}')
-  ax.set_title(f'{absent} embedding, imagined from the others vs. real (PCA, {run.config.eval.split} split)')
-  ax.legend(fontsize=6, ncol=2)
-  path = os.path.join(workdir, f'imagination_pca_{absent}.png')
-  fig.savefig(path, dpi=120, bbox_inches='tight')
-  plt.close(fig)
-  return [path]
+  fig, ax = plt.subplots(figsize=(6, 5))
+  try:
+    if spec.task == 'classification':
+      for c in np.unique(labels):
+        name = spec.label_names[int(c)] if spec.label_names else str(c)
+        ax.scatter(*xy[n:][labels == c].T, s=8, marker='o', alpha=0.5, color=f'C{int(c)}',
+                   label=f'real {name}')
+        ax.scatter(*xy[:n][labels == c].T, s=8, marker='x', alpha=0.7, color=f'C{int(c)}',
+                   label=f'imagined {name}')
+      ax.legend(fontsize=6, ncol=2)
+    else:
+      values = labels.astype(np.float64).reshape(n)
+      lo, hi = spec.label_range or (float(values.min()), float(values.max()))
+      norm = colors.Normalize(vmin=lo, vmax=hi)
+      ax.scatter(*xy[n:].T, c=values, cmap='coolwarm', norm=norm, s=8, marker='o', alpha=0.5)
+      ax.scatter(*xy[:n].T, c=values, cmap='coolwarm', norm=norm, s=8, marker='x', alpha=0.7)
+      fig.colorbar(cm.ScalarMappable(norm=norm, cmap='coolwarm'), ax=ax,  # opaque, unlike points
+                   label='label (regression score)')
+      ax.legend(handles=[
+          lines.Line2D([], [], marker='o', linestyle='', color='grey', label='real'),
+          lines.Line2D([], [], marker='x', linestyle='', color='grey', label='imagined'),
+      ], fontsize=6)
+    ax.set_title(title)
+    fig.savefig(path, dpi=120, bbox_inches='tight')
+  finally:
+    plt.close(fig)
+  return path

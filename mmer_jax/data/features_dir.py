@@ -7,13 +7,17 @@ A directory holds one dataset in the common format of `schema.py`:
                     "label_range": [lo, hi]          (regression; inclusive),
                     "modalities": {"audio" | "visual" | "text":
                                    {"file": "x.npy", "level": "utterance" | "sequence",
-                                    "dim": D, "max_len": T (optional, sequences only)}},
+                                    "dim": D, "max_len": T (optional, sequences only),
+                                    "present": "x_present.npy" (optional)}},
                     "description": ... (optional)}
   utterances.csv   columns split (train | valid | test), dialogue_id, turn, speaker, label;
                    one row per utterance; extra columns are ignored
   <file>.npy       per listed modality, row i = data row i of the csv: [N, D] (utterance level)
                    or [N, T, D] (sequence level) plus `<modality>_lengths.npy` [N] giving the valid
                    frames of each row (1 <= length <= T)
+  <present>.npy    optional, per modality: bool [N], False where that sample lacks the modality in
+                   the data itself (a face not found, a silent clip). Those rows of the feature
+                   (and lengths) files may hold anything, NaN included: they are never read.
 
 A modality that meta.json does not list is missing for every sample. `../shared/data/meld_text/`
 is a real dataset in this format.
@@ -68,7 +72,7 @@ DataError = schema.DataError
 META_FILE = 'meta.json'
 CSV_FILE = 'utterances.csv'
 CSV_COLUMNS = ('split', 'dialogue_id', 'turn', 'speaker', 'label')
-FORMAT_VERSION = '1.0.0'  # part of the fingerprint: bump when the stored examples change
+FORMAT_VERSION = '1.1.0'  # part of the fingerprint: bump when the stored examples change
 _SCAN_BYTES = 64 << 20  # float32 bytes per block when scanning features for NaN/Inf
 _CHUNK_BYTES = 64 << 20  # float32 feature bytes per SplitData chunk (whole dialogues, so approx.)
 
@@ -81,6 +85,7 @@ class ModalityMeta:
   level: str
   dim: int
   max_len: int | None = None
+  present: str | None = None  # bool [N] file: False where a sample lacks this modality
 
   @property
   def lengths_file(self) -> str:
@@ -212,7 +217,12 @@ def read_meta(path: str) -> Meta:
                         '(it only sets the padded length of sequences)')
       if not _positive_int(max_len):
         raise DataError(file, f'{field}.max_len', f'a positive integer, got {max_len!r}')
-    modalities[mod] = ModalityMeta(mod, entry['file'], entry['level'], entry['dim'], max_len)
+    present = entry.get('present')
+    if present is not None and (not isinstance(present, str) or not present):
+      raise DataError(file, f'{field}.present', 'a file name (.npy, bool [N]: False where a sample '
+                      f'lacks {mod}), got {present!r}')
+    modalities[mod] = ModalityMeta(mod, entry['file'], entry['level'], entry['dim'], max_len,
+                                   present)
   return Meta(name=name, task=task, modalities=modalities, label_names=label_names,
               label_range=label_range, description=description)
 
@@ -337,15 +347,36 @@ def _load_npy(file: str, field: str, what: str) -> np.ndarray:
                     f'{type(e).__name__}: {e}') from e
 
 
+def read_present(path: str, mod: ModalityMeta, num_rows: int) -> np.ndarray:
+  """The modality's presence file, bool [N] (all True when meta.json names none)."""
+  if mod.present is None:
+    return np.ones(num_rows, bool)
+  file = os.path.join(path, mod.present)
+  field = f'modalities.{mod.name}.present'
+  present = _load_npy(file, field, f'the per-sample presence of {mod.name} ({META_FILE} {field} = '
+                      f'{mod.present!r}), bool [N]')
+  if present.dtype != np.bool_:
+    raise DataError(file, field, f'a bool array (True = the sample has {mod.name}), got dtype '
+                    f'{present.dtype}; write it with np.save(file, array.astype(bool))')
+  if present.shape != (num_rows,):
+    raise DataError(file, field, f'shape [{num_rows}] (one flag per row of {CSV_FILE}), got '
+                    f'{list(present.shape)}')
+  return np.asarray(present)
+
+
 def open_features(path: str, meta: Meta, num_rows: int
-                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
   """Memory-maps every listed modality (and its lengths) and checks dtypes, shapes and lengths.
 
-  Returns ({modality: array [N, D] | [N, T, D]}, {modality: int64 lengths [N]} for sequences);
-  the feature values themselves are checked by `check_values`.
+  Returns ({modality: array [N, D] | [N, T, D]}, {modality: int64 lengths [N]} for sequences,
+  {modality: bool presence [N]} for modalities with a presence file); the feature values
+  themselves are checked by `check_values`. Rows a presence file marks absent are never checked.
   """
-  features, lengths = {}, {}
+  features, lengths, presence = {}, {}, {}
   for name, mod in meta.modalities.items():
+    present = read_present(path, mod, num_rows)
+    if mod.present is not None:
+      presence[name] = present
     file = os.path.join(path, mod.file)
     x = _load_npy(file, name, f'the {name} features listed in {META_FILE} '
                   f'(modalities.{name}.file = {mod.file!r})')
@@ -372,29 +403,31 @@ def open_features(path: str, meta: Meta, num_rows: int
         raise DataError(lfile, field, f'shape [{num_rows}] (one length per row of {CSV_FILE}), '
                         f'got {list(n.shape)}')
       if np.issubdtype(n.dtype, np.floating):
-        bad = np.flatnonzero(~np.isfinite(n) | (n != np.round(n)))
+        bad = np.flatnonzero((~np.isfinite(n) | (n != np.round(n))) & present)
         if bad.size:
           raise DataError(lfile, field, f'an integer length, got {n[bad[0]]!r}', row=int(bad[0]))
       elif not np.issubdtype(n.dtype, np.integer):
         raise DataError(lfile, field, f'integer lengths, got dtype {n.dtype}')
       with np.errstate(invalid='ignore'):  # huge floats cast to garbage, then fail the range
-        n = np.asarray(n).astype(np.int64)
+        n = np.where(present, np.nan_to_num(np.asarray(n, np.float64)), 1).astype(np.int64)
       bad = np.flatnonzero((n < 1) | (n > x.shape[1]))
       if bad.size:
         raise DataError(lfile, field, f'a length in [1, {x.shape[1]}] (the T of {mod.file}), '
                         f'got {n[bad[0]]}', row=int(bad[0]))
       lengths[name] = n
     features[name] = x
-  return features, lengths
+  return features, lengths, presence
 
 
 def check_values(path: str, meta: Meta, features: Mapping[str, np.ndarray],
-                 lengths: Mapping[str, np.ndarray]) -> None:
+                 lengths: Mapping[str, np.ndarray],
+                 presence: Mapping[str, np.ndarray] | None = None) -> None:
   """NaN/Inf (after the cast to float32) in any valid frame is a DataError naming the row.
 
   Scans in blocks so memory-mapped files are never loaded whole; sequence frames past a row's
-  length are padding and are not checked.
+  length are padding and rows `presence` marks absent are never read, so neither is checked.
   """
+  presence = presence or {}
   for name, x in features.items():
     file = os.path.join(path, meta.modalities[name].file)
     row_bytes = 4 * max(1, int(np.prod(x.shape[1:])))
@@ -409,6 +442,8 @@ def check_values(path: str, meta: Meta, features: Mapping[str, np.ndarray],
         ok = (frame_ok | ~valid).all(axis=1)
       else:
         ok = finite.all(axis=1)
+      if name in presence:
+        ok |= ~presence[name][start:start + step]
       if not ok.all():
         row = start + int(np.flatnonzero(~ok)[0])
         raise DataError(file, name, 'finite values (no NaN/Inf, within float32 range)', row=row)
@@ -416,6 +451,8 @@ def check_values(path: str, meta: Meta, features: Mapping[str, np.ndarray],
 
 def create_spec(meta: Meta, utterances: Utterances, lengths: Mapping[str, np.ndarray]
                 ) -> schema.DatasetSpec:
+  # A modality with a presence file is `incomplete` even when every flag is True: the stored
+  # format follows meta.json, not the data's values.
   """The DatasetSpec of a directory; conversational when some dialogue has several turns."""
   modalities = {}
   for name, mod in meta.modalities.items():
@@ -427,7 +464,8 @@ def create_spec(meta: Meta, utterances: Utterances, lengths: Mapping[str, np.nda
                        for rows in utterances.dialogues[split])
   return schema.DatasetSpec(name=meta.name, task=meta.task, modalities=modalities,
                             label_names=meta.label_names, label_range=meta.label_range,
-                            conversational=conversational)
+                            conversational=conversational,
+                            incomplete=tuple(m for m, mod in meta.modalities.items() if mod.present))
 
 
 @dataclasses.dataclass
@@ -438,10 +476,11 @@ class Directory:
   utterances: Utterances
   features: dict[str, np.ndarray]
   lengths: dict[str, np.ndarray]
+  presence: dict[str, np.ndarray]  # bool [N] for modalities with a presence file
   spec: schema.DatasetSpec
 
   def check_values(self) -> None:
-    check_values(self.path, self.meta, self.features, self.lengths)
+    check_values(self.path, self.meta, self.features, self.lengths, self.presence)
 
   def iter_chunks(self, split: str, chunk_rows: int | None = None) -> Iterator[schema.SplitData]:
     """SplitData chunks of whole dialogues (csv order), each dialogue sorted by turn.
@@ -467,14 +506,19 @@ class Directory:
     turn = np.concatenate([np.arange(len(d), dtype=np.int32) for d in dialogues])
     dialogue_id = [u.dialogue_id[i] for i in rows]
     features, lengths = {}, {}
+    present = {name: p[rows] for name, p in self.presence.items()}
     for name, x in self.features.items():
-      if name in self.lengths:
-        n = self.lengths[name][rows]
-        value = np.array(x[rows, :int(n.max())], np.float32)
-        value[np.arange(value.shape[1])[None, :] >= n[:, None]] = 0  # padding: never read
-        features[name], lengths[name] = value, n
-      else:
-        features[name] = np.asarray(x[rows], np.float32)
+      with np.errstate(over='ignore', invalid='ignore'):  # absent rows may hold anything
+        if name in self.lengths:
+          n = self.lengths[name][rows]
+          value = np.array(x[rows, :int(n.max())], np.float32)
+          value[np.arange(value.shape[1])[None, :] >= n[:, None]] = 0  # padding: never read
+          lengths[name] = n
+        else:
+          value = np.array(x[rows], np.float32)
+      if name in present:
+        value[~present[name]] = 0  # absent rows: never read
+      features[name] = value
     return schema.SplitData(
         utterance_id=[f'{d}/{t}' for d, t in zip(dialogue_id, u.turn[rows])],
         dialogue_id=dialogue_id,
@@ -483,7 +527,8 @@ class Directory:
         label=u.label[rows],
         features=features,
         source=self.path,
-        lengths=lengths)
+        lengths=lengths,
+        present=present)
 
 
 def read_directory(path: str, *, values: bool = True) -> Directory:
@@ -491,11 +536,11 @@ def read_directory(path: str, *, values: bool = True) -> Directory:
   path = os.path.abspath(os.path.expanduser(os.fspath(path)))
   meta = read_meta(path)
   utterances = read_utterances(path, meta)
-  features, lengths = open_features(path, meta, len(utterances))
+  features, lengths, presence = open_features(path, meta, len(utterances))
   if values:
-    check_values(path, meta, features, lengths)
+    check_values(path, meta, features, lengths, presence)
   return Directory(path=path, meta=meta, utterances=utterances, features=features,
-                   lengths=lengths, spec=create_spec(meta, utterances, lengths))
+                   lengths=lengths, presence=presence, spec=create_spec(meta, utterances, lengths))
 
 
 def fingerprint(path: str, meta: Meta | None = None) -> str:
@@ -519,6 +564,8 @@ def fingerprint(path: str, meta: Meta | None = None) -> str:
     files.add(mod.file)
     if mod.level == 'sequence':
       files.add(mod.lengths_file)
+    if mod.present:
+      files.add(mod.present)
   for name in sorted(files):
     try:
       st = os.stat(os.path.join(path, name))
@@ -556,8 +603,10 @@ class FeaturesDir(builder_base.FeatureBuilder, skip_registration=True):
   """A dataset in the generic feature-directory format (bring your own features)."""
 
   name = 'features_dir'
+  STANDARDIZE = True  # raw features on their own scales: standardised unless the config says not
   VERSION = tfds.core.Version(FORMAT_VERSION)
-  RELEASE_NOTES = {FORMAT_VERSION: 'meta.json + utterances.csv + one .npy per modality.'}
+  RELEASE_NOTES = {'1.0.0': 'meta.json + utterances.csv + one .npy per modality.',
+                   '1.1.0': 'optional per-sample presence files (`<modality>_present` examples).'}
   # TFDS 4.9.10 looks this up through `importlib_resources`, which it does not install on
   # Python >= 3.9 (tensorflow/datasets#11212); nothing is downloaded, so name this file directly.
   code_path = epath.Path(__file__)

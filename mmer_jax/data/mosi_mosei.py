@@ -16,14 +16,23 @@ All three modalities are aligned to the 50 word slots and zero padded, and model
 file has them. MMSA replaces `-inf` in audio by 0 (COVAREP writes it for silent frames); so do
 we. Any other NaN/Inf is an error. Each clip is its own dialogue; its speaker is the video id.
 
+Before the pickle is read, its SHA-256 is compared with the one MMSA publishes (`SHA256`): a
+different or truncated copy would otherwise train and report numbers that are not comparable with
+the papers'. A mismatch is a DataError; the builder option `verify_checksum=False` turns it into
+a logged warning, for a deliberately different file (e.g. features re-extracted with MMSA's code).
+
 Usage:
   registry.load('mosi', manual_dir=DIR)    # DIR/MOSI/Processed/aligned_50.pkl (MMSA's layout)
+  registry.load('mosi', manual_dir=DIR, verify_checksum=False)  # any file of that shape
+  # from the command line: --config.data.options.verify_checksum=False
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Iterator
 
+from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -38,8 +47,15 @@ DIMS = {'mosi': {'audio': 5, 'visual': 20, 'text': 768},
 KEYS = {'audio': 'audio', 'visual': 'vision', 'text': 'text'}  # our modality -> MMSA key
 LENGTH_KEYS = {'audio': 'audio_lengths', 'visual': 'vision_lengths'}
 FILES = {'mosi': 'MOSI/Processed/aligned_50.pkl', 'mosei': 'MOSEI/Processed/aligned_50.pkl'}
+# SHA-256 of each release file as published by MMSA (thuiar/MMSA README, section "Datasets", at
+# commit a94e65d). Read at build time, so tests can substitute the hashes of their fake files.
+SHA256 = {
+    'mosi': 'd3994fd25681f9c7ad6e9c6596a6fe9b4beb85ff7d478ba978b124139002e5f9',
+    'mosei': '45eccfb748a87c80ecab9bfac29582e7b1466bf6605ff29d3b338a75120bf791',
+}
 LABEL_RANGE = (-3.0, 3.0)
 CHUNK = 1024
+HASH_BLOCK = 1 << 20  # bytes read at a time: MOSEI's file is several GB, never held whole
 
 
 def _instructions(release: str) -> str:
@@ -49,6 +65,38 @@ def _instructions(release: str) -> str:
 (https://github.com/thuiar/MMSA, "Datasets": the {upper}/Processed/ folder of the MMSA download).
 Keep MMSA's folder layout inside the manual directory: <manual_dir>/{FILES[release]}
 """
+
+
+def file_sha256(path: str) -> str:
+  """Hex SHA-256 of a file, read in HASH_BLOCK pieces so memory stays flat for any file size."""
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    while block := f.read(HASH_BLOCK):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def check_checksum(path: str, release: str, *, verify: bool = True) -> None:
+  """Compares `path` with MMSA's published SHA-256 of `release`'s file (module docstring).
+
+  A mismatch raises DataError, or with `verify=False` is logged as a warning and the file used.
+  """
+  expected = SHA256[release]
+  logging.info('checking the SHA-256 of %s against MMSA\'s', path)  # MOSEI's takes a while
+  actual = file_sha256(path)
+  if actual == expected:
+    return
+  if verify:
+    raise schema.DataError(
+        path, 'sha256',
+        f'MMSA\'s published {FILES[release]} (SHA-256 {expected}), but this file\'s SHA-256 is '
+        f'{actual}: it is a different or corrupted copy of MMSA\'s file (an incomplete download, '
+        'another version, or re-extracted features). Download it again from MMSA, or, to use '
+        'this file anyway, set the builder option verify_checksum=False '
+        '(--config.data.options.verify_checksum=False).')
+  logging.warning('%s is not MMSA\'s published %s (SHA-256 %s, expected %s); using it anyway '
+                  'because verify_checksum=False: results may not be comparable with the papers\'.',
+                  path, FILES[release], actual, expected)
 
 
 def _array(path: str, split: str, data: dict, key: str) -> np.ndarray:
@@ -118,6 +166,13 @@ class _MmsaBuilder(builder_base.FeatureBuilder, skip_registration=True):
 
   VERSION = tfds.core.Version('1.0.0')
 
+  def __init__(self, *, verify_checksum: bool = True, **kwargs):
+    # Not a BuilderConfig field: the check changes no byte of the built dataset, so it must not
+    # give the same data another config name or directory.
+    self.verify_checksum = verify_checksum
+    super().__init__(**kwargs)
+    self._original_state['verify_checksum'] = self.verify_checksum  # kept when pickled
+
   def spec(self) -> schema.DatasetSpec:
     return schema.DatasetSpec(
         name=self.name, task='regression',
@@ -127,6 +182,7 @@ class _MmsaBuilder(builder_base.FeatureBuilder, skip_registration=True):
 
   def _load_splits(self, dl_manager):
     path = builder_base.manual_file(dl_manager, FILES[self.name], self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    check_checksum(path, self.name, verify=self.verify_checksum)  # before any unpickling
     data = safe_pickle.load(path)
     if not isinstance(data, dict):
       raise schema.DataError(path, 'pickle', f'a dict of splits train/valid/test, got '
@@ -151,10 +207,16 @@ class Mosei(_MmsaBuilder, skip_registration=True):
   MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions('mosei')
 
 
-def make_builder(*, data_dir: str, release: str,
-                 file_format: str = 'array_record') -> tfds.core.DatasetBuilder:
-  """The builder of `release` ('mosi' or 'mosei')."""
+def make_builder(*, data_dir: str, release: str, file_format: str = 'array_record',
+                 verify_checksum: bool = True) -> tfds.core.DatasetBuilder:
+  """The builder of `release` ('mosi' or 'mosei').
+
+  `verify_checksum=False` accepts a file whose SHA-256 differs from MMSA's (logged as a warning).
+  """
   builders = {'mosi': Mosi, 'mosei': Mosei}
   if release not in builders:
     raise ValueError(f'unknown MMSA release {release!r}; expected one of {RELEASES}')
-  return builders[release](data_dir=data_dir, file_format=file_format)
+  if not isinstance(verify_checksum, bool):  # e.g. the string 'False', which bool() makes True
+    raise ValueError(f'{release}: verify_checksum must be True or False, got {verify_checksum!r}')
+  return builders[release](data_dir=data_dir, file_format=file_format,
+                           verify_checksum=verify_checksum)

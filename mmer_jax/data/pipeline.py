@@ -8,7 +8,8 @@ masked result: models pool over `lengths`, losses and metrics weight by `example
 Utterance batch:
   <modality>     float32 [B, D] (utterance level) or [B, T, D] (sequence level), present modalities
   lengths        {modality: int32 [B]} for sequence-level modalities
-  modality_mask  bool [B, 3]  (audio, visual, text): what the dataset has; `missing.py` drops more
+  modality_mask  bool [B, 3]  (audio, visual, text): what each sample has (the dataset's modalities,
+                 less what a presence file marks absent); `missing.py` drops more
   label          int32 [B] (classification) | float32 [B] (regression)
   example_mask   bool [B]
   index          int32 [B]: each row's position in its split (-1 for padding rows), so per-example
@@ -84,9 +85,19 @@ def collate_utterances(examples: Sequence[Mapping[str, Any]], spec: schema.Datas
   batch['label'][:n] = [ex['label'] for ex in examples]
   batch['example_mask'] = np.arange(batch_size) < n
   batch['modality_mask'] = np.tile(spec.available, (batch_size, 1))
+  for i, ex in enumerate(examples):
+    batch['modality_mask'][i] = sample_available(ex, spec)
   batch['index'] = np.full(batch_size, -1, np.int32)
   batch['index'][:n] = np.arange(n) if indices is None else np.asarray(indices)
   return batch
+
+
+def sample_available(example: Mapping[str, Any], spec: schema.DatasetSpec) -> np.ndarray:
+  """bool [3]: the modalities one stored example has (the spec's, less those marked absent)."""
+  out = spec.available.copy()
+  for name in spec.incomplete:
+    out[schema.MODALITIES.index(name)] = bool(example[f'{name}_present'])
+  return out
 
 
 def read(source, indices: Sequence[int]) -> list:
@@ -124,11 +135,13 @@ def num_batches(num_examples: int, batch_size: int, drop_remainder: bool = False
 
 @dataclasses.dataclass
 class Dialogue:
-  """One conversation in turn order: per-turn features [n, D], labels, speakers."""
+  """One conversation in turn order: per-turn features [n, D], labels, speakers, and which
+  modalities each turn has (`available` bool [n, 3])."""
   dialogue_id: str
   features: dict[str, np.ndarray]
   label: np.ndarray
   speaker: np.ndarray
+  available: np.ndarray | None = None  # None: every turn has every modality of the spec
 
   def __len__(self) -> int:
     return len(self.label)
@@ -154,7 +167,8 @@ def load_dialogues(source, spec: schema.DatasetSpec) -> list[Dialogue]:
     dialogues.append(Dialogue(
         dialogue_id=did, features=feats,
         label=np.array([ex['label'] for ex in turns]),
-        speaker=np.array([ex['speaker'] for ex in turns], np.int32)))
+        speaker=np.array([ex['speaker'] for ex in turns], np.int32),
+        available=np.stack([sample_available(ex, spec) for ex in turns])))
   return dialogues
 
 
@@ -198,6 +212,9 @@ def collate_dialogues(dialogues: Sequence[Dialogue], spec: schema.DatasetSpec, *
   batch['example_mask'] = turn_mask
   batch['dialogue_mask'] = np.arange(b) < n_dia
   batch['modality_mask'] = np.tile(spec.available, (b, length, 1))
+  for k, d in enumerate(dialogues):
+    if d.available is not None:
+      batch['modality_mask'][k, : len(d)] = d.available
   index = np.full((b,), -1, np.int32)
   index[:n_dia] = np.arange(n_dia) if indices is None else np.asarray(indices, np.int32)
   batch['index'] = index

@@ -10,6 +10,8 @@ records, so the input pipeline and the methods never care where the data came fr
   speaker_name  str     the release's own speaker label
   label         int64 class index (classification) | float32 score (regression)
   <modality>    float32 [D] (utterance level) or [T, D] (sequence level), only for present modalities
+  <modality>_present  bool  only for the spec's `incomplete` modalities: False where this sample
+                lacks the modality in the data itself (its stored features are zeros, never read)
 
 Modality order is fixed everywhere: audio, visual, text (`MODALITIES`).
 """
@@ -62,6 +64,9 @@ class DatasetSpec:
   label_names: tuple[str, ...] | None = None  # classification
   label_range: tuple[float, float] | None = None  # regression
   conversational: bool = False  # dialogue context is meaningful (ERC datasets)
+  # Modalities some samples lack in the data itself (a face not found, a silent clip); their
+  # examples carry `<modality>_present` and batches' `modality_mask` follows it.
+  incomplete: tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.task not in TASKS:
@@ -73,6 +78,9 @@ class DatasetSpec:
       raise ValueError('a classification dataset needs label_names')
     if self.task == 'regression' and self.label_range is None:
       raise ValueError('a regression dataset needs label_range')
+    if set(self.incomplete) - set(self.modalities):
+      raise ValueError(f'incomplete modalities {sorted(set(self.incomplete) - set(self.modalities))} '
+                       f'are not among the dataset\'s modalities {sorted(self.modalities)}')
 
   @property
   def num_classes(self) -> int | None:
@@ -95,7 +103,7 @@ class DatasetSpec:
   def from_json(cls, text: str) -> 'DatasetSpec':
     d = json.loads(text)
     d['modalities'] = {k: ModalitySpec(**v) for k, v in d['modalities'].items()}
-    for key in ('label_names', 'label_range'):
+    for key in ('label_names', 'label_range', 'incomplete'):
       if d.get(key) is not None:
         d[key] = tuple(d[key])
     return cls(**d)
@@ -108,6 +116,8 @@ class DatasetSpec:
       shape = [m.dim] if m.level == 'utterance' else [None, m.dim]
       mods[name] = {'level': m.level, 'shape': shape, 'max_len': m.max_len}
     out = {'name': self.name, 'task': self.task, 'modalities': mods}
+    if self.incomplete:
+      out['incomplete'] = list(self.incomplete)
     if self.task == 'classification':
       out['labels'] = list(self.label_names)
     else:
@@ -121,7 +131,9 @@ class SplitData:
 
   `features[m]` is an array [N, D] (utterance level) or [N, T, D] (sequence level, with
   `lengths[m]` [N] giving the valid frames), or a list of N arrays [T_i, D].
-  `source` names the file the rows came from, for error messages.
+  `source` names the file the rows came from, for error messages. `present[m]` (bool [N], only
+  for the spec's incomplete modalities) is False where a row lacks modality m; such rows' features
+  may hold anything (NaN included): they are never checked and are stored as zeros.
   """
   utterance_id: Sequence[str]
   dialogue_id: Sequence[str]
@@ -131,6 +143,7 @@ class SplitData:
   features: dict[str, np.ndarray | list[np.ndarray]]
   source: str
   lengths: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  present: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   def __len__(self) -> int:
     return len(self.label)
@@ -180,9 +193,16 @@ def validate_chunk(spec: DatasetSpec, split: str, chunk: SplitData) -> None:
   missing = set(spec.modalities) - set(chunk.features)
   if missing:
     raise DataError(src, sorted(missing)[0], 'features for this modality (listed in the spec)')
+  for name in spec.incomplete:
+    present = chunk.present.get(name)
+    if present is None or np.asarray(present).dtype != bool or np.shape(present) != (n,):
+      got = 'none' if present is None else f'{np.asarray(present).dtype} {list(np.shape(present))}'
+      raise DataError(src, f'{name}_present', f'a bool [{n}] presence per utterance (the spec '
+                      f'lists {name} as incomplete), got {got}')
   for name, mspec in spec.modalities.items():
     value = chunk.features[name]
     lengths = chunk.lengths.get(name)
+    present = np.asarray(chunk.present[name]) if name in spec.incomplete else np.ones(n, bool)
     count = len(value)
     if count != n:
       raise DataError(src, name, f'{n} feature rows (one per utterance), got {count}')
@@ -192,18 +212,21 @@ def validate_chunk(spec: DatasetSpec, split: str, chunk: SplitData) -> None:
         want = f'[N, {mspec.dim}]' if mspec.level == 'utterance' else f'[N, T, {mspec.dim}]'
         raise DataError(src, name, f'shape {want}, got {list(value.shape)}')
       finite = np.isfinite(value).reshape(n, -1).all(axis=1) if n else np.ones(0, bool)
+      finite |= ~present
       if not finite.all():
         raise DataError(src, name, 'finite values (no NaN/Inf)', row=int(np.flatnonzero(~finite)[0]))
       if lengths is not None:
         lengths = np.asarray(lengths)
         if len(lengths) != n:
           raise DataError(src, f'{name}_lengths', f'{n} lengths (one per utterance), got {len(lengths)}')
-        bad = np.flatnonzero((lengths < 1) | (lengths > value.shape[1]))
+        bad = np.flatnonzero(((lengths < 1) | (lengths > value.shape[1])) & present)
         if bad.size:
           raise DataError(src, f'{name}_lengths', f'a length in [1, {value.shape[1]}], '
                           f'got {lengths[bad[0]].item()}', row=int(bad[0]))
     else:
       for i, x in enumerate(value):
+        if not present[i]:
+          continue
         x = np.asarray(x)
         want_ndim = 1 if mspec.level == 'utterance' else 2
         if x.ndim != want_ndim or x.shape[-1] != mspec.dim or (want_ndim == 2 and x.shape[0] < 1):
@@ -229,6 +252,8 @@ def tfds_features(spec: DatasetSpec):
   for name, m in spec.modalities.items():
     shape = (m.dim,) if m.level == 'utterance' else (None, m.dim)
     feats[name] = f.Tensor(shape=shape, dtype=np.float32, encoding=f.Encoding.BYTES)
+  for name in spec.incomplete:
+    feats[f'{name}_present'] = f.Scalar(dtype=np.bool_)
   return f.FeaturesDict(feats)
 
 
@@ -256,7 +281,13 @@ def iter_examples(spec: DatasetSpec, split: str, chunks: Iterable[SplitData]) ->
           'label': int(label) if spec.task == 'classification' else float(label),
       }
       for name in spec.modalities:
-        ex[name] = np.asarray(next(rows[name]), np.float32)
+        x = np.asarray(next(rows[name]), np.float32)
+        if name in spec.incomplete:
+          present = bool(chunk.present[name][i])
+          ex[f'{name}_present'] = present
+          if not present:  # whatever the row held is never read: store zeros (one frame)
+            x = np.zeros(x.shape if x.ndim == 1 else (1, x.shape[-1]), np.float32)
+        ex[name] = x
       yield uid, ex
     total += len(chunk)
   if total == 0:

@@ -10,6 +10,7 @@ import ml_collections
 from mmer_jax.data import pipeline
 from mmer_jax.data import registry
 from mmer_jax.data import schema
+from mmer_jax.data import standardize
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> registry.Dataset:
@@ -24,11 +25,14 @@ class Streams:
   """Epochs of fixed-shape batches of one dataset at one level (utterance or dialogue)."""
 
   def __init__(self, config: ml_collections.ConfigDict, dataset: registry.Dataset, *, level: str,
-               host_batch: Callable[[dict], dict] | None = None):
-    """`host_batch`: the method's host-side hook, applied to every batch (train and eval)."""
+               host_batch: Callable[[dict], dict] | None = None,
+               feature_stats: standardize.FeatureStats | None = None):
+    """`host_batch`: the method's host-side hook, applied to every batch (train and eval), after
+    the standardisation with `feature_stats` (none: features as stored)."""
     if level not in ('utterance', 'dialogue'):
       raise ValueError(f'level: expected utterance | dialogue, got {level!r}')
     self.config, self.dataset, self.level, self.host_batch = config, dataset, level, host_batch
+    self.feature_stats = feature_stats
     self.spec: schema.DatasetSpec = dataset.spec
     self._dialogues = {}
     if level == 'dialogue':
@@ -62,6 +66,8 @@ class Streams:
                                       max_lens=self.config.data.max_lens.to_dict(), order=order)
       start = 0
     it = itertools.islice(it, start, None)
+    if self.feature_stats is not None:
+      it = map(lambda b: standardize.apply(b, self.feature_stats), it)
     if self.host_batch is not None:
       it = map(self.host_batch, it)
     return pipeline.prefetch(it, self.config.data.prefetch) if self.config.data.prefetch else it
