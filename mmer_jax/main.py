@@ -19,6 +19,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from mmer_jax import diagnostics
 from mmer_jax import gradcheck
 from mmer_jax import train
 from mmer_jax.data import schema
@@ -63,7 +64,7 @@ def main(argv):
       print(gradcheck.format_report(report))
       if not report['ok']:
         sys.exit(1)
-  except schema.DataError as e:
+  except (schema.DataError, diagnostics.TrainingDiverged) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
 
