@@ -144,13 +144,26 @@ SMOKE_SIZES = {
 }
 
 
+# The builder options of each official release, with their defaults, so that the command line can
+# set them (ml_collections only overrides fields that exist): `--config.data.options.fold=3`.
+RELEASE_OPTIONS = {
+    'iemocap_4': {'fold': 1, 'audio_norm': 'train'},
+    'msp_improv_4': {'fold': 1, 'audio_norm': 'train'},
+    'iemocap_6': {'valid_seed': 0},
+    'meld_7': {'valid_seed': 0},
+    'mosi': {'verify_checksum': True},
+    'mosei': {'verify_checksum': True},
+}
+
+
 def apply_variant(config: ml_collections.ConfigDict, arg: str | None, *,
                   conversational: bool = False) -> ml_collections.ConfigDict:
   """Applies the comma-separated variants after ':' in `--config=file.py:variants`.
 
   synthetic  the synthetic stand-in of the same release (no files needed)
   smoke      a tiny synthetic set, two epochs, small batches: seconds, for tests
-  (none)     the official release, from `config.data.manual_dir`
+  (none)     the official release, from `config.data.manual_dir`, with its builder options
+             (`RELEASE_OPTIONS`) as fields
   """
   variants = [v for v in (arg or '').split(',') if v]
   unknown = set(variants) - {'synthetic', 'smoke'}
@@ -158,6 +171,10 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None, *,
     raise ValueError(f'unknown config variant(s) {sorted(unknown)}; expected synthetic and/or smoke')
   if 'synthetic' in variants or 'smoke' in variants:
     config.data.name = 'synthetic/' + config.data.name
+  else:
+    for key, value in RELEASE_OPTIONS.get(config.data.name, {}).items():
+      if key not in config.data.options:
+        config.data.options[key] = value
   if 'smoke' in variants:
     config.data.options.sizes = SMOKE_SIZES['conversation' if conversational else 'utterance']
     config.data.batch_size = 4 if conversational else 8

@@ -8,8 +8,8 @@ validation pass:
   check_loss          a non-finite training loss raises `TrainingDiverged` before anything is
                       saved, so the last good checkpoint stays the latest; a loss above
                       `train.loss_bound` gives a warning (once per run)
-  prediction_collapse the validation predictions are one class for every sample (classification)
-                      or one constant score (regression): a warning
+  prediction_collapse the validation predictions are (nearly) one class for every sample
+                      (classification) or one constant score (regression): a warning
 
 Warnings go to the log and to `results.json` (`warnings`), each with a hint at the usual causes.
 """
@@ -39,25 +39,39 @@ def check_loss(loss: float, step: int, *, bound: float | None, workdir: str) -> 
   return None
 
 
-def prediction_collapse(task: str, outputs: np.ndarray, mask: np.ndarray, *,
-                        split: str = 'valid') -> str | None:
-  """A warning when every scored prediction is the same class (or the same score), else None.
+COLLAPSE_SHARE = 0.9  # one class predicted for at least this share of the samples ...
+COLLAPSE_EXCESS = 0.4  # ... and for this much more than its share of the labels
+CONSTANT_RATIO = 0.01  # regression: prediction std below this fraction of the labels' std
 
-  `outputs` are a split's eval outputs flattened to rows (logits [N, C] or scores [N]) and `mask`
-  the rows that count. Fewer than two scored rows cannot collapse.
+
+def prediction_collapse(task: str, outputs: np.ndarray, labels: np.ndarray, mask: np.ndarray, *,
+                        split: str = 'valid') -> str | None:
+  """A warning when the predictions have (nearly) collapsed, else None.
+
+  Classification: one class is predicted for at least 90% of the scored samples and for 40
+  points more than its share of the labels (so a majority-heavy dataset predicted faithfully is
+  not flagged). Regression: the predictions' std is below 1% of the labels' (a constant score).
+  `outputs` are a split's eval outputs flattened to rows (logits [N, C] or scores [N]), `labels`
+  [N] and `mask` the rows that count. Fewer than two scored rows cannot collapse.
   """
-  outputs, mask = np.asarray(outputs), np.asarray(mask, bool)
-  if mask.sum() < 2:
+  outputs, labels, mask = np.asarray(outputs), np.asarray(labels), np.asarray(mask, bool)
+  n = int(mask.sum())
+  if n < 2:
     return None
   if task == 'classification':
     classes = np.argmax(outputs[mask], axis=-1)
-    if np.all(classes == classes[0]):
-      return (f'predictions on the {split} split collapsed to one class: class {int(classes[0])} '
-              f'for all {int(mask.sum())} samples; {HINT}')
+    counts = np.bincount(classes)
+    top = int(np.argmax(counts))
+    share = counts[top] / n
+    label_share = float(np.mean(labels[mask] == top))
+    if share >= COLLAPSE_SHARE and share >= label_share + COLLAPSE_EXCESS:
+      return (f'predictions on the {split} split collapsed to one class: class {top} for '
+              f'{counts[top]} of {n} samples ({label_share:.0%} of the labels); {HINT}')
     return None
-  scores = outputs[mask].reshape(int(mask.sum()), -1)[:, 0].astype(np.float64)
-  spread = float(scores.max() - scores.min())
-  if spread <= 1e-6 * max(1.0, float(np.abs(scores).max())):
-    return (f'predictions on the {split} split collapsed to a constant score ({scores[0]:.4g} for '
-            f'all {int(mask.sum())} samples); {HINT}')
+  scores = outputs[mask].reshape(n, -1)[:, 0].astype(np.float64)
+  label_std = float(np.std(labels[mask]))
+  if float(np.std(scores)) <= CONSTANT_RATIO * max(label_std, 1e-12):
+    return (f'predictions on the {split} split collapsed to a constant score (std '
+            f'{np.std(scores):.3g} against the labels\' {label_std:.3g}, mean {scores.mean():.4g}); '
+            f'{HINT}')
   return None

@@ -135,11 +135,11 @@ class Run:
   def evaluate_split(self, params_on_device, split: str, conditions=('full',),
                      with_outputs: bool = False):
     """Metrics of `split`, pooled over the missing `conditions` (default: complete data);
-    with `with_outputs`, also the pooled (outputs, mask) they were computed from."""
+    with `with_outputs`, also the pooled (outputs, labels, mask) they were computed from."""
     outputs, labels, mask = evaluate.pooled_outputs(self.spec, self.predict, params_on_device,
                                                     self.eval_batches(split), conditions)
     result = metrics_lib.compute(self.spec.task, outputs, labels, mask)
-    return (result, (outputs, mask)) if with_outputs else result
+    return (result, (outputs, labels, mask)) if with_outputs else result
 
   @property
   def valid_conditions(self) -> tuple[str, ...]:
@@ -277,13 +277,13 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None
       epoch_done = -(-step // run.steps_per_epoch)
       if epoch_done % tc.eval_every_epochs == 0 or step == run.num_steps:
         host_state = run.from_devices(state)
-        valid, (outputs, mask) = run.evaluate_split(
+        valid, (outputs, labels, mask) = run.evaluate_split(
             run.device_params(host_state.eval_params), 'valid', run.valid_conditions,
             with_outputs=True)
         valid = {f'valid/{k}': v for k, v in valid.items()}
         writer.write_scalars(step, valid)
         logging.info('epoch %d valid %s', epoch_done, {k: round(v, 4) for k, v in valid.items()})
-        collapse = diagnostics.prediction_collapse(run.spec.task, outputs, mask)
+        collapse = diagnostics.prediction_collapse(run.spec.task, outputs, labels, mask)
         if collapse:
           warn('collapse', f'epoch {epoch_done}: {collapse}')
         if _is_better(valid[select], meta['best_metric'], mode):
