@@ -14,11 +14,13 @@ from mmer_jax.data import standardize
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> registry.Dataset:
-  """Builds (if needed) and opens the dataset a config names; a features_dir always wins."""
+  """Builds (if needed) and opens the dataset a config names; a features_dir always wins (and
+  then the release's builder options, `data.options`, do not apply)."""
   data = config.data
-  name = 'features_dir' if data.features_dir else data.name
-  return registry.load(name, data_dir=data.data_dir, manual_dir=data.manual_dir,
-                       features_dir=data.features_dir, **data.options.to_dict())
+  if data.features_dir:
+    return registry.load('features_dir', data_dir=data.data_dir, features_dir=data.features_dir)
+  return registry.load(data.name, data_dir=data.data_dir, manual_dir=data.manual_dir,
+                       **data.options.to_dict())
 
 
 class Streams:
