@@ -59,7 +59,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Training loop.
   config.train = ml_collections.ConfigDict()
   config.train.num_epochs = 20
-  config.train.missing = 'none'  # modality dropout while training: 'none' | 'patterns' | 'patterns_and_full' | 'rate'
+  # Modality dropout while training: 'none' | 'patterns' | 'patterns_and_full' | 'rate' |
+  # 'drop_one' | 'drop_two' (exactly one / two of the available modalities missing per sample).
+  config.train.missing = 'none'
   config.train.missing_rate = 0.3
   # train.missing='rate' with one rate per modality instead, e.g. 'a:0.1,v:0.5,t:0.0' (missing.py).
   config.train.missing_rates = config_dict.placeholder(str)

@@ -139,6 +139,19 @@ def random_pattern_mask(rng, batch_size: int, available=None, include_full: bool
   return table[index]
 
 
+def drop_count_mask(rng, batch_size: int, num_dropped: int, available=None) -> jax.Array:
+  """Training masks with exactly `num_dropped` of the available modalities missing per sample
+  (`train.missing=drop_one` / `drop_two`), the kept set drawn uniformly among those patterns.
+
+  A dataset with too few modalities to drop that many and keep one keeps a single modality.
+  """
+  avail = _available(available)
+  patterns = _nonempty_patterns(avail)
+  kept = max(1, int(avail.sum()) - num_dropped)
+  table = jnp.asarray(patterns[patterns.sum(axis=1) == kept])
+  return table[jax.random.randint(rng, (batch_size,), 0, table.shape[0])]
+
+
 def _nonempty_patterns(avail: np.ndarray) -> np.ndarray:
   """All non-empty subsets of the available modalities, as bool [K, 3]."""
   n = len(MODALITIES)

@@ -82,6 +82,9 @@ def combine(trainable: list, frozen: list, structure) -> Any:
   return jax.tree_util.tree_unflatten(treedef, [next(t) if flag else next(f) for flag in flags])
 
 
+DROP_COUNTS = {'drop_one': 1, 'drop_two': 2}
+
+
 def training_modality_mask(rng, batch_mask: jax.Array, *, missing_mode: str, rate,
                            available, num_shards: int = 1, shard_index=0,
                            global_mask: jax.Array | None = None) -> jax.Array:
@@ -103,8 +106,11 @@ def training_modality_mask(rng, batch_mask: jax.Array, *, missing_mode: str, rat
   elif missing_mode in ('patterns', 'patterns_and_full'):
     drawn = missing.random_pattern_mask(rng, n, available=available,
                                         include_full=missing_mode == 'patterns_and_full')
+  elif missing_mode in DROP_COUNTS:
+    drawn = missing.drop_count_mask(rng, n, DROP_COUNTS[missing_mode], available=available)
   else:
-    raise ValueError(f'train.missing: expected none | patterns | patterns_and_full | rate, got {missing_mode!r}')
+    raise ValueError(f'train.missing: expected none | patterns | patterns_and_full | rate | '
+                     f'drop_one | drop_two, got {missing_mode!r}')
   drawn = jax.lax.dynamic_slice_in_dim(drawn, shard_index * local, local, axis=0)
   return batch_mask & drawn.reshape(batch_mask.shape)
 

@@ -4,7 +4,9 @@ over methods.
 The config is first resolved (`stages.resolve`: variants into fields, stages into complete
 configs) and written to `<workdir>/config.json`. Each stage then trains with compiled steps,
 evaluates the validation split at each epoch end, keeps the best checkpoint by
-`config.train.select_metric` (validation only), checkpoints the latest state every
+`config.train.select_metric` (validation only; unset, the task's default: `selection`), stops
+early after `config.train.patience` epochs without improvement, stops at once on a non-finite loss
+and flags collapsed predictions (`diagnostics.py`), checkpoints the latest state every
 `checkpoint_every_steps` and at each epoch end, resumes from its workdir after any interruption
 with the same results as an uninterrupted run, and finally evaluates the selected checkpoint once
 over the missing-modality grid of the test split. A finished stage is skipped.
@@ -293,7 +295,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None
       meta = {**meta, 'epoch_done': epoch_done, 'warnings': warnings}
       checkpoint.save(latest_mgr, step, run.from_devices(state).checkpoint_items(), meta)
       if _patience_spent(meta, tc.get('patience')):
-        logging.info('early stopping after epoch %d: no better valid %s since epoch %d',
+        logging.info('early stopping after epoch %d: no better %s since epoch %d',
                      epoch_done, select, meta['best_epoch'])
   finally:
     writer.close()
@@ -324,7 +326,7 @@ def evaluate_stage(run: Run, workdir: str, *, best_mgr=None, warnings=None) -> d
   target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
   restored, meta = checkpoint.restore(best_mgr, {'params': target})
   params = restored['params']
-  logging.info('evaluating the checkpoint of step %s (valid %s = %s)', meta.get('best_step'),
+  logging.info('evaluating the checkpoint of step %s (%s = %s)', meta.get('best_step'),
                selection(config, run.spec)[0], meta.get('best_metric'))
   rows = evaluate.run_grid(run.spec, run.predict, run.device_params(params),
                            run.eval_batches(config.eval.split), conditions=config.eval.conditions,

@@ -423,3 +423,56 @@ def test_per_modality_rates_as_grid_condition_and_for_training(tmp_path):
   again.train.num_epochs = 2
   results_b = train.evaluate_best(again, str(tmp_path / 'run'))
   assert {r['condition']: r for r in results_b['rows']} == rows
+
+
+def test_mmin_config_runs_on_a_regression_directory(tmp_path):
+  """MMIN's IEMOCAP config on a MOSI-like directory: selection follows the task (valid/mae) and
+  its figures are drawn for regression labels; the run finishes and writes its table."""
+  from configs import mmin_iemocap  # pylint: disable=g-import-not-at-top
+  make_directory(tmp_path / 'd', task='regression', present=False)
+  config = mmin_iemocap.get_config()
+  config.data.features_dir = str(tmp_path / 'd')
+  config.data.data_dir = str(tmp_path / 'tfds')
+  config.data.batch_size, config.data.eval_batch_size, config.data.prefetch = 16, 32, 0
+  config.train.num_epochs, config.optimizer.constant_epochs = 2, 1
+  config.stages.stage1.train.num_epochs = 2
+  config.stages.stage1.optimizer.constant_epochs = 1
+  config.eval.rates = (0.5,)
+  results = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert results['selected_on'] == 'valid/mae' and results['task'] == 'regression'
+  assert [r['condition'] for r in results['rows']] == ['full', 'a', 'v', 'av', 'rate=0.5']
+  assert (tmp_path / 'run' / 'mmin' / 'imagination_mse.json').exists()
+  assert list((tmp_path / 'run' / 'mmin').glob('imagination_pca_*.png'))
+
+
+def test_standardize_dialogue_batches_keeps_padding_turns_zero():
+  spec = schema.DatasetSpec(name='dlg', task='classification', label_names=('a', 'b'),
+                            modalities={'audio': schema.ModalitySpec('utterance', 3)})
+  rng = np.random.default_rng(0)
+  dialogues = [pipeline.Dialogue(dialogue_id=f'd{k}', features={'audio': 50 + 10 * rng.normal(
+      size=(n, 3))}, label=np.zeros(n, int), speaker=np.zeros(n, np.int32)) for k, n in
+               enumerate((3, 5))]
+  batch = pipeline.collate_dialogues(dialogues, spec, dialogues_per_batch=3, buckets=(8,))
+  stats = standardize.FeatureStats(modalities={'audio': standardize.ModalityStats(
+      mean=np.full(3, 50.0), std=np.full(3, 10.0), count=8, constant=0)}, dataset='dlg')
+  out = standardize.apply(batch, stats)
+  turn_mask = batch['turn_mask']
+  np.testing.assert_allclose(out['audio'][turn_mask], (batch['audio'][turn_mask] - 50) / 10,
+                             rtol=1e-6)
+  assert (out['audio'][~turn_mask] == 0).all()  # padding turns and the padding dialogue
+
+
+@pytest.mark.parametrize('mode, kept', [('drop_one', 2), ('drop_two', 1)])
+def test_drop_one_and_drop_two_training_masks(mode, kept):
+  from mmer_jax import steps  # pylint: disable=g-import-not-at-top
+  batch_mask = np.ones((3000, 3), bool)
+  mask = np.asarray(steps.training_modality_mask(jax.random.PRNGKey(0), batch_mask,
+                                                 missing_mode=mode, rate=0.0,
+                                                 available=np.ones(3, bool)))
+  assert (mask.sum(-1) == kept).all()
+  np.testing.assert_allclose(mask.mean(0), kept / 3, atol=0.03)  # every modality alike
+  two_mask = batch_mask & np.array([True, True, False])
+  two = np.asarray(steps.training_modality_mask(jax.random.PRNGKey(0), two_mask,
+                                                missing_mode=mode, rate=0.0,
+                                                available=np.array([True, True, False])))
+  assert (two.sum(-1) == 1).all()  # two modalities: one dropped, whatever was asked
