@@ -240,6 +240,16 @@ def test_a_resumed_run_reads_its_stored_statistics(tmp_path):
     train.Run(config, workdir=str(workdir))
 
 
+def test_a_run_trained_unscaled_is_not_evaluated_with_fresh_statistics(tmp_path):
+  make_directory(tmp_path / 'd')
+  config = toy_config(tmp_path / 'd', tmp_path / 'tfds', num_epochs=1)
+  config.data.standardize = False
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  config.data.standardize = True
+  with pytest.raises(schema.DataError, match='trained without standardisation.*standardize=false'):
+    train.evaluate_best(config, str(tmp_path / 'run'))
+
+
 def test_standardize_off_and_dataset_defaults(tmp_path):
   make_directory(tmp_path / 'd')
   config = toy_config(tmp_path / 'd', tmp_path / 'tfds')

@@ -166,6 +166,15 @@ def for_run(config, dataset, workdir: str | None) -> FeatureStats | None:
       stats = FeatureStats.from_json(f.read(), source=path)
     stats.check(dataset.spec, path)
     return stats
+  checkpoints = os.path.join(workdir, 'checkpoints') if workdir else None
+  if checkpoints and os.path.isdir(checkpoints) and any(
+      os.listdir(os.path.join(checkpoints, d)) for d in os.listdir(checkpoints)
+      if os.path.isdir(os.path.join(checkpoints, d))):
+    # Statistics are stored before the first step, so this run was trained on unscaled features.
+    raise schema.DataError(path, 'feature_stats', 'the feature statistics this run was trained '
+                           'with; the run has checkpoints but no statistics, so it was trained '
+                           'without standardisation: pass --config.data.standardize=false to '
+                           'resume or evaluate it')
   stats = fit(dataset.sources['train'], dataset.spec)
   if path:
     os.makedirs(workdir, exist_ok=True)
