@@ -171,12 +171,16 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None, *,
   unknown = set(variants) - {'synthetic', 'smoke'}
   if unknown:
     raise ValueError(f'unknown config variant(s) {sorted(unknown)}; expected synthetic and/or smoke')
-  if 'synthetic' in variants or 'smoke' in variants:
+  synthetic = 'synthetic' in variants or 'smoke' in variants
+  own = {} if synthetic else RELEASE_OPTIONS.get(config.data.name, {})
+  for key in {k for options in RELEASE_OPTIONS.values() for k in options} - set(own):
+    if key in config.data.options:  # set for another release (a config built on another one's)
+      del config.data.options[key]
+  for key, value in own.items():
+    if key not in config.data.options:
+      config.data.options[key] = value
+  if synthetic:
     config.data.name = 'synthetic/' + config.data.name
-  else:
-    for key, value in RELEASE_OPTIONS.get(config.data.name, {}).items():
-      if key not in config.data.options:
-        config.data.options[key] = value
   if 'smoke' in variants:
     config.data.options.sizes = SMOKE_SIZES['conversation' if conversational else 'utterance']
     config.data.batch_size = 4 if conversational else 8
