@@ -22,13 +22,6 @@ from absl import app
 from absl import flags
 import numpy as np
 
-_FEATURES_DIR = flags.DEFINE_string('features_dir', None, 'The feature directory.', required=True)
-_WORKDIR = flags.DEFINE_string('workdir', 'runs/features_table', 'Where the runs and the table go.')
-_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (one run per row and seed).')
-_UNEVEN = flags.DEFINE_string('uneven', 'a:0.1,v:0.5', 'Per-modality rates: a grid condition, and '
-                              'the training rates of the late_fusion_uneven row.')
-_OVERRIDES = flags.DEFINE_multi_string('override', [], 'Extra --config.x=v arguments for every run.')
-
 FUSION = 'configs/fusion_features.py'
 ROWS = {  # name -> (config, overrides)
     'late_fusion': (FUSION, ['--config.method.name=late_fusion']),
@@ -41,22 +34,38 @@ ROWS = {  # name -> (config, overrides)
                                     '--config.train.missing_rates={uneven}']),
     'mmin': ('configs/mmin_iemocap.py', []),
 }
-_ROW_NAMES = flags.DEFINE_list('rows', list(ROWS), 'Rows to train, in table order.')
 RATES = (0.0, 0.3, 0.5, 0.7)
 
 
-def train(root: str, row: str, seed: str) -> dict:
+def define_flags():
+  """The command line (defined when run as a script, so tests can import the pure parts)."""
+  return {
+      'features_dir': flags.DEFINE_string('features_dir', None, 'The feature directory.',
+                                          required=True),
+      'workdir': flags.DEFINE_string('workdir', 'runs/features_table', 'Where the runs and the '
+                                     'table go.'),
+      'seeds': flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (one run per row and seed).'),
+      'uneven': flags.DEFINE_string('uneven', 'a:0.1,v:0.5', 'Per-modality rates: a grid '
+                                    'condition, and the training rates of late_fusion_uneven.'),
+      'override': flags.DEFINE_multi_string('override', [], 'Extra --config.x=v arguments for '
+                                            'every run.'),
+      'rows': flags.DEFINE_list('rows', list(ROWS), 'Rows to train, in table order.'),
+  }
+
+
+def train(root: str, row: str, seed: str, *, features_dir: str, uneven: str,
+          overrides=()) -> dict:
   """Runs (or resumes, or skips when finished) one row and seed; returns its results.json."""
   workdir = os.path.join(root, row, f'seed_{seed}')
   results = os.path.join(workdir, 'results.json')
   if not os.path.exists(results):
-    config, overrides = ROWS[row]
-    conditions = ('full', 'a', 'v', 't', 'av', 'at', 'vt', f'rate={_UNEVEN.value}')
+    config, row_overrides = ROWS[row]
+    conditions = ('full', 'a', 'v', 't', 'av', 'at', 'vt', f'rate={uneven}')
     command = [sys.executable, '-m', 'mmer_jax.main', f'--config={config}',
-               f'--config.data.features_dir={_FEATURES_DIR.value}', f'--config.seed={seed}',
+               f'--config.data.features_dir={features_dir}', f'--config.seed={seed}',
                f'--config.eval.conditions={conditions!r}', f'--config.eval.rates={RATES!r}',
                f'--workdir={workdir}',
-               *[o.format(uneven=_UNEVEN.value) for o in overrides], *_OVERRIDES.value]
+               *[o.format(uneven=uneven) for o in row_overrides], *overrides]
     print(' '.join(command), flush=True)
     subprocess.run(command, check=True)
   with open(results, encoding='utf-8') as f:
@@ -89,20 +98,23 @@ def markdown(table: dict, seeds) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def main(argv):
+def main(argv, flag_values):
   del argv
-  root = _WORKDIR.value
-  per_seed = {row: [train(root, row, seed) for seed in _SEEDS.value] for row in _ROW_NAMES.value}
+  v = {name: flag.value for name, flag in flag_values.items()}
+  root = v['workdir']
+  per_seed = {row: [train(root, row, seed, features_dir=v['features_dir'], uneven=v['uneven'],
+                          overrides=v['override']) for seed in v['seeds']] for row in v['rows']}
   table = aggregate(per_seed)
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, 'table.json'), 'w', encoding='utf-8') as f:
-    json.dump({'features_dir': _FEATURES_DIR.value, 'seeds': _SEEDS.value, 'table': table}, f,
+    json.dump({'features_dir': v['features_dir'], 'seeds': v['seeds'], 'table': table}, f,
               indent=1)
-  text = markdown(table, _SEEDS.value)
+  text = markdown(table, v['seeds'])
   with open(os.path.join(root, 'table.md'), 'w', encoding='utf-8') as f:
     f.write(text)
   print(text)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  _FLAGS = define_flags()
+  app.run(lambda argv: main(argv, _FLAGS))
