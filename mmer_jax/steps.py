@@ -37,12 +37,19 @@ class TrainState(flax.struct.PyTreeNode):
   ema_params: Any = None
   tx: optax.GradientTransformationExtraArgs = flax.struct.field(pytree_node=False, default=None)
   ema_decay: float | None = flax.struct.field(pytree_node=False, default=None)
+  # Which leaves (flattened order) evaluation takes from the EMA; None: all of them.
+  ema_leaves: tuple[bool, ...] | None = flax.struct.field(pytree_node=False, default=None)
 
   @classmethod
-  def create(cls, *, params, tx, rng, ema_decay: float | None = None):
+  def create(cls, *, params, tx, rng, ema_decay: float | None = None, ema_mask=None):
+    """`ema_mask`: optional pytree of bools like `params`, the leaves evaluation takes from the
+    EMA (e.g. only IMDer's score networks, which sample); the others evaluate as trained."""
     ema = jax.tree_util.tree_map(jnp.array, params) if ema_decay is not None else None
+    leaves = None
+    if ema_mask is not None:
+      leaves = tuple(bool(f) for f in jax.tree_util.tree_structure(params).flatten_up_to(ema_mask))
     return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng,
-               ema_params=ema, tx=tx, ema_decay=ema_decay)
+               ema_params=ema, tx=tx, ema_decay=ema_decay, ema_leaves=leaves)
 
   def apply_gradients(self, grads, **extra_args):
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params, **extra_args)
@@ -54,8 +61,15 @@ class TrainState(flax.struct.PyTreeNode):
 
   @property
   def eval_params(self):
-    """The parameters evaluation uses: the EMA when kept, else the current ones."""
-    return self.params if self.ema_params is None else self.ema_params
+    """The parameters evaluation uses: the EMA when kept (of the `ema_leaves`), else the current."""
+    if self.ema_params is None:
+      return self.params
+    if self.ema_leaves is None:
+      return self.ema_params
+    current, treedef = jax.tree_util.tree_flatten(self.params)
+    averaged = jax.tree_util.tree_leaves(self.ema_params)
+    return jax.tree_util.tree_unflatten(treedef, [e if f else p for p, e, f in zip(
+        current, averaged, self.ema_leaves)])
 
   def checkpoint_items(self) -> dict:
     items = {'step': self.step, 'params': self.params, 'opt_state': self.opt_state, 'rng': self.rng}

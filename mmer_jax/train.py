@@ -96,7 +96,8 @@ class Run:
       params = self.init_params()
     _, state_rng = jax.random.split(jax.random.PRNGKey(self.config.seed))
     return steps.TrainState.create(params=params, tx=self._optimizer(params), rng=state_rng,
-                                   ema_decay=self.config.train.ema_decay)
+                                   ema_decay=self.config.train.ema_decay,
+                                   ema_mask=self.method.ema_mask(params))
 
   def abstract_state(self, params_shapes) -> steps.TrainState:
     """A state shaped like saved parameters (zeros), to restore a checkpoint into: a resumed run

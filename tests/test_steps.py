@@ -24,6 +24,16 @@ def _params():
   return {'a': {'w': jnp.arange(6.0).reshape(2, 3)}, 'b': jnp.ones(3), 'frozen': jnp.full((2,), 5.0)}
 
 
+def test_ema_mask_takes_only_the_masked_leaves_from_the_average():
+  params = {'score': jnp.ones(3), 'head': jnp.ones(2)}
+  state = steps.TrainState.create(params=params, tx=optax.sgd(0.1), rng=jax.random.PRNGKey(0),
+                                  ema_decay=0.5, ema_mask={'score': True, 'head': False})
+  new = state.apply_gradients({'score': jnp.ones(3), 'head': jnp.ones(2)})
+  np.testing.assert_allclose(new.eval_params['score'], 0.95)  # 0.5 * 1 + 0.5 * 0.9
+  np.testing.assert_allclose(new.eval_params['head'], 0.9)  # as trained
+  np.testing.assert_allclose(new.ema_params['head'], 0.95)  # kept, not used
+
+
 def test_ema_follows_the_parameters_and_is_checkpointed():
   params = _params()
   state = steps.TrainState.create(params=params, tx=optax.sgd(0.1), rng=jax.random.PRNGKey(0), ema_decay=0.75)

@@ -107,6 +107,12 @@ class Method(abc.ABC):
     devices, e.g. a graph method's `data.graphs.add_dialogue_graph`; the default adds nothing."""
     return batch
 
+  def ema_mask(self, params: Params) -> Any | None:
+    """Pytree of bools: the parameters evaluation takes from the EMA when `train.ema_decay` is
+    set (IMDer: the score networks only); None, the default, means all of them."""
+    del params
+    return None
+
   def trainable_mask(self, params: Params) -> Any:
     """Pytree of bools: which parameters the optimiser updates (frozen teachers and fitted
     tables say False; the step does not differentiate those)."""
