@@ -147,6 +147,7 @@ def train_step(state: TrainState, batch: dict, *, method: base.Method, missing_m
   mask_rng, loss_rng = jax.random.split(rng)
   shard = jax.lax.axis_index(axis_name) if axis_name else 0
   batch = dict(batch)
+  batch['observed_mask'] = batch['modality_mask']  # what the data has, before the random drop
   global_mask = None
   if axis_name and missing_mode == 'rate':
     global_mask = jax.lax.all_gather(batch['modality_mask'], axis_name, axis=0, tiled=True)

@@ -1,0 +1,397 @@
+"""IMDer's projections and MulT-style cross-modal transformer fusion head, and the MulT transformer.
+
+IMDer (Wang, Li, Cui, NeurIPS 2023) recovers missing modalities in a common 32-channel space and
+classifies with a MulT-style fusion head. This file holds the parts that are not diffusion:
+
+* `TransformerEncoder` (with `MultiheadAttention` and `TransformerEncoderLayer`): the MulT encoder
+  the authors use both in the fusion head and, as cross-attention to the condition, at every scale
+  of the score network (`score_net.py`). Pre-LayerNorm layers, sinusoidal positions, a final
+  LayerNorm, an optional causal ("future") mask, and four dropouts (embedding, attention weights,
+  ReLU, residual).
+* `IMDerProjections`: Conv1d (kernel 3, no padding, no bias) from each modality's feature width
+  to d = 32 channels, so 50 frames become 48.
+* `PairCondition`: the 1x1 Conv1d that merges two available modalities into one condition.
+* `IMDerFusionHead`: six cross-modal transformers (each modality attends to each other one), three
+  self-attention "memory" transformers over the concatenated pairs, the last time step of each,
+  and a residual block `proj1 -> ReLU -> dropout -> proj2 (+ input)` before `out_layer`.
+
+Layout: every module here takes and returns channels-last, batch-first tensors [B, L, C] (the
+authors' transformers use [L, B, C] and their convolutions [B, C, L]). Submodules and parameters
+keep the authors' names (`trans_l_with_a`, `proj1`, `in_proj_*`, `layer_norms_0`, ...) so that a
+PyTorch state dict maps one to one; the mapping is spelled out in the IMDer notes of the parity
+work (Conv1d weight [out, in, k] -> kernel [k, in, out], Linear [out, in] -> [in, out], the packed
+attention `in_proj_weight` [3E, E] -> `in_proj_kernel` [E, 3E]).
+
+Initialisation follows PyTorch's defaults where the authors rely on them (`torch_kernel_init`,
+`torch_bias_init`: uniform(+-1/sqrt(fan_in))), and MulT's explicit Xavier-uniform / zero-bias
+initialisation inside the transformer. This matters beyond parity: the authors compute the
+projections under `torch.no_grad()`, so those are never trained and keep whatever they were
+initialised (or loaded) with.
+
+Two behaviours of the MulT encoder are reproduced on purpose:
+* Positions: a frame whose first feature is exactly 0 is treated as padding and gets a zero
+  positional embedding; the other frames get positions 1..L (fairseq's `make_positions` with
+  padding index 0). Zero-filled (missing) inputs therefore get no positional signal.
+* The mask (`attn_mask=True`, the authors' setting everywhere) hides key j from query i when
+  j >= i + 1 + |L_k - L_q|: causal for equal lengths, and shifted when lengths differ.
+
+Utterance-level inputs: the transformers and the head accept L = 1 (a vector per utterance is a
+length-1 sequence [B, 1, D]); `IMDerProjections` turns a rank-2 [B, D] input into [B, 1, D], which
+needs kernel size 1 for that modality (kernel 3 without padding needs at least 3 frames).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+# PyTorch's default weight init for Linear / Conv1d / ConvTranspose1d: kaiming_uniform(a=sqrt(5)),
+# i.e. uniform(+-1/sqrt(fan_in)); Flax's fan_in for a [k, in, out] kernel (or a transposed
+# [k, out, in] one) is the same product PyTorch computes.
+torch_kernel_init = nn.initializers.variance_scaling(1. / 3., 'fan_in', 'uniform')
+
+
+def torch_bias_init(fan_in: int):
+  """PyTorch's default bias init: uniform(+-1/sqrt(fan_in)), fan_in of the layer's weight."""
+  bound = 1. / math.sqrt(fan_in) if fan_in > 0 else 0.
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def torch_conv1d(features: int, kernel_size: int, in_features: int, *, stride: int = 1,
+                 padding: int = 0, use_bias: bool = True, name: str | None = None) -> nn.Conv:
+  """A PyTorch-style Conv1d (zero padding `padding` each side) over channels-last [B, L, C]."""
+  return nn.Conv(features, (kernel_size,), strides=(stride,), padding=((padding, padding),),
+                 use_bias=use_bias, kernel_init=torch_kernel_init,
+                 bias_init=torch_bias_init(in_features * kernel_size), name=name)
+
+
+def torch_linear(features: int, in_features: int, *, name: str | None = None) -> nn.Dense:
+  """A Dense with PyTorch's default nn.Linear initialisation."""
+  return nn.Dense(features, kernel_init=torch_kernel_init, bias_init=torch_bias_init(in_features),
+                  name=name)
+
+
+def _layer_norm(name: str) -> nn.LayerNorm:
+  # PyTorch's eps, and the two-pass variance PyTorch computes.
+  return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
+
+
+def _xavier_dense(features: int, name: str) -> nn.Dense:
+  # MulT's `Linear`: Xavier-uniform weight, zero bias.
+  return nn.Dense(features, kernel_init=nn.initializers.xavier_uniform(),
+                  bias_init=nn.initializers.zeros, name=name)
+
+
+def sinusoidal_positions(first_feature: Array, embed_dim: int) -> Array:
+  """fairseq/MulT sinusoidal positional embedding [B, L, embed_dim] for padding index 0.
+
+  `first_feature` is [B, L], the inputs' first channel: frames where it is exactly 0 are padding
+  (zero embedding); the others get positions 1..L. Features are [sin(p f_0..f_{h-1}),
+  cos(p f_0..f_{h-1})] (halves, not interleaved) with f_i = exp(-i log(10000) / (h - 1)),
+  h = embed_dim // 2, and a zero last column when embed_dim is odd.
+  """
+  dtype = jnp.float32
+  if jnp.issubdtype(first_feature.dtype, jnp.floating):
+    dtype = jnp.promote_types(first_feature.dtype, jnp.float32)  # float32 at least, float64 kept
+  length = first_feature.shape[1]
+  half = embed_dim // 2
+  step = math.log(10000) / (half - 1) if half > 1 else 0.
+  freqs = jnp.exp(jnp.arange(half, dtype=dtype) * -step)
+  present = first_feature != 0
+  positions = jnp.where(present, jnp.arange(1, length + 1, dtype=dtype)[None, :], 0)
+  angles = positions[..., None] * freqs
+  emb = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+  if embed_dim % 2:
+    emb = jnp.pad(emb, ((0, 0), (0, 0), (0, 1)))
+  return jnp.where(present[..., None], emb, jnp.zeros((), dtype))
+
+
+def future_mask(query_len: int, key_len: int) -> Array:
+  """Boolean [L_q, L_k]: True where MulT's `buffered_future_mask` puts -inf (key hidden).
+
+  Key j is hidden from query i when j >= i + 1 + |L_k - L_q|; no row is ever fully hidden.
+  """
+  i = jnp.arange(query_len)[:, None]
+  j = jnp.arange(key_len)[None, :]
+  return j >= i + 1 + abs(key_len - query_len)
+
+
+class MultiheadAttention(nn.Module):
+  """MulT's multi-head attention with a packed input projection, batch-first [B, L, E].
+
+  q, k, v = x W_q + b_q, x_k W_k + b_k, x_v W_v + b_v with W = `in_proj_kernel` [E, 3E] split in
+  (q, k, v) column thirds (PyTorch's `in_proj_weight` [3E, E] transposed); q is scaled by
+  head_dim^-0.5; heads are contiguous head_dim slices of E; the softmax runs in at least float32;
+  dropout on the attention weights; then `out_proj`. Keys and values must be E wide (the packed
+  projection has no separate key width), which is why the score network convolves its condition
+  to each scale's width before attending to it.
+
+  Attributes:
+    num_heads: heads (E must be divisible by it).
+    attn_dropout: dropout rate on the attention weights.
+  """
+  num_heads: int
+  attn_dropout: float = 0.
+
+  @nn.compact
+  def __call__(self, query: Array, key: Array, value: Array, mask: Array | None = None, *,
+               deterministic: bool = True) -> Array:
+    """query [B, Lq, E], key/value [B, Lk, E], mask bool [Lq, Lk] (True = hidden) -> [B, Lq, E]."""
+    embed_dim = query.shape[-1]
+    if key.shape[-1] != embed_dim or value.shape[-1] != embed_dim:
+      raise ValueError(f'MultiheadAttention: keys/values must be {embed_dim} wide like the queries; '
+                       f'got {key.shape[-1]} and {value.shape[-1]}')
+    if key.shape[:2] != value.shape[:2]:
+      raise ValueError(f'MultiheadAttention: key {key.shape} and value {value.shape} differ')
+    if embed_dim % self.num_heads:
+      raise ValueError(f'embed_dim {embed_dim} is not divisible by num_heads {self.num_heads}')
+    head_dim = embed_dim // self.num_heads
+    kernel = self.param('in_proj_kernel', nn.initializers.xavier_uniform(), (embed_dim, 3 * embed_dim))
+    bias = self.param('in_proj_bias', nn.initializers.zeros, (3 * embed_dim,))
+    query, key, value, kernel, bias = nn.dtypes.promote_dtype(query, key, value, kernel, bias)
+
+    def project(x, part):
+      sl = slice(part * embed_dim, (part + 1) * embed_dim)
+      y = x @ kernel[:, sl] + bias[sl]
+      return y.reshape(y.shape[:2] + (self.num_heads, head_dim))  # [B, L, H, hd]
+
+    q = project(query, 0) * head_dim ** -0.5
+    k, v = project(key, 1), project(value, 2)
+    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k)
+    if mask is not None:
+      scores = jnp.where(mask, -jnp.inf, scores)
+    softmax_dtype = jnp.promote_types(scores.dtype, jnp.float32)
+    weights = jax.nn.softmax(scores.astype(softmax_dtype), axis=-1).astype(scores.dtype)
+    weights = nn.Dropout(self.attn_dropout)(weights, deterministic=deterministic)
+    out = jnp.einsum('bhqk,bkhd->bqhd', weights, v).reshape(query.shape[:2] + (embed_dim,))
+    return _xavier_dense(embed_dim, 'out_proj')(out)
+
+
+class TransformerEncoderLayer(nn.Module):
+  """One MulT encoder layer: pre-LayerNorm attention and a 4E ReLU feed-forward, both residual.
+
+  x = x + drop_res(attn(LN0(x), LN0(x_k), LN0(x_v)))   (the same LN0 normalises queries, keys
+  and values; self-attention when x_k is None), then x = x + drop_res(fc2(drop_relu(relu(fc1(
+  LN1(x)))))).
+  """
+  num_heads: int
+  attn_dropout: float = 0.
+  relu_dropout: float = 0.
+  res_dropout: float = 0.
+  attn_mask: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, x_k: Array | None = None, x_v: Array | None = None, *,
+               deterministic: bool = True) -> Array:
+    embed_dim = x.shape[-1]
+    norm0 = _layer_norm('layer_norms_0')
+    residual = x
+    x = norm0(x)
+    if x_k is None:
+      x_k = x_v = x
+    else:
+      x_k, x_v = norm0(x_k), norm0(x_v)
+    mask = future_mask(x.shape[1], x_k.shape[1]) if self.attn_mask else None
+    x = MultiheadAttention(self.num_heads, self.attn_dropout, name='self_attn')(
+        x, x_k, x_v, mask, deterministic=deterministic)
+    x = residual + nn.Dropout(self.res_dropout)(x, deterministic=deterministic)
+    residual = x
+    x = _layer_norm('layer_norms_1')(x)
+    x = nn.relu(_xavier_dense(4 * embed_dim, 'fc1')(x))
+    x = nn.Dropout(self.relu_dropout)(x, deterministic=deterministic)
+    x = _xavier_dense(embed_dim, 'fc2')(x)
+    return residual + nn.Dropout(self.res_dropout)(x, deterministic=deterministic)
+
+
+class TransformerEncoder(nn.Module):
+  """MulT's TransformerEncoder over batch-first [B, L, E]: self- or cross-modal attention.
+
+  x = sqrt(E) x_in + positions(x_in), embedding dropout (keys and values the same way, from their
+  own inputs), `layers` pre-LN layers (the keys/values are the embedded inputs at every layer, not
+  updated), then a final LayerNorm. E is the input width. Returns [B, L_q, E].
+
+  Attributes:
+    num_heads, layers: heads per attention, number of layers.
+    attn_dropout, relu_dropout, res_dropout, embed_dropout: the four MulT dropout rates.
+    attn_mask: the causal/shifted mask of `future_mask` in every layer.
+  """
+  num_heads: int
+  layers: int
+  attn_dropout: float = 0.
+  relu_dropout: float = 0.
+  res_dropout: float = 0.
+  embed_dropout: float = 0.
+  attn_mask: bool = False
+
+  @nn.compact
+  def __call__(self, x_in: Array, x_in_k: Array | None = None, x_in_v: Array | None = None, *,
+               deterministic: bool = True) -> Array:
+    """x_in [B, Lq, E]; x_in_k, x_in_v [B, Lk, E] (both or neither); deterministic: no dropout."""
+    if (x_in_k is None) != (x_in_v is None):
+      raise ValueError('TransformerEncoder: give both x_in_k and x_in_v, or neither')
+    embed_dim = x_in.shape[-1]
+    dropout = nn.Dropout(self.embed_dropout)
+
+    def embed(z):
+      z = math.sqrt(embed_dim) * z + sinusoidal_positions(z[..., 0], embed_dim).astype(z.dtype)
+      return dropout(z, deterministic=deterministic)
+
+    x = embed(x_in)
+    x_k = x_v = None
+    if x_in_k is not None:
+      x_k, x_v = embed(x_in_k), embed(x_in_v)
+    for i in range(self.layers):
+      x = TransformerEncoderLayer(self.num_heads, self.attn_dropout, self.relu_dropout,
+                                  self.res_dropout, self.attn_mask, name=f'layers_{i}')(
+          x, x_k, x_v, deterministic=deterministic)
+    return _layer_norm('layer_norm')(x)
+
+
+# The authors' modality letters and our modality names.
+LETTERS = {'text': 'l', 'audio': 'a', 'visual': 'v'}
+
+
+class IMDerProjections(nn.Module):
+  """Per-modality Conv1d (no padding, no bias) to `d` channels: [B, L, D_m] -> [B, L - k + 1, d].
+
+  Submodules `proj_l`, `proj_a`, `proj_v` (text, audio, visual). As in the authors' code, a
+  modality whose width already is `d` passes through unchanged (no parameters), and the text is
+  dropped out (`text_dropout`) before its projection. A rank-2 utterance-level input [B, D] is
+  treated as a length-1 sequence; its kernel size must then be 1.
+
+  Attributes:
+    d: common width (32).
+    kernel_sizes: mapping modality -> kernel size (authors: 3 for all).
+    text_dropout: dropout rate on the text features (authors: 0.0).
+  """
+  d: int = 32
+  kernel_sizes: Mapping[str, int] | None = None
+  text_dropout: float = 0.
+
+  @nn.compact
+  def __call__(self, features: Mapping[str, Array], *, deterministic: bool) -> dict[str, Array]:
+    """features: any of 'text', 'audio', 'visual' -> [B, L, D] or [B, D]; returns the same keys."""
+    kernel_sizes = {'text': 3, 'audio': 3, 'visual': 3, **(self.kernel_sizes or {})}
+    out = {}
+    for m, x in features.items():
+      if m not in LETTERS:
+        raise ValueError(f'IMDerProjections: unknown modality {m!r}; expected {tuple(LETTERS)}')
+      if x.ndim == 2:
+        x = x[:, None, :]
+      if x.ndim != 3:
+        raise ValueError(f'{m}: expected [B, L, D] or [B, D] features, got shape {x.shape}')
+      if m == 'text':
+        x = nn.Dropout(self.text_dropout)(x, deterministic=deterministic)
+      if x.shape[-1] == self.d:
+        out[m] = x
+        continue
+      k = kernel_sizes[m]
+      if x.shape[1] < k:
+        raise ValueError(f'{m}: {x.shape[1]} frame(s) but the unpadded projection has kernel {k}; '
+                         f'use kernel size 1 for utterance-level inputs')
+      out[m] = torch_conv1d(self.d, k, x.shape[-1], use_bias=False, name=f'proj_{LETTERS[m]}')(x)
+    return out
+
+
+class PairCondition(nn.Module):
+  """1x1 Conv1d (with bias) over two concatenated modalities: [B, L, d] x 2 -> [B, L, d].
+
+  The authors' `cat_lv`, `cat_la`, `cat_va`, which turn two available modalities into the
+  condition of the third's score network; their concatenation orders are (text, visual),
+  (text, audio) and (visual, audio) respectively: pass `first`, `second` in that order.
+  """
+  d: int = 32
+
+  @nn.compact
+  def __call__(self, first: Array, second: Array) -> Array:
+    x = jnp.concatenate([first, second], axis=-1)
+    return torch_conv1d(self.d, 1, x.shape[-1], name='conv')(x)
+
+
+class IMDerFusionHead(nn.Module):
+  """MulT-style fusion of the three projected modalities -> [B, num_outputs].
+
+  For each target modality m (text l, audio a, visual v) and each other modality n,
+  `trans_m_with_n` attends from m to n ([B, L, d]); the two results are concatenated ([B, L, 2d]),
+  passed through the self-attention `trans_m_mem`, and its last time step is m's feature. The
+  features are concatenated in (text, audio, visual) order (the authors' order, not the library's
+  (audio, visual, text)) to [B, 6d], then out_layer(h + proj2(dropout(relu(proj1(h))))).
+
+  Attention-weight dropout per transformer, as in the authors' `get_network`: trans_l_with_a and
+  trans_v_with_a use `attn_dropout_a`, trans_l_with_v and trans_a_with_v `attn_dropout_v`, the
+  rest (trans_a_with_l, trans_v_with_l and the three memories) `attn_dropout`. The memories have
+  max(nlevels, mem_layers) layers (the authors ask for 3, but with nlevels 4 / 6 get nlevels).
+  Defaults are the authors' MOSI settings; for MOSEI they use nlevels 6 and every dropout 0.
+
+  Attributes:
+    num_outputs: 1 for regression (MOSI/MOSEI), C for classification logits.
+    num_heads, nlevels, mem_layers: heads and layers of the transformers.
+    attn_dropout, attn_dropout_a, attn_dropout_v, relu_dropout, res_dropout, embed_dropout,
+      output_dropout: dropout rates (`output_dropout` in the residual output block).
+    attn_mask: MulT's causal mask in every transformer (the authors' config sets it).
+  """
+  num_outputs: int = 1
+  num_heads: int = 8
+  nlevels: int = 4
+  mem_layers: int = 3
+  attn_dropout: float = 0.
+  attn_dropout_a: float = 0.2
+  attn_dropout_v: float = 0.
+  relu_dropout: float = 0.
+  res_dropout: float = 0.
+  embed_dropout: float = 0.2
+  output_dropout: float = 0.
+  attn_mask: bool = True
+
+  def _transformer(self, name: str, attn_dropout: float, layers: int) -> TransformerEncoder:
+    return TransformerEncoder(self.num_heads, layers, attn_dropout, self.relu_dropout, self.res_dropout,
+                              self.embed_dropout, self.attn_mask, name=name)
+
+  @nn.compact
+  def __call__(self, projected: Mapping[str, Array], *, deterministic: bool, return_aux: bool = False):
+    """projected: 'text', 'audio', 'visual' -> [B, L_m, d] (the same d; L_m may differ, >= 1).
+
+    Returns [B, num_outputs], or (outputs, aux) with aux 'text'/'audio'/'visual' ([B, 2d], each
+    modality's last-step feature, the authors' Feature_t/a/v) and 'fused' ([B, 6d], Feature_f).
+    """
+    missing = [m for m in LETTERS if m not in projected]
+    if missing:
+      raise ValueError(f'IMDerFusionHead needs text, audio and visual; missing {missing}')
+    widths = {projected[m].shape[-1] for m in LETTERS}
+    if len(widths) != 1:
+      raise ValueError(f'IMDerFusionHead: the projected modalities must share one width, got {widths}')
+    dropout_for = {'a': self.attn_dropout_a, 'v': self.attn_dropout_v, 'l': self.attn_dropout}
+    mem_layers = max(self.nlevels, self.mem_layers)
+    features = {}
+    for m in ('text', 'audio', 'visual'):
+      x = projected[m]
+      lm = LETTERS[m]
+      crossed = []
+      for n in ('text', 'audio', 'visual'):
+        if n == m:
+          continue
+        ln = LETTERS[n]
+        trans = self._transformer(f'trans_{lm}_with_{ln}', dropout_for[ln], self.nlevels)
+        crossed.append(trans(x, projected[n], projected[n], deterministic=deterministic))
+      h = self._transformer(f'trans_{lm}_mem', self.attn_dropout, mem_layers)(
+          jnp.concatenate(crossed, axis=-1), deterministic=deterministic)
+      features[m] = h[:, -1]
+    fused = jnp.concatenate([features['text'], features['audio'], features['visual']], axis=-1)
+    combined = fused.shape[-1]
+    h = nn.relu(torch_linear(combined, combined, name='proj1')(fused))
+    h = nn.Dropout(self.output_dropout)(h, deterministic=deterministic)
+    h = torch_linear(combined, combined, name='proj2')(h) + fused
+    outputs = torch_linear(self.num_outputs, combined, name='out_layer')(h)
+    if return_aux:
+      return outputs, {**features, 'fused': fused}
+    return outputs
