@@ -240,6 +240,9 @@ class TransformerEncoder(nn.Module):
     if (x_in_k is None) != (x_in_v is None):
       raise ValueError('TransformerEncoder: give both x_in_k and x_in_v, or neither')
     embed_dim = x_in.shape[-1]
+    if x_in_k is not None and (x_in_k.shape[-1] != embed_dim or x_in_v.shape[-1] != embed_dim):
+      raise ValueError(f'TransformerEncoder: keys/values must be {embed_dim} wide like the queries '
+                       f'(one packed projection); got {x_in_k.shape[-1]} and {x_in_v.shape[-1]}')
     dropout = nn.Dropout(self.embed_dropout)
 
     def embed(z):

@@ -1,0 +1,101 @@
+"""IMDer's refinement network: residual channel-attention blocks over a recovered projection.
+
+After reverse diffusion recovers a missing modality's projected sequence, IMDer refines it with a
+small RCAN-style network (residual channel attention, after Zhang et al., ECCV 2018, made 1-D);
+the method trains it with an MSE towards the true projection. Reproduced from the authors'
+`rec_l` / `rec_a` / `rec_v` (`nn.Sequential(Conv1d(d, 2d, 1), Group(2d, 20 blocks,
+reduction 16), Conv1d(2d, d, 1))`):
+
+* `ChannelAttention` (their CALayer): mean over time -> 1x1 conv to C // reduction -> ReLU ->
+  1x1 conv back to C -> sigmoid; the input is scaled channel-wise by the result.
+* `RCAB`: conv3 -> ReLU -> conv3 -> channel attention, times `res_scale`, plus the input.
+* `ResidualGroup` (their Group): `num_blocks` RCABs then a conv3, plus the group's input.
+* `RefineNet`: 1x1 conv to `hidden_factor * C`, the group, 1x1 conv back to C.
+
+Every conv has a bias and "same" padding (kernel 3, padding 1); no normalisation. Layout
+[B, L, C] in and out (channels last); any L >= 1 works, utterance-level vectors as L = 1
+([B, 1, C]) included. PyTorch default initialisation (uniform(+-1/sqrt(fan_in))) throughout.
+Names map one to one: rec_l.0 -> conv_in, rec_l.1.body.{i} -> group/block_{i},
+rec_l.1.body.{i}.body.{0,2} -> conv1/conv2, .body.3.conv_du.{0,2} -> ca/down, ca/up,
+rec_l.1.body.{num_blocks} -> group/conv, rec_l.2 -> conv_out.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmer_jax.models.imder_head import torch_conv1d
+
+Array = jax.Array
+
+
+class ChannelAttention(nn.Module):
+  """x * sigmoid(up(relu(down(mean_t x)))): per-channel gates from the time-averaged input."""
+  reduction: int = 16
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    channels = x.shape[-1]
+    squeezed = channels // self.reduction
+    if squeezed < 1:
+      raise ValueError(f'ChannelAttention: {channels} channels // reduction {self.reduction} is 0')
+    y = jnp.mean(x, axis=1, keepdims=True)  # AdaptiveAvgPool1d(1): [B, 1, C]
+    y = nn.relu(torch_conv1d(squeezed, 1, channels, name='down')(y))
+    y = nn.sigmoid(torch_conv1d(channels, 1, squeezed, name='up')(y))
+    return x * y
+
+
+class RCAB(nn.Module):
+  """Residual channel-attention block: x + res_scale * CA(conv2(relu(conv1(x))))."""
+  reduction: int = 16
+  res_scale: float = 1.
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    channels = x.shape[-1]
+    h = nn.relu(torch_conv1d(channels, 3, channels, padding=1, name='conv1')(x))
+    h = torch_conv1d(channels, 3, channels, padding=1, name='conv2')(h)
+    h = ChannelAttention(self.reduction, name='ca')(h)
+    return h * self.res_scale + x
+
+
+class ResidualGroup(nn.Module):
+  """x + conv(RCAB_{n-1}(... RCAB_0(x))): the authors' `Group`."""
+  num_blocks: int = 20
+  reduction: int = 16
+  res_scale: float = 1.
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    h = x
+    for i in range(self.num_blocks):
+      h = RCAB(self.reduction, self.res_scale, name=f'block_{i}')(h)
+    channels = x.shape[-1]
+    return torch_conv1d(channels, 3, channels, padding=1, name='conv')(h) + x
+
+
+class RefineNet(nn.Module):
+  """Refines a recovered projection [B, L, C] -> [B, L, C] (the authors' rec_l / rec_a / rec_v).
+
+  Attributes:
+    hidden_factor: the group runs at hidden_factor * C channels (authors: 2, i.e. 64 for C = 32).
+    num_blocks: RCABs in the group (20).
+    reduction: channel-attention reduction (16: 64 -> 4 -> 64).
+    res_scale: scale of each RCAB's residual branch (1.0).
+  """
+  hidden_factor: int = 2
+  num_blocks: int = 20
+  reduction: int = 16
+  res_scale: float = 1.
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    if x.ndim != 3:
+      raise ValueError(f'RefineNet: expected [B, L, C], got shape {x.shape}')
+    channels = x.shape[-1]
+    hidden = self.hidden_factor * channels
+    h = torch_conv1d(hidden, 1, channels, name='conv_in')(x)
+    h = ResidualGroup(self.num_blocks, self.reduction, self.res_scale, name='group')(h)
+    return torch_conv1d(channels, 1, hidden, name='conv_out')(h)

@@ -1,0 +1,235 @@
+"""IMDer's conditional score network: a time-dependent 1-D U-Net with cross-attention to a condition.
+
+IMDer (Wang, Li, Cui, NeurIPS 2023) recovers a missing modality's projected sequence [B, L, 32] by
+reverse diffusion under a variance-exploding SDE (sigma = 25), guided by the available
+modalities. This is the score network s(x, t, condition) of that SDE, reproduced from the
+authors' `ScoreNet` (a Song-style U-Net made 1-D, with a MulT cross-attention at every scale):
+
+* Time: Gaussian Fourier features of t (`GaussianFourierProjection`: 128 fixed random frequencies
+  ~ N(0, 30^2), [sin, cos] of 2 pi t w -> 256), then Dense(256) and swish (`TimeEmbedding`).
+* Encoder, one `UNetBlock` per channel width (32, 64, 128, 256): Conv1d(k=3, padding 1, no bias;
+  stride 1 at the first level, 2 after), then, with a condition, h += TransformerEncoder(h,
+  cond, cond) (2 layers, 8 heads, causal mask, no dropout), h += Dense(embed) broadcast over time,
+  GroupNorm (4 groups at the first level, 32 after), swish.
+* The condition follows its own path: at every level after the first it is convolved by the
+  level's `conv_cond` (same shape as the level's conv) to the level's width and length before
+  the attention; it is never concatenated with skips.
+* Decoder: ConvTranspose1d(k=3, stride 2, padding 1, output_padding 1, no bias) doubling the
+  length, the same cross-attention / time / GroupNorm(32) / swish, with the encoder's output of
+  the same length concatenated (channels) in front of each transposed conv after the first; the
+  last block is a stride-1 ConvTranspose1d (with bias) back to the input width plus cross-attention,
+  with no time embedding, norm or activation.
+* Output: divided by the VE marginal std sqrt((sigma^(2t) - 1) / (2 ln sigma)) at each sample's t,
+  as the authors do (`normalize_output=True`), so that score * std ~ -noise.
+
+Layout and shapes: x [B, L, C] (channels last; C = 32 for IMDer, any C works and the output has
+C channels), t [B] (or a scalar), condition [B, L', channels[0]] or None (L' may differ from L).
+The sigma is an attribute (`sigma`, default 25), not a callable, so the module stays hashable and
+config-free; `marginal_prob_std(t, sigma)` is the same formula for the diffusion code.
+
+Lengths: three stride-2 convs (padding 1) take L -> ceil(L/2) each, and each transposed conv
+exactly doubles, so the skip concatenations line up only when L is divisible by 2^(levels-1) = 8
+(the authors run 48 -> 24 -> 12 -> 6 -> 12 -> 24 -> 48). Other lengths, L = 1 included, raise a
+ValueError; nothing is padded (padding would change the GroupNorm statistics and the
+attention). An utterance-level vector must be given a length (e.g. broadcast to 8 frames) by
+the method. The condition's length is free.
+
+The Fourier frequencies are fixed, non-trainable random numbers (in the authors' code an
+`nn.Parameter(requires_grad=False)`, so they are in the state dict as `embed.0.W` but Adam never
+moves them). Here they live in a separate variable collection, `constants` (path
+`constants/embed/fourier/W`), drawn from the 'params' key at init: keep the whole variables dict
+from `init` for `apply`, and give the optimiser only `variables['params']`, so that neither
+gradients nor weight decay can touch them.
+
+Parameters keep a one-to-one correspondence with the authors' (conv2 -> down2/conv, dense5 ->
+up4/dense, attention_t4 -> up4/attention, ...; the full map is in the IMDer parity notes).
+Transposed convs use `transpose_kernel=True`, so a PyTorch ConvTranspose1d weight [in, out, k]
+maps to the Flax kernel [k, out, in] by a plain transpose (2, 1, 0), no flip.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmer_jax.models.imder_head import TransformerEncoder, torch_bias_init, torch_kernel_init, torch_linear
+
+Array = jax.Array
+
+
+def marginal_prob_std(t: Array, sigma: float = 25.) -> Array:
+  """Std of p_0t(x(t) | x(0)) under the VE SDE dx = sigma^t dw: sqrt((sigma^(2t) - 1) / (2 ln sigma))."""
+  t = jnp.asarray(t)
+  return jnp.sqrt((sigma ** (2. * t) - 1.) / (2. * math.log(sigma)))
+
+
+class GaussianFourierProjection(nn.Module):
+  """[sin(2 pi t W), cos(2 pi t W)]: t [B] -> [B, embed_dim], W ~ N(0, scale^2) fixed.
+
+  W ([embed_dim // 2]) is a variable of the `constants` collection, not a parameter (see the
+  module docstring); the authors' `embed.0.W` loads into it unchanged.
+  """
+  embed_dim: int = 256
+  scale: float = 30.
+
+  @nn.compact
+  def __call__(self, t: Array) -> Array:
+    w = self.variable('constants', 'W',
+                      lambda: jax.random.normal(self.make_rng('params'), (self.embed_dim // 2,)) * self.scale)
+    proj = t[:, None] * w.value[None, :].astype(t.dtype) * (2 * jnp.pi)
+    return jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
+
+
+class TimeEmbedding(nn.Module):
+  """swish(Dense(GaussianFourierProjection(t))): t [B] -> [B, embed_dim] (the authors' `embed` + act)."""
+  embed_dim: int = 256
+  scale: float = 30.
+
+  @nn.compact
+  def __call__(self, t: Array) -> Array:
+    h = GaussianFourierProjection(self.embed_dim, self.scale, name='fourier')(t)
+    return nn.swish(torch_linear(self.embed_dim, self.embed_dim, name='dense')(h))
+
+
+class UNetBlock(nn.Module):
+  """One U-Net level: conv -> (+ cross-attention to the condition) -> (+ time) -> (GroupNorm, swish).
+
+  conv: Conv1d(k=3, padding 1) with `stride`, or with `transpose` a ConvTranspose1d(k=3, padding 1,
+  output_padding stride - 1), which maps L to stride * L. With a condition, `conv_cond` (the same
+  kind of conv, from the condition's width; only if `cond_conv`) first brings the condition to
+  this level, then h = h + attention(h, cond, cond). With `time`, h = h + Dense(embed) [B, 1, F].
+  With `groups`, GroupNorm(groups, eps 1e-5) then swish; `groups=None` skips both (the output
+  block). Returns (h [B, L_out, features], the condition as this level saw it, or None).
+
+  Attributes:
+    features: output channels (also the attention width).
+    stride, transpose, use_bias: the conv (and conv_cond).
+    cond_conv: whether this level convolves the condition before attending to it.
+    time: whether the time embedding is added.
+    groups: GroupNorm groups, or None for no norm and no activation.
+    num_heads, attn_layers, attn_mask: the cross-attention TransformerEncoder (no dropout).
+  """
+  features: int
+  stride: int = 1
+  transpose: bool = False
+  use_bias: bool = False
+  cond_conv: bool = True
+  time: bool = True
+  groups: int | None = 32
+  num_heads: int = 8
+  attn_layers: int = 2
+  attn_mask: bool = True
+
+  def _conv(self, name: str, in_features: int):
+    if self.transpose:
+      # PyTorch's conv_transpose = correlation of the stride-dilated input, padded by
+      # (k - 1 - p, k - 1 - p + output_padding), with the flipped kernel (transpose_kernel=True).
+      return nn.ConvTranspose(self.features, (3,), strides=(self.stride,),
+                              padding=((1, 1 + self.stride - 1),), transpose_kernel=True,
+                              use_bias=self.use_bias, kernel_init=torch_kernel_init,
+                              bias_init=torch_bias_init(self.features * 3), name=name)
+    return nn.Conv(self.features, (3,), strides=(self.stride,), padding=((1, 1),),
+                   use_bias=self.use_bias, kernel_init=torch_kernel_init,
+                   bias_init=torch_bias_init(in_features * 3), name=name)
+
+  @nn.compact
+  def __call__(self, h: Array, embed: Array | None, condition: Array | None = None):
+    h = self._conv('conv', h.shape[-1])(h)
+    if condition is not None:
+      if self.cond_conv:
+        condition = self._conv('conv_cond', condition.shape[-1])(condition)
+      if condition.shape[-1] != self.features:
+        raise ValueError(f'UNetBlock: the condition reaching the attention is {condition.shape[-1]} '
+                         f'wide, the block {self.features}; the first level needs a condition as '
+                         f'wide as channels[0]')
+      attention = TransformerEncoder(self.num_heads, self.attn_layers, attn_mask=self.attn_mask,
+                                     name='attention')
+      h = h + attention(h, condition, condition, deterministic=True)
+    if self.time:
+      h = h + torch_linear(self.features, embed.shape[-1], name='dense')(embed)[:, None, :]
+    if self.groups is not None:
+      h = nn.swish(nn.GroupNorm(num_groups=self.groups, epsilon=1e-5, use_fast_variance=False,
+                                name='gnorm')(h))
+    return h, condition
+
+
+class ScoreNet(nn.Module):
+  """IMDer's conditional score network: x [B, L, C], t [B], condition [B, L', channels[0]] -> [B, L, C].
+
+  See the module docstring for the architecture, the length rule (L divisible by
+  2^(len(channels)-1)) and the `constants` collection. Blocks are named down1..downN (encoder,
+  N = len(channels)) and upN..up1 (decoder; upN is the first transposed conv, up1 the output).
+  Without a condition the attentions are skipped (their parameters are only created when `init`
+  sees a condition).
+
+  Attributes:
+    channels: encoder widths per level (authors: 32, 64, 128, 256).
+    embed_dim, fourier_scale: time embedding (256, 30).
+    sigma: the VE SDE's sigma (25) for the output normalisation.
+    num_heads, attn_layers, attn_mask: every cross-attention (8 heads, 2 layers, masked).
+    enc_groups: GroupNorm groups of down1..downN (4, 32, 32, 32).
+    dec_groups: GroupNorm groups of upN..up2 (32, 32, 32); up1 has no norm.
+    normalize_output: divide by marginal_prob_std(t, sigma) (the authors always do; False gives
+      the raw U-Net output, for tests and analysis).
+  """
+  channels: Sequence[int] = (32, 64, 128, 256)
+  embed_dim: int = 256
+  fourier_scale: float = 30.
+  sigma: float = 25.
+  num_heads: int = 8
+  attn_layers: int = 2
+  attn_mask: bool = True
+  enc_groups: Sequence[int] = (4, 32, 32, 32)
+  dec_groups: Sequence[int] = (32, 32, 32)
+  normalize_output: bool = True
+
+  @staticmethod
+  def length_multiple(num_levels: int = 4) -> int:
+    """The sequence lengths the U-Net takes are the multiples of this (8 for four levels)."""
+    return 2 ** (num_levels - 1)
+
+  @nn.compact
+  def __call__(self, x: Array, t: Array, condition: Array | None = None) -> Array:
+    channels = tuple(self.channels)
+    levels = len(channels)
+    if levels < 2 or len(self.enc_groups) != levels or len(self.dec_groups) != levels - 1:
+      raise ValueError(f'ScoreNet: need >= 2 channels, one enc_groups per level and one dec_groups '
+                       f'per level but the last; got {channels}, {tuple(self.enc_groups)}, '
+                       f'{tuple(self.dec_groups)}')
+    if x.ndim != 3:
+      raise ValueError(f'ScoreNet: x must be [B, L, C], got shape {x.shape}')
+    batch, length, width = x.shape
+    multiple = self.length_multiple(levels)
+    if length % multiple:
+      raise ValueError(f'ScoreNet: sequence length {length} is not a multiple of {multiple}: the '
+                       f'{levels - 1} stride-2 convs and the transposed convs that double back only '
+                       f'line up the skip connections for such lengths (the authors use 48); pad '
+                       f'or broadcast the sequence (an utterance vector too) to such a length')
+    if condition is not None and (condition.ndim != 3 or condition.shape[0] != batch
+                                  or condition.shape[-1] != channels[0]):
+      raise ValueError(f'ScoreNet: condition must be [B={batch}, L\', {channels[0]}], got {condition.shape}')
+    t = jnp.broadcast_to(jnp.asarray(t, jnp.result_type(x.dtype, jnp.float32)), (batch,))
+    block = dict(num_heads=self.num_heads, attn_layers=self.attn_layers, attn_mask=self.attn_mask)
+
+    embed = TimeEmbedding(self.embed_dim, self.fourier_scale, name='embed')(t)
+    h, cond, skips = x, condition, []
+    for i, features in enumerate(channels, start=1):
+      h, cond = UNetBlock(features, stride=1 if i == 1 else 2, cond_conv=i > 1,
+                          groups=self.enc_groups[i - 1], name=f'down{i}', **block)(h, embed, cond)
+      skips.append(h)
+    for i in range(levels, 0, -1):
+      if i < levels:
+        h = jnp.concatenate([h, skips[i - 1]], axis=-1)
+      if i > 1:
+        h, cond = UNetBlock(channels[i - 2], stride=2, transpose=True, groups=self.dec_groups[levels - i],
+                            name=f'up{i}', **block)(h, embed, cond)
+      else:
+        h, cond = UNetBlock(width, stride=1, transpose=True, use_bias=True, time=False, groups=None,
+                            name='up1', **block)(h, embed, cond)
+    if self.normalize_output:
+      h = h / marginal_prob_std(t, self.sigma).astype(h.dtype)[:, None, None]
+    return h
