@@ -37,11 +37,8 @@ def parse_rate(condition: str) -> float | tuple[float, ...]:
   text = condition.split('=', 1)[1]
   if ':' in text:
     return tuple(float(r) for r in missing.parse_rates(text))
-  try:
-    rate = float(text)
-  except ValueError:
-    rate = float('nan')
-  if not 0.0 <= rate <= 1.0:
+  rate = missing.rate_value(text)
+  if rate is None:
     raise ValueError(f'condition {condition!r}: expected rate=<r in [0, 1]> or per-modality '
                      'rates like rate=a:0.1,v:0.5,t:0.0')
   return rate

@@ -220,6 +220,15 @@ def missing_rate_mask(rng, batch_size: int, rate, available=None, sample_availab
   return table[index]
 
 
+def rate_value(text: str) -> float | None:
+  """The probability a string writes, or None when it is not a number in [0, 1]."""
+  try:
+    r = float(text)
+  except ValueError:
+    return None
+  return r if 0.0 <= r <= 1.0 else None
+
+
 def parse_rates(text: str) -> np.ndarray:
   """`'a:0.1,v:0.5,t:0.0'` (or full names, `audio:0.1`) -> float [3] in `MODALITIES` order.
 
@@ -239,11 +248,8 @@ def parse_rates(text: str) -> np.ndarray:
                        f'(modalities a/audio, v/visual, t/text), got {part!r}')
     if name in seen:
       raise ValueError(f'per-modality rates {text!r}: {name} is given twice')
-    try:
-      r = float(value)
-    except ValueError:
-      r = float('nan')
-    if not 0.0 <= r <= 1.0:
+    r = rate_value(value)
+    if r is None:
       raise ValueError(f'per-modality rates {text!r}: the rate of {name} must be a number in '
                        f'[0, 1], got {value!r}')
     out[MODALITIES.index(name)] = r
