@@ -35,7 +35,10 @@ from mmer_jax import train  # noqa: E402
 import toy_data  # noqa: E402
 
 SMALL = {'embed_dim': 8, 'num_filters': 4, 'hidden': (8,), 'num_blocks': 2, 'utterance_dim': 8,
-         'lstm_hidden': 8, 'dense_dim': 8}
+         'lstm_hidden': 8, 'dense_dim': 8,
+         # IMDer: two-level score U-Nets with one attention layer, one RCAB, width 8.
+         'd_model': 8, 'score_channels': (8, 16), 'score_attn_layers': 1, 'time_embed_dim': 8,
+         'refine_blocks': 1}
 SMALL_LAYERS = {'cra': (16, 8, 4), 'ae': (16, 12)}
 PAD_ROWS = 3
 

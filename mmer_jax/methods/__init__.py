@@ -18,6 +18,7 @@ _METHODS = {
     'gated_attention': ('mmer_jax.methods.baselines', 'GatedAttentionMethod', 'fusion_iemocap'),
     'bclstm': ('mmer_jax.methods.baselines', 'BcLSTMMethod', 'bclstm_iemocap'),
     'mmin': ('mmer_jax.methods.mmin', 'MMINMethod', 'mmin_iemocap'),
+    'imder': ('mmer_jax.methods.imder', 'IMDerMethod', 'imder_mosi'),
 }
 NAMES = tuple(_METHODS)
 

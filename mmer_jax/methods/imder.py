@@ -7,43 +7,49 @@ sample lacks, a score network conditioned on the sample's available projections 
 (sigma = 25); a refinement network cleans the draw; the cross-modal transformer head predicts
 from the completed set. A modality present in the sample is never replaced by its recovery.
 
-Stages (configs/imder_mosi.py): `pretrain` trains projections and head on complete data; `imder`
-starts from them, keeps the projections frozen and trains the score networks (denoising score
-matching on the true projection of each dropped modality, conditioned on what the sample kept),
-the refinement networks (MSE of the refined draw to the true projection) and the head, with
+Stages (configs/imder_mosi.py): `pretrain` trains projections and head on complete data (a
+missing modality's projection is zero-filled at evaluation); `imder` starts from them, keeps the
+projections frozen and trains the score networks (denoising score matching on the true projection
+of each dropped modality, conditioned on what the sample kept), the refinement networks (MSE of
+the refined draw to the true projection) and the head, with
 
     loss = task (L1 | CE) + score_weight * sum_m score_m + rec_weight * sum_m rec_m,
 
 each term per example and only over the modalities the sample is missing but the data has (a
 modality the data itself lacks has no target). The draw used in training is not differentiated
-(as the authors' `torch.no_grad()` sampler). Evaluation draws each example's noise from a key
-folded with its position in the split, so results do not depend on the batch size.
+(the authors sample under `torch.no_grad()`). As in the authors' code the condition is diffused
+with the sample: the same noise as the sample in the score loss, fresh noise at every sampler step
+(`diffusion/conditioning.py`; `method.perturb_condition=False` gives the clean condition).
+Every draw is one example's own (its key folded from its position in the split and the
+modality), so results do not depend on the batch size.
 
 `method.recovery='zeros'` replaces the recovery by zero-filled projections (the no-recovery row,
 the same head); `train.ema_decay` averages the score networks' weights, which sampling uses.
+The parameters are the model's variables {'params', 'constants'} (the score networks' fixed
+Fourier frequencies are constants, never trained).
 """
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
 
 from mmer_jax.data import schema
+from mmer_jax.diffusion import conditioning
 from mmer_jax.diffusion import losses as dsm
 from mmer_jax.diffusion import sampling
 from mmer_jax.diffusion import sde as sde_lib
 from mmer_jax.methods import base
 from mmer_jax.models import imder as imder_model
+from mmer_jax.models import score_net
 
 VARIANTS = ('imder', 'pretrain')
 RECOVERIES = ('diffusion', 'zeros')
-FROZEN_IN_IMDER = ('projections',)
+INDEX = {n: schema.MODALITIES.index(n) for n in schema.MODALITIES}  # a modality's mask column
 
 
 class IMDerMethod(base.Method):
-  """IMDer and its complete-data pretraining stage; utterance batches (sequence or vector)."""
+  """IMDer and its complete-data pretraining stage; utterance batches (sequences or vectors)."""
 
   level = 'utterance'
   variants = VARIANTS
@@ -55,131 +61,181 @@ class IMDerMethod(base.Method):
       raise ValueError(f'method.variant: expected one of {VARIANTS}, got {m.variant!r}')
     if m.recovery not in RECOVERIES:
       raise ValueError(f'method.recovery: expected one of {RECOVERIES}, got {m.recovery!r}')
+    if len(self.modalities) < 2:
+      raise ValueError(f'IMDer recovers a modality from the others: the dataset {spec.name!r} has '
+                       f'only {list(self.modalities)}')
+    for sampler_field in ('sampler', 'train_sampler'):
+      if m[sampler_field] not in sampling.SAMPLERS:
+        raise ValueError(f'method.{sampler_field}: expected one of {sampling.SAMPLERS}, got '
+                         f'{m[sampler_field]!r}')
+    self.length_multiple = score_net.ScoreNet.length_multiple(len(m.score_channels))
+    utterance_level = tuple(n for n in self.modalities if spec.modalities[n].level == 'utterance')
     self.variant, self.recovery = m.variant, m.recovery
     self.recovers = self.variant == 'imder' and self.recovery == 'diffusion'
     self.score_weight, self.rec_weight = float(m.score_weight), float(m.rec_weight)
     self.dsm_eps = float(m.dsm_eps)
+    self.perturb_condition = bool(m.perturb_condition)
     self.sde = sde_lib.VESDE(sigma=float(m.sigma))
     self.model = imder_model.IMDer(
-        modalities=self.modalities, levels={n: spec.modalities[n].level for n in self.modalities},
-        d_model=m.d_model, num_heads=m.num_heads, nlevels=m.nlevels, mem_levels=m.mem_levels,
-        kernel_size=m.kernel_size, num_outputs=self.num_outputs,
-        dropouts={k: float(m[k]) for k in imder_model.DROPOUTS}, attn_mask=bool(m.attn_mask),
-        sigma=float(m.sigma), score_channels=tuple(m.score_channels),
-        time_embed_dim=m.time_embed_dim, refine_blocks=m.refine_blocks,
-        refine_reduction=m.refine_reduction, utterance_tokens=m.utterance_tokens)
+        modalities=self.modalities, utterance_level=utterance_level, d_model=m.d_model,
+        num_heads=m.num_heads, nlevels=m.nlevels, mem_levels=m.mem_levels,
+        num_outputs=self.num_outputs, dropouts={k: float(m[k]) for k in imder_model.DROPOUTS},
+        text_dropout=float(m.text_dropout), attn_mask=bool(m.attn_mask), sigma=float(m.sigma),
+        score_channels=tuple(m.score_channels), time_embed_dim=m.time_embed_dim,
+        score_attn_layers=m.score_attn_layers,
+        refine_blocks=m.refine_blocks, refine_reduction=m.refine_reduction,
+        utterance_tokens=m.utterance_tokens)
     self.eval_sampler = (m.sampler, int(m.num_steps), float(m.sampler_eps))
     self.train_sampler = (m.train_sampler, int(m.train_num_steps), float(m.sampler_eps))
 
   # -- pieces --------------------------------------------------------------------------------
 
-  def _call(self, params, method, *args, rng=None, **kwargs):
+  def _apply(self, params, method, *args, rng=None, **kwargs):
     rngs = {'dropout': rng} if rng is not None else None
-    return self.model.apply({'params': params}, *args, rngs=rngs, method=method, **kwargs)
+    return self.model.apply(params, *args, rngs=rngs, method=method, **kwargs)
 
-  def _project(self, params, batch):
-    features = {k: batch[k] for k in self.modalities}
-    proj = self._call(params, imder_model.IMDer.project, features)
-    if self.variant == 'imder':  # frozen: the authors project under no_grad
+  def project(self, params, batch, rng=None):
+    """Modality -> its projection [B, L, d] (frozen in stage `imder`, as the authors')."""
+    features = {n: jnp.asarray(batch[n]) for n in self.modalities}
+    proj = self._apply(params, imder_model.IMDer.project, features, deterministic=rng is None,
+                       rng=rng)
+    if self.variant == 'imder':
       proj = jax.lax.stop_gradient(proj)
     return proj
 
-  def _conditions(self, params, proj, mask):
-    """Per missing-candidate modality, the condition of each sample: its one available other
-    modality, or the fusion of both (selected per sample from the batch's mask)."""
-    return self._call(params, imder_model.IMDer.conditions, proj, mask)
+  def _network(self, params):
+    return lambda x, t, c: self._apply(params, imder_model.IMDer.score_of, x, t, c)
 
-  def _score_fn(self, params, name, condition):
-    """score(x, t) for a batch of one modality's projections under a fixed condition."""
-    return lambda x, t: self._call(params, imder_model.IMDer.score, name, x, t, condition)
+  def recover(self, params, condition, keys, sampler):
+    """One draw per example of every modality [M, B, L, d] given the conditions [M, B, L, d].
 
-  def _draw(self, params, name, condition, keys, sampler):
-    """One draw per example (its own key), vmapped so results do not depend on the batch."""
+    Each example's draws come from its own key ([B, 2]): vmapped over the examples, the sampler
+    runs on [M, 1, L, d], so an example's draw does not depend on the rest of its batch.
+    """
     kind, num_steps, eps = sampler
-    shape = condition.shape[1:-1] + (self.model.d_model,)
+    shape = (condition.shape[0], 1) + condition.shape[2:]
     sample = sampling.get_sampler(kind, self.sde, shape, num_steps=num_steps, eps=eps)
+    network = self._network(params)
 
-    def one(key, cond):
-      score = lambda x, t: self._call(params, imder_model.IMDer.score, name, x[None],  # noqa: E731
-                                      jnp.broadcast_to(t, (1,)), cond[None])[0]
-      return sample(key, score)[0]
-    return jax.vmap(one)(keys, condition)
+    def one(key, cond):  # cond [M, L, d]
+      sample_key, condition_key = jax.random.split(key)
+      cond = cond[:, None]
+      # The sampler's times are [M] (one per modality); the networks take [M, 1].
+      net = lambda x, t, c: network(x, t[:, None], c)  # noqa: E731
+      if self.perturb_condition:
+        score_fn = conditioning.perturbed_condition_score(net, cond, condition_key, self.sde)
+      else:
+        score_fn = lambda x, t: net(x, t, cond)  # noqa: E731
+      return sample(sample_key, score_fn)[0][:, 0]
 
-  def _complete(self, params, batch, rng, *, train: bool):
-    """(projections with every missing modality recovered or zero-filled, loss terms)."""
+    return jax.vmap(one, in_axes=(0, 1), out_axes=1)(keys, condition)
+
+  def score_loss(self, params, x0, condition, keys):
+    """Per-(modality, example) DSM loss [M, B] at each one's own (t, z); keys [M, B, 2]."""
+    draw = lambda k, x: dsm.draw_perturbation(k, x[None], self.sde, eps=self.dsm_eps)  # noqa: E731
+    t, z = jax.vmap(jax.vmap(draw))(keys, x0)
+    t, z = t[..., 0], z[:, :, 0]
+    network = self._network(params)
+    x_t, std = dsm.perturb(x0, t, z, self.sde)
+    if self.perturb_condition:
+      condition = condition + std[..., None, None] * z
+    residual = std[..., None, None] * network(x_t, t, condition) + z
+    return jnp.sum(jnp.square(residual), axis=(2, 3))
+
+  def complete(self, params, batch, rng, *, train: bool, draw_params=None):
+    """(projections with every missing modality recovered or zero-filled, per-example terms).
+
+    `draw_params` (default `params`) are the weights the draws and the frozen projections come
+    from; `gradcheck_loss` fixes them so the stop-gradient targets are constants.
+    """
+    draw_params = params if draw_params is None else draw_params
     mask = jnp.asarray(batch['modality_mask'])
     observed = jnp.asarray(batch.get('observed_mask', mask))
-    proj = self._project(params, batch)
-    per_example = mask.shape[0]
-    terms = {'score': jnp.zeros(per_example), 'rec': jnp.zeros(per_example)}
-    if self.variant == 'pretrain' or len(self.modalities) == 1:
-      return proj, terms
-    index = {n: schema.MODALITIES.index(n) for n in self.modalities}
-    filled = {}
-    if self.recovery == 'zeros':
-      for name in self.modalities:
-        keep = mask[:, index[name]][:, None, None]
-        filled[name] = jnp.where(keep, proj[name], 0.0)
+    project_rng = jax.random.fold_in(rng, 1) if train else None
+    frozen = self.variant == 'imder'  # the projections: fixed targets, or trained (pretrain)
+    proj = self.project(draw_params if frozen else params, batch, project_rng)
+    columns = jnp.asarray([INDEX[n] for n in self.modalities])
+    present = mask[:, columns].T  # [M, B]
+    terms = {'score': jnp.zeros(mask.shape[:1]), 'rec': jnp.zeros(mask.shape[:1])}
+    if not self.recovers:
+      filled = {n: jnp.where(present[k][:, None, None], proj[n], 0.0)
+                for k, n in enumerate(self.modalities)}
       return filled, terms
-    conditions = self._conditions(params, proj, mask)
-    keys = base.example_rngs(rng, batch)  # [B, 2]
+    # The score networks see every modality at one length, a multiple of the U-Net's (48 for
+    # aligned_50: nothing padded); shorter projections are zero-padded at the end for them and
+    # the recovery is cut back to the modality's own length.
+    lengths = {n: proj[n].shape[1] for n in self.modalities}
+    common = -(-max(lengths.values()) // self.length_multiple) * self.length_multiple
+    proj = {n: jnp.pad(x, ((0, 0), (0, common - x.shape[1]), (0, 0))) for n, x in proj.items()}
+    stack = lambda d: jnp.stack([d[n] for n in self.modalities])  # noqa: E731
+    x0 = stack(proj)
+    # Per example: a key for the draws (all modalities at once) and, folded with each modality's
+    # column, keys for the score loss's (t, z).
+    draw_keys, loss_keys = _split(base.example_rngs(rng, batch))
+    loss_keys = jax.vmap(lambda i: jax.vmap(lambda k: jax.random.fold_in(k, i))(loss_keys))(columns)
     sampler = self.train_sampler if train else self.eval_sampler
-    for k, name in enumerate(self.modalities):
-      missing = ~mask[:, index[name]]
-      has_target = missing & observed[:, index[name]]
-      condition = conditions[name]
-      key_m = jax.vmap(lambda key, k=k: jax.random.fold_in(key, k))(keys)
-      if train:
-        score_fn = self._score_fn(params, name, condition)
-        loss_key = jax.random.fold_in(jax.random.fold_in(rng, 7), k)
-        score_loss = dsm.score_matching_loss(score_fn, proj[name], loss_key, self.sde,
-                                             eps=self.dsm_eps)
-        terms['score'] = terms['score'] + jnp.where(has_target, score_loss, 0.0)
-      draw = jax.lax.stop_gradient(self._draw(params, name, condition, key_m, sampler))
-      refined = self._call(params, imder_model.IMDer.refine, name, draw)
-      if train:
-        rec = jnp.mean(jnp.square(refined - proj[name]), axis=tuple(range(1, refined.ndim)))
-        terms['rec'] = terms['rec'] + jnp.where(has_target, rec, 0.0)
-      filled[name] = jnp.where(missing[:, None, None], refined, proj[name])
+    draw_conditions = stack(self._apply(draw_params, imder_model.IMDer.conditions, proj, mask,
+                                        INDEX))
+    draw = jax.lax.stop_gradient(self.recover(draw_params, draw_conditions, draw_keys, sampler))
+    refined = self._apply(params, imder_model.IMDer.refine_of, draw)
+    missing = ~present
+    filled = {n: jnp.where(missing[k][:, None, None], refined[k], proj[n])[:, :lengths[n]]
+              for k, n in enumerate(self.modalities)}
+    if train:
+      has_target = missing & observed[:, columns].T
+      conditions = stack(self._apply(params, imder_model.IMDer.conditions, proj, mask, INDEX))
+      score = self.score_loss(params, x0, conditions, loss_keys)
+      rec = jnp.mean(jnp.square(refined - x0), axis=(2, 3))
+      terms['score'] = jnp.sum(jnp.where(has_target, score, 0.0), axis=0)
+      terms['rec'] = jnp.sum(jnp.where(has_target, rec, 0.0), axis=0)
     return filled, terms
 
-  # -- the Method interface ------------------------------------------------------------------
-
-  def init(self, rng, batch):
-    features = {k: jnp.asarray(batch[k]) for k in self.modalities}
-    return _init(self.model, rng, features, jnp.asarray(batch['modality_mask']))
-
-  def loss(self, params, batch, rng):
+  def _loss(self, params, batch, rng, draw_params=None):
     dropout_rng, draw_rng = jax.random.split(rng)
-    filled, terms = self._complete(params, batch, draw_rng, train=True)
-    outputs = self._call(params, imder_model.IMDer.head, filled, deterministic=False,
-                         rng=dropout_rng)
+    filled, terms = self.complete(params, batch, draw_rng, train=True, draw_params=draw_params)
+    outputs = self._apply(params, imder_model.IMDer.fuse, filled, deterministic=False,
+                          rng=dropout_rng)
     task, aux = base.supervised_loss(self.spec.task, outputs, batch['label'])
     total = task + self.score_weight * terms['score'] + self.rec_weight * terms['rec']
     return total, {**aux, 'task': task, 'score': terms['score'], 'rec': terms['rec']}
 
+  # -- the Method interface ------------------------------------------------------------------
+
+  def init(self, rng, batch):
+    features = {n: jnp.asarray(batch[n]) for n in self.modalities}
+    mask = jnp.ones((features[self.modalities[0]].shape[0], len(schema.MODALITIES)), bool)
+    init = jax.jit(lambda key: self.model.init({'params': key}, features, mask, INDEX,
+                                               method=imder_model.IMDer.init_all))
+    return dict(init(rng))
+
+  def loss(self, params, batch, rng):
+    return self._loss(params, batch, rng)
+
+  def gradcheck_loss(self, params, batch, rng, *, target_params):
+    """The loss with the draws (and frozen projections) computed from `target_params`."""
+    return self._loss(params, batch, rng, draw_params=target_params)
+
   def predict(self, params, batch, rng):
-    filled, _ = self._complete(params, batch, rng, train=False)
-    outputs = self._call(params, imder_model.IMDer.head, filled, deterministic=True)
+    filled, _ = self.complete(params, batch, rng, train=False)
+    outputs = self._apply(params, imder_model.IMDer.fuse, filled, deterministic=True)
     return base.task_output(self.spec.task, outputs)
 
   def trainable_mask(self, params):
-    """Stage `imder` freezes the projections; fixed random features are never trained."""
+    """The Fourier constants never train; stage `imder` freezes the projections."""
     def flag(path, _):
       keys = [getattr(p, 'key', str(p)) for p in path]
-      if self.variant == 'imder' and keys[0] in FROZEN_IN_IMDER:
+      if keys[0] != 'params':
         return False
-      return keys[-1] not in imder_model.CONSTANT_PARAMS
+      return not (self.variant == 'imder' and keys[1] == 'projections')
     return jax.tree_util.tree_map_with_path(flag, params)
 
   def ema_mask(self, params):
     """Only the score networks are averaged for evaluation (they sample)."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: getattr(path[0], 'key', '').startswith('score_'), params)
+        lambda path, _: len(path) > 1 and getattr(path[1], 'key', '').startswith('score_'), params)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _init(model, rng, features, modality_mask):
-  """Compiled init (every submodule: projections, fusions, score and refinement nets, head)."""
-  return model.init({'params': rng}, features, modality_mask, method=imder_model.IMDer.init_all)[
-      'params']
+def _split(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Two keys per key of a batch of keys (typed keys [B] or raw [B, 2])."""
+  pairs = jax.vmap(jax.random.split)(keys)  # [B, 2(, 2)]
+  return pairs[:, 0], pairs[:, 1]

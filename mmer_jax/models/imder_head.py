@@ -322,13 +322,15 @@ class PairCondition(nn.Module):
 
 
 class IMDerFusionHead(nn.Module):
-  """MulT-style fusion of the three projected modalities -> [B, num_outputs].
+  """MulT-style fusion of the projected modalities (all three, or two) -> [B, num_outputs].
 
   For each target modality m (text l, audio a, visual v) and each other modality n,
   `trans_m_with_n` attends from m to n ([B, L, d]); the two results are concatenated ([B, L, 2d]),
   passed through the self-attention `trans_m_mem`, and its last time step is m's feature. The
   features are concatenated in (text, audio, visual) order (the authors' order, not the library's
-  (audio, visual, text)) to [B, 6d], then out_layer(h + proj2(dropout(relu(proj1(h))))).
+  (audio, visual, text)) to [B, 6d], then out_layer(h + proj2(dropout(relu(proj1(h))))). With two
+  modalities (a dataset that has only two, e.g. audio + visual) each attends to the other, its
+  memory runs over [B, L, d] and the fused vector is [B, 2d]; the same names.
 
   Attention-weight dropout per transformer, as in the authors' `get_network`: trans_l_with_a and
   trans_v_with_a use `attn_dropout_a`, trans_l_with_v and trans_a_with_v `attn_dropout_v`, the
@@ -367,20 +369,22 @@ class IMDerFusionHead(nn.Module):
     Returns [B, num_outputs], or (outputs, aux) with aux 'text'/'audio'/'visual' ([B, 2d], each
     modality's last-step feature, the authors' Feature_t/a/v) and 'fused' ([B, 6d], Feature_f).
     """
-    missing = [m for m in LETTERS if m not in projected]
-    if missing:
-      raise ValueError(f'IMDerFusionHead needs text, audio and visual; missing {missing}')
-    widths = {projected[m].shape[-1] for m in LETTERS}
+    unknown = sorted(set(projected) - set(LETTERS))
+    order = [m for m in ('text', 'audio', 'visual') if m in projected]
+    if unknown or len(order) < 2:
+      raise ValueError(f'IMDerFusionHead needs two or three of text, audio, visual; got '
+                       f'{sorted(projected)}')
+    widths = {projected[m].shape[-1] for m in order}
     if len(widths) != 1:
       raise ValueError(f'IMDerFusionHead: the projected modalities must share one width, got {widths}')
     dropout_for = {'a': self.attn_dropout_a, 'v': self.attn_dropout_v, 'l': self.attn_dropout}
     mem_layers = max(self.nlevels, self.mem_layers)
     features = {}
-    for m in ('text', 'audio', 'visual'):
+    for m in order:
       x = projected[m]
       lm = LETTERS[m]
       crossed = []
-      for n in ('text', 'audio', 'visual'):
+      for n in order:
         if n == m:
           continue
         ln = LETTERS[n]
@@ -389,7 +393,7 @@ class IMDerFusionHead(nn.Module):
       h = self._transformer(f'trans_{lm}_mem', self.attn_dropout, mem_layers)(
           jnp.concatenate(crossed, axis=-1), deterministic=deterministic)
       features[m] = h[:, -1]
-    fused = jnp.concatenate([features['text'], features['audio'], features['visual']], axis=-1)
+    fused = jnp.concatenate([features[m] for m in order], axis=-1)
     combined = fused.shape[-1]
     h = nn.relu(torch_linear(combined, combined, name='proj1')(fused))
     h = nn.Dropout(self.output_dropout)(h, deterministic=deterministic)
