@@ -51,6 +51,7 @@ def imder_method(*, nlevels: int, attn_dropout_a: float, embed_dropout: float
       'refine_blocks': 20, 'refine_reduction': 16,
       'score_weight': 0.1, 'rec_weight': 0.1,
       'sampler': 'euler_maruyama', 'num_steps': 100, 'sampler_eps': 1e-3,
+      'sampler_options': {},  # e.g. {'order': 1} for dpm_solver, {'snr': 0.1} for pc
       'train_sampler': 'euler_maruyama', 'train_num_steps': 100,
       # Utterance-level features (a features directory such as ravdess_av): the vector is mapped
       # to this many tokens of d_model channels by a learned projection (docs/imder.md).
@@ -81,6 +82,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.missing = 'rate'
   config.train.missing_rate = 0.5
   config.train.ema_decay = 0.999
+  # Selection on valid L1 at the training missing rate (where recovery acts; the authors
+  # validate at their training missing rate too); stage 1 selects on complete data.
+  config.train.valid_conditions = ('rate=0.5',)
   # The score loss is a sum over the 48 x 32 entries of each recovered projection (the authors'
   # loss_fn): hundreds at the start, so the divergence bound is set above that.
   config.train.loss_bound = 1e4
@@ -88,7 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.stage_name = 'imder'
   config.stages.stage1 = ml_collections.ConfigDict({
       'method': {'variant': 'pretrain'},
-      'train': {'missing': 'none', 'ema_decay': None},
+      'train': {'missing': 'none', 'ema_decay': None, 'valid_conditions': ('full',)},
   })
   config.init_from.stage = 'stage1'
   config.init_from.params = ml_collections.ConfigDict({'params/projections': 'params/projections',

@@ -85,8 +85,9 @@ class IMDerMethod(base.Method):
         score_attn_layers=m.score_attn_layers,
         refine_blocks=m.refine_blocks, refine_reduction=m.refine_reduction,
         utterance_tokens=m.utterance_tokens)
-    self.eval_sampler = (m.sampler, int(m.num_steps), float(m.sampler_eps))
-    self.train_sampler = (m.train_sampler, int(m.train_num_steps), float(m.sampler_eps))
+    self.eval_sampler = (m.sampler, int(m.num_steps), float(m.sampler_eps),
+                         dict(m.sampler_options))
+    self.train_sampler = (m.train_sampler, int(m.train_num_steps), float(m.sampler_eps), {})
 
   # -- pieces --------------------------------------------------------------------------------
 
@@ -112,9 +113,9 @@ class IMDerMethod(base.Method):
     Each example's draws come from its own key ([B, 2]): vmapped over the examples, the sampler
     runs on [M, 1, L, d], so an example's draw does not depend on the rest of its batch.
     """
-    kind, num_steps, eps = sampler
+    kind, num_steps, eps, options = sampler
     shape = (condition.shape[0], 1) + condition.shape[2:]
-    sample = sampling.get_sampler(kind, self.sde, shape, num_steps=num_steps, eps=eps)
+    sample = sampling.get_sampler(kind, self.sde, shape, num_steps=num_steps, eps=eps, **options)
     network = self._network(params)
 
     def one(key, cond):  # cond [M, L, d]
@@ -176,9 +177,14 @@ class IMDerMethod(base.Method):
     sampler = self.train_sampler if train else self.eval_sampler
     draw_conditions = stack(self._apply(draw_params, imder_model.IMDer.conditions, proj, mask,
                                         INDEX))
-    draw = jax.lax.stop_gradient(self.recover(draw_params, draw_conditions, draw_keys, sampler))
-    refined = self._apply(params, imder_model.IMDer.refine_of, draw)
     missing = ~present
+    # A batch with nothing missing (complete data, rate 0) skips the sampler altogether.
+    draw = jax.lax.cond(
+        missing.any(),
+        lambda: jax.lax.stop_gradient(self.recover(draw_params, draw_conditions, draw_keys,
+                                                   sampler)),
+        lambda: jnp.zeros_like(x0))
+    refined = self._apply(params, imder_model.IMDer.refine_of, draw)
     filled = {n: jnp.where(missing[k][:, None, None], refined[k], proj[n])[:, :lengths[n]]
               for k, n in enumerate(self.modalities)}
     if train:
