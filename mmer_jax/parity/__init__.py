@@ -17,7 +17,8 @@ model computes what theirs does (each a documented departure, e.g. docs/mmin.md)
 extra `pip install -e '.[parity]'`; it is never needed to train.
 
 Each method is a module with `run(authors_repo, *, precisions, seed, batch_size) -> dict` listed
-in `METHODS`; IMDer and MMGCN add theirs the same way.
+in `METHODS`: MMIN (`mmin.py`, docs/mmin.md) and IMDer (`imder.py`, docs/imder_parity.md); MMGCN
+adds its own the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import importlib
 
 METHODS = {
     'mmin': 'mmer_jax.parity.mmin',
+    'imder': 'mmer_jax.parity.imder',
 }
 
 
