@@ -32,6 +32,7 @@ inside training are config fields (`method.sampler`, `method.num_steps`, `method
 import ml_collections
 
 from configs import default
+from mmer_jax import missing
 
 
 def imder_method(*, nlevels: int, attn_dropout_a: float, embed_dropout: float
@@ -82,9 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.missing = 'rate'
   config.train.missing_rate = 0.5
   config.train.ema_decay = 0.999
-  # Selection on valid L1 at the training missing rate (where recovery acts; the authors
-  # validate at their training missing rate too); stage 1 selects on complete data.
-  config.train.valid_conditions = ('rate=0.5',)
+  # Selection on valid L1 pooled over the missing conditions (where recovery acts; the authors
+  # validate with missing modalities too); stage 1 selects on complete data.
+  config.train.valid_conditions = missing.MISSING_CONDITIONS
   # The score loss is a sum over the 48 x 32 entries of each recovered projection (the authors'
   # loss_fn): hundreds at the start, so the divergence bound is set above that.
   config.train.loss_bound = 1e4

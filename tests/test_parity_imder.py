@@ -287,3 +287,37 @@ def test_full_parity_with_the_authors_code():
   report = parity.run(_REPO, precisions=('float32', 'float64'), seed=0, batch_size=8)
   bad = {p: [k for k, v in report[p].items() if not v['ok']] for p in ('float32', 'float64')}
   assert report['ok'], bad
+
+
+def test_composite_layout_stacks_the_per_modality_networks():
+  """The parity layout (score_<m>, refine_<m>) and models/imder.py's stacked one are the same
+  variables: same structure and shapes after `to_composite`, and a round trip is exact."""
+  from mmer_jax.methods import imder as imder_method  # pylint: disable=g-import-not-at-top
+  from mmer_jax.models import imder as imder_model  # pylint: disable=g-import-not-at-top
+  from mmer_jax.models import imder_refine, score_net  # pylint: disable=g-import-not-at-top
+  modalities = ('audio', 'visual', 'text')
+  small = dict(score_channels=(4, 8), time_embed_dim=4, refine_blocks=1, refine_reduction=2)
+  model = imder_model.IMDer(modalities=modalities, d_model=4, num_heads=2, nlevels=1, **small)
+  features = {m: jnp.zeros((1, 6, 3)) for m in modalities}
+  composite = jax.eval_shape(lambda k: model.init(
+      k, features, jnp.ones((1, 3), bool), imder_method.INDEX,
+      method=imder_model.IMDer.init_all), jax.random.key(0))
+  x = jnp.zeros((1, 4, 4))
+  score = score_net.ScoreNet((4, 8), 4, num_heads=2, enc_groups=(4, 8), dec_groups=(4,))
+  refine = imder_refine.RefineNet(num_blocks=1, reduction=2)
+  per = {'params': {}, 'constants': {}}
+  for m in modalities:
+    v = jax.eval_shape(lambda k: score.init(k, x, jnp.ones((1,)), x), jax.random.key(0))
+    per['params'][f'score_{m}'], per['constants'][f'score_{m}'] = v['params'], v['constants']
+    per['params'][f'refine_{m}'] = jax.eval_shape(lambda k: refine.init(k, x), jax.random.key(0))['params']
+  zeros = lambda t: jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), t)  # noqa: E731
+  stacked = parity.to_composite(zeros(per), modalities)
+  shapes = lambda t: jax.tree_util.tree_map(lambda a: tuple(a.shape), t)  # noqa: E731
+  for collection in ('params', 'constants'):
+    for kind in ('score', 'refine'):
+      if kind in stacked[collection]:
+        assert shapes(stacked[collection][kind]) == shapes(composite[collection][kind])
+  rng = np.random.default_rng(0)
+  filled = jax.tree_util.tree_map(lambda a: rng.normal(size=a.shape), zeros(per))
+  back = parity.from_composite(parity.to_composite(filled, modalities), modalities)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, back, filled)

@@ -115,7 +115,8 @@ class IMDerMethod(base.Method):
     """
     kind, num_steps, eps, options = sampler
     shape = (condition.shape[0], 1) + condition.shape[2:]
-    sample = sampling.get_sampler(kind, self.sde, shape, num_steps=num_steps, eps=eps, **options)
+    sample = sampling.get_sampler(kind, self.sde, shape, num_steps=num_steps, eps=eps,
+                                  dtype=condition.dtype, **options)
     network = self._network(params)
 
     def one(key, cond):  # cond [M, L, d]
@@ -151,7 +152,8 @@ class IMDerMethod(base.Method):
     """
     draw_params = params if draw_params is None else draw_params
     mask = jnp.asarray(batch['modality_mask'])
-    observed = jnp.asarray(batch.get('observed_mask', mask))
+    # What the data has before the training drop (train_step sets it); without it, everything.
+    observed = jnp.asarray(batch.get('observed_mask', jnp.ones_like(mask)))
     project_rng = jax.random.fold_in(rng, 1) if train else None
     frozen = self.variant == 'imder'  # the projections: fixed targets, or trained (pretrain)
     proj = self.project(draw_params if frozen else params, batch, project_rng)
@@ -238,7 +240,7 @@ class IMDerMethod(base.Method):
   def ema_mask(self, params):
     """Only the score networks are averaged for evaluation (they sample)."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: len(path) > 1 and getattr(path[1], 'key', '').startswith('score_'), params)
+        lambda path, _: [getattr(p, 'key', '') for p in path[:2]] == ['params', 'score'], params)
 
 
 def _split(keys: jax.Array) -> tuple[jax.Array, jax.Array]:

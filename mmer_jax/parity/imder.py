@@ -32,8 +32,10 @@ What is compared, in float32 and float64 (`compare.TOLERANCES`):
                  to a label, and its gradients w.r.t. the head's parameters.
 
 The weight map (`to_authors` / `from_authors`). Ours is one variables dict {'params',
-'constants'} with the top-level modules as `models/imder.py` names them (m = text | audio |
-visual, their letter l | a | v):
+'constants'} with one top-level module per network (m = text | audio | visual, their letter
+l | a | v); `models/imder.py` holds the same variables with the per-modality score and refinement
+networks stacked on a leading modality axis (`score`, `refine`, in the dataset's modality
+order): `to_composite` / `from_composite` convert between the two.
 
   score_<m>            score_<letter>                      (ScoreNet)
     embed/fourier/W      embed.0.W                           (collection `constants`: their
@@ -361,6 +363,34 @@ def from_authors(state_dict, module: str | None = None) -> dict:
       path = path[1:]
     flat[(collection, *path)] = to_torch_layout(value)
   return traverse_util.unflatten_dict(flat)
+
+
+def to_composite(variables, modalities) -> dict:
+  """Per-network variables (score_<m>, refine_<m>, ...) -> `models/imder.py`'s layout, where
+  the score and refinement networks of `modalities` are stacked on a leading axis."""
+  out = {}
+  for collection, tree in variables.items():
+    tree = dict(tree)
+    for kind in ('score', 'refine'):
+      if f'{kind}_{modalities[0]}' in tree:
+        stacked = [tree.pop(f'{kind}_{m}') for m in modalities]
+        tree[kind] = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *stacked)
+    out[collection] = tree
+  return out
+
+
+def from_composite(variables, modalities) -> dict:
+  """`models/imder.py`'s variables -> per-network ones (the inverse of `to_composite`)."""
+  out = {}
+  for collection, tree in variables.items():
+    tree = dict(tree)
+    for kind in ('score', 'refine'):
+      if kind in tree:
+        stacked = tree.pop(kind)
+        for k, m in enumerate(modalities):
+          tree[f'{kind}_{m}'] = jax.tree_util.tree_map(lambda x, k=k: np.asarray(x)[k], stacked)
+    out[collection] = tree
+  return out
 
 
 # -- our modules -----------------------------------------------------------------------------------
