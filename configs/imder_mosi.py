@@ -90,6 +90,8 @@ def base_config() -> ml_collections.ConfigDict:
   # loss_fn): hundreds at the start, so the divergence bound is set above that.
   config.train.loss_bound = 1e4
 
+  config.analysis = ('recovery_pca',)
+
   config.stage_name = 'imder'
   config.stages.stage1 = ml_collections.ConfigDict({
       'method': {'variant': 'pretrain'},

@@ -6,6 +6,8 @@ the evaluated `train.Run` and `params` the selected checkpoint's parameters:
   imagination_pca   MMIN's picture: an imagined vs. real embedding, PCA (PNG)
   imagination_mse   MMIN's imagination claim: MSE of the imagined missing embeddings against the
                     train-mean and zero imputers, per missing condition (JSON)
+  recovery_pca      IMDer's picture: recovered (unconditional, conditional) vs. real projections
+                    of a missing modality, PCA (PNG)
 
 They run after results.json is written and only add to it, so one that fails (a figure that
 cannot be drawn for this dataset, a full disk) is logged as a warning and the next one runs: the
@@ -22,6 +24,7 @@ from absl import logging
 _ANALYSES = {
     'imagination_pca': ('mmer_jax.analysis.imagination_pca', 'write'),
     'imagination_mse': ('mmer_jax.analysis.imagination_mse', 'write'),
+    'recovery_pca': ('mmer_jax.analysis.recovery_pca', 'write'),
 }
 NAMES = tuple(_ANALYSES)
 

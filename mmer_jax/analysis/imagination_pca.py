@@ -53,11 +53,12 @@ def write(run, params, workdir: str) -> list[str]:
 
 
 def plot(path: str, imagined: np.ndarray, real: np.ndarray, labels: np.ndarray,
-         spec: schema.DatasetSpec, *, title: str = '') -> str:
+         spec: schema.DatasetSpec, *, title: str = '', name: str = 'imagined') -> str:
   """Draws `imagined` and `real` ([N, E], row i of both from example i) in 2-D PCA to `path`.
 
   `labels` [N] are class indices or regression scores, as `spec.task` says; colours as the module
-  docstring describes. Returns `path`.
+  docstring describes; `name` labels the non-real set (IMDer's picture says 'recovered').
+  Returns `path`.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -65,6 +66,7 @@ def plot(path: str, imagined: np.ndarray, real: np.ndarray, labels: np.ndarray,
   from matplotlib import colors  # pylint: disable=g-import-not-at-top
   from matplotlib import lines  # pylint: disable=g-import-not-at-top
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  set_name = name
   imagined, real, labels = np.asarray(imagined), np.asarray(real), np.asarray(labels)
   both = np.concatenate([imagined, real])
   centred = both - both.mean(axis=0)
@@ -79,7 +81,7 @@ def plot(path: str, imagined: np.ndarray, real: np.ndarray, labels: np.ndarray,
         ax.scatter(*xy[n:][labels == c].T, s=8, marker='o', alpha=0.5, color=f'C{int(c)}',
                    label=f'real {name}')
         ax.scatter(*xy[:n][labels == c].T, s=8, marker='x', alpha=0.7, color=f'C{int(c)}',
-                   label=f'imagined {name}')
+                   label=f'{set_name} {name}')
       ax.legend(fontsize=6, ncol=2)
     else:
       values = labels.astype(np.float64).reshape(n)
@@ -91,7 +93,7 @@ def plot(path: str, imagined: np.ndarray, real: np.ndarray, labels: np.ndarray,
                    label='label (regression score)')
       ax.legend(handles=[
           lines.Line2D([], [], marker='o', linestyle='', color='grey', label='real'),
-          lines.Line2D([], [], marker='x', linestyle='', color='grey', label='imagined'),
+          lines.Line2D([], [], marker='x', linestyle='', color='grey', label=set_name),
       ], fontsize=6)
     ax.set_title(title)
     fig.savefig(path, dpi=120, bbox_inches='tight')

@@ -198,6 +198,24 @@ class IMDerMethod(base.Method):
       terms['rec'] = jnp.sum(jnp.where(has_target, rec, 0.0), axis=0)
     return filled, terms
 
+  def recovery_views(self, params, batch, rng):
+    """For the picture: every modality's real projection, its recovery conditioned on what the
+    sample has, and its recovery from a zero condition (the networks' uninformative input, the
+    stand-in for the paper's unconditional recovery), each averaged over time: [M, B, d] x 3."""
+    mask = jnp.asarray(batch['modality_mask'])
+    proj = self.project(params, batch)
+    common = -(-max(x.shape[1] for x in proj.values()) // self.length_multiple) * \
+        self.length_multiple
+    proj = {n: jnp.pad(x, ((0, 0), (0, common - x.shape[1]), (0, 0))) for n, x in proj.items()}
+    x0 = jnp.stack([proj[n] for n in self.modalities])
+    conditions = self._apply(params, imder_model.IMDer.conditions, proj, mask, INDEX)
+    conditions = jnp.stack([conditions[n] for n in self.modalities])
+    keys = base.example_rngs(rng, batch)
+    refine = lambda c: self._apply(  # noqa: E731
+        params, imder_model.IMDer.refine_of, self.recover(params, c, keys, self.eval_sampler))
+    return {'real': x0.mean(2), 'conditional': refine(conditions).mean(2),
+            'unconditional': refine(jnp.zeros_like(conditions)).mean(2)}
+
   def _loss(self, params, batch, rng, draw_params=None):
     dropout_rng, draw_rng = jax.random.split(rng)
     filled, terms = self.complete(params, batch, draw_rng, train=True, draw_params=draw_params)
