@@ -25,6 +25,7 @@ and `nfe.png`.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -148,58 +149,58 @@ def markdown(agg: dict, seeds) -> str:
 
 
 def nfe_curve(root: str, seed: str, overrides=()) -> dict:
-  """Every sampler at each NFE of `NFES` it can make, at rate 0.5, from one IMDer checkpoint."""
+  """Every sampler at each NFE of `NFES` it can make, at rate 0.5, from one IMDer checkpoint.
+
+  `overrides` are the ones the run was trained with (the table's), so the model is the same."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from mmer_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from mmer_jax import evaluate  # pylint: disable=g-import-not-at-top
   from mmer_jax import stages  # pylint: disable=g-import-not-at-top
   from mmer_jax import train as train_lib  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  from mmer_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  del config_flags
   sys.path.insert(0, os.getcwd())
   from configs import imder_mosi  # pylint: disable=g-import-not-at-top
+  config = imder_mosi.get_config('synthetic')
+  config.seed = int(seed)
+  apply_overrides(config, overrides)
+  config = stages.main_stage(config)
   workdir = os.path.join(run_dir(root, 'imder', seed), 'imder')
-  with open(os.path.join(workdir, 'config.json'), encoding='utf-8') as f:
-    ran = json.load(f)
-  del overrides
-  config = stages.main_stage(imder_mosi.get_config('synthetic'))
-  with config.unlocked():
-    config.update_from_flattened_dict({})
-    _update(config, ran)
   _, best = checkpoint.create_managers(workdir)
+  shapes = checkpoint.saved_params_shapes(best)
+  target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  params = checkpoint.restore(best, {'params': target})[0]['params']
   out = []
   for sampler, (options, per_step) in SAMPLER_GRID.items():
     for nfe in NFES:
-      if nfe % per_step or nfe // per_step < (2 if sampler == 'euler_maruyama' else 1):
+      steps = nfe // per_step
+      if nfe % per_step or steps < (2 if sampler == 'euler_maruyama' else 1):
         continue
       with config.unlocked():
-        config.method.sampler = sampler.rsplit('_', 1)[0] if sampler.startswith('dpm') else sampler
-        config.method.num_steps = nfe // per_step
+        config.method.sampler = 'dpm_solver' if sampler.startswith('dpm') else sampler
+        config.method.num_steps = steps
         config.method.sampler_options = dict(options)
       run = train_lib.Run(config, devices=jax.devices()[:1], workdir=workdir)
-      shapes = checkpoint.saved_params_shapes(best)
-      target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-      params = checkpoint.restore(best, {'params': target})[0]['params']
       rows = evaluate.run_grid(run.spec, run.predict, run.device_params(params),
-                               run.eval_batches('test'), conditions=(), rates=(0.5,),
-                               seed=config.seed)
+                               run.eval_batches(config.eval.split), conditions=(),
+                               rates=(0.5,), seed=config.seed)
       metrics = {m: float(rows[0]['metrics'][m]) for m in METRICS}
-      out.append({'sampler': sampler, 'nfe': nfe, 'num_steps': nfe // per_step, **metrics})
+      out.append({'sampler': sampler, 'nfe': nfe, 'num_steps': steps, **metrics})
       print(json.dumps(out[-1]), flush=True)
-  return {'seed': seed, 'rate': 0.5, 'points': out}
+  return {'seed': seed, 'rate': 0.5, 'split': config.eval.split, 'points': out}
 
 
-def _update(config, values: dict, prefix: str = '') -> None:
-  """Sets `config`'s fields to a resolved config.json's values (those config has)."""
-  for key, value in values.items():
-    if key not in config:
-      continue
-    if hasattr(config[key], 'keys') and isinstance(value, dict):
-      _update(config[key], value)
-    elif isinstance(config[key], tuple) and isinstance(value, list):
-      config[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-    else:
-      config[key] = value
+def apply_overrides(config, overrides) -> None:
+  """Sets `--config.a.b=value` strings on `config` (values parsed as Python literals)."""
+  for item in overrides:
+    path, _, text = item.removeprefix('--config.').partition('=')
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    *parents, leaf = path.split('.')
+    node = config
+    for key in parents:
+      node = node[key]
+    node[leaf] = value
 
 
 def nfe_markdown(curve: dict) -> str:
@@ -254,7 +255,7 @@ def main(argv, flag_values):
     f.write(text)
   print(text)
   if v['nfe_seed'] is not None:
-    curve = nfe_curve(root, v['nfe_seed'])
+    curve = nfe_curve(root, v['nfe_seed'], overrides)
     with open(os.path.join(root, 'nfe.json'), 'w', encoding='utf-8') as f:
       json.dump(curve, f, indent=1)
     with open(os.path.join(root, 'nfe.md'), 'w', encoding='utf-8') as f:

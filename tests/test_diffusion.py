@@ -422,3 +422,31 @@ def test_bad_input_raises_clear_errors():
     sampling.get_sampler('pc', VP, (2, 3), num_steps=10)
   with pytest.raises(ValueError, match='noises must be'):
     sampling.euler_maruyama(lambda x, t: x, VE, jnp.zeros((2, 3)), jnp.zeros((5, 2, 4)))
+
+
+def test_condition_noise_is_a_function_of_key_and_time():
+  from mmer_jax.diffusion import conditioning  # pylint: disable=g-import-not-at-top
+  key = jax.random.PRNGKey(0)
+  a = conditioning.condition_noise(key, jnp.full((2,), 0.5), (2, 3))
+  np.testing.assert_array_equal(a, conditioning.condition_noise(key, jnp.full((2,), 0.5), (2, 3)))
+  assert not np.allclose(a, conditioning.condition_noise(key, jnp.full((2,), 0.4), (2, 3)))
+  assert not np.allclose(a, conditioning.condition_noise(jax.random.PRNGKey(1), jnp.full((2,), 0.5),
+                                                         (2, 3)))
+
+
+def test_perturbed_condition_score_feeds_the_noised_condition():
+  from mmer_jax.diffusion import conditioning  # pylint: disable=g-import-not-at-top
+  sde = sde_lib.VESDE(sigma=25.0)
+  key = jax.random.PRNGKey(3)
+  condition = jnp.arange(6.0).reshape(2, 3)
+  seen = {}
+
+  def network(x, t, c):
+    seen['c'] = c
+    return x * 0 + t[:, None]
+
+  score_fn = conditioning.perturbed_condition_score(network, condition, key, sde)
+  t = jnp.full((2,), 0.3)
+  score_fn(jnp.zeros((2, 3)), t)
+  expected = condition + sde.marginal_std(t)[:, None] * conditioning.condition_noise(key, t, (2, 3))
+  np.testing.assert_allclose(seen['c'], expected, rtol=1e-6)

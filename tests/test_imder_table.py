@@ -1,0 +1,52 @@
+"""launch/imder_table.py: the aggregation over seeds, the paired differences, the overrides."""
+
+import pathlib
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'launch'))
+
+import imder_table  # noqa: E402
+
+
+def _results(mae_by_rate, acc2=0.8):
+  rows = [{'condition': 'full', 'metrics': {m: 0.0 for m in imder_table.METRICS}}]
+  for rate, mae in mae_by_rate.items():
+    metrics = {m: 0.5 for m in imder_table.METRICS}
+    metrics.update(mae=mae, acc2=acc2)
+    rows.append({'condition': f'rate={rate}', 'metrics': metrics})
+  return {'rows': rows}
+
+
+def test_aggregate_pairs_rows_by_seed():
+  per_seed = {
+      'imder': [_results({0.3: 0.7, 0.5: 0.8}, 0.80), _results({0.3: 0.6, 0.5: 0.9}, 0.82)],
+      'zeros_complete': [_results({0.3: 0.9, 0.5: 1.0}, 0.70), _results({0.3: 0.8, 0.5: 0.85}, 0.75)],
+  }
+  agg = imder_table.aggregate(per_seed)
+  assert agg['rows']['imder']['0.3']['mae'] == pytest.approx([0.65, np.std([0.7, 0.6], ddof=1)])
+  cell = agg['paired']['imder - zeros_complete']['0.5']
+  assert cell['mae']['mean_std'][0] == pytest.approx((-0.2 + 0.05) / 2)
+  assert cell['mae']['better'] == 1 and cell['mae']['seeds'] == 2  # lower MAE is better
+  assert agg['paired']['imder - zeros_complete']['0.3']['acc2']['better'] == 2
+  text = imder_table.markdown(agg, ['0', '1'])
+  assert '| imder - zeros_complete (paired; seeds better) |' in text and '(1/2)' in text
+
+
+def test_overrides_set_typed_fields():
+  config = ml_collections.ConfigDict({'method': {'score_channels': (32, 64, 128), 'sampler': 'x',
+                                                 'num_steps': 100}})
+  imder_table.apply_overrides(config, ['--config.method.score_channels=(32, 64)',
+                                       '--config.method.sampler=dpm_solver',
+                                       '--config.method.num_steps=10'])
+  assert config.method.score_channels == (32, 64) and config.method.num_steps == 10
+  assert config.method.sampler == 'dpm_solver'
+
+
+def test_sampler_grid_reaches_the_nfe_points():
+  nfe = {s: [n for n in imder_table.NFES if n % per == 0] for s, (_, per) in
+         imder_table.SAMPLER_GRID.items()}
+  assert nfe['euler_maruyama'] == [5, 10, 20, 50, 100] and nfe['ode_rk4'] == [20, 100]
