@@ -58,7 +58,7 @@ def _shrink(node: ml_collections.ConfigDict, path: str = '') -> None:
     value = node[key]
     if isinstance(value, ml_collections.ConfigDict):
       _shrink(value, key)
-    elif key == 'dropout':
+    elif 'dropout' in key:  # also IMDer's attn_dropout_a, embed_dropout, ...
       node[key] = 0.0
     elif key == 'layers' and path in SMALL_LAYERS:
       node[key] = SMALL_LAYERS[path]

@@ -36,7 +36,12 @@ def test_config_loads_locks_and_documents_its_command(path):
     module.get_config('nonsense')
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+# Smoke runs of minutes (IMDer MOSEI shares imder_mosi's code path): with -m slow.
+SLOW_SMOKE = ('imder_mosei',)
+
+
+@pytest.mark.parametrize('path', [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_SMOKE
+                                  else p for p in CONFIGS], ids=lambda p: p.stem)
 def test_smoke_variant_trains_and_writes_results(path, tmp_path):
   workdir = tmp_path / 'run'
   proc = subprocess.run(

@@ -89,6 +89,7 @@ def test_present_modalities_are_never_replaced_and_missing_ones_are(setup):
     assert np.all(np.isfinite(recovered)) and np.abs(recovered).max() > 0, n
 
 
+@pytest.mark.slow  # compiles IMDer for a minute or more (-m slow)
 def test_zeros_recovery_and_pretrain_zero_fill_the_missing_projections(setup):
   _, batch, _ = setup
   for variant, recovery in (('imder', 'zeros'), ('pretrain', 'diffusion')):
@@ -104,6 +105,7 @@ def test_zeros_recovery_and_pretrain_zero_fill_the_missing_projections(setup):
     assert float(jnp.abs(terms['score']).sum() + jnp.abs(terms['rec']).sum()) == 0.0
 
 
+@pytest.mark.slow  # compiles IMDer for a minute or more (-m slow)
 def test_score_and_rec_terms_follow_each_samples_mask(setup):
   method, batch, params = setup
   loss = jax.jit(method.loss)
@@ -140,6 +142,7 @@ def test_predictions_do_not_depend_on_the_batch(setup):
   assert not np.allclose(whole, np.asarray(predict(params, batch, jax.random.key(8))))
 
 
+@pytest.mark.slow  # compiles IMDer for a minute or more (-m slow)
 def test_conditions_fuse_two_available_modalities_else_take_the_one():
   model = imder_model.IMDer(modalities=('audio', 'visual', 'text'), d_model=4, num_heads=2,
                             score_channels=(4, 8), time_embed_dim=4, refine_blocks=1,
@@ -159,6 +162,7 @@ def test_conditions_fuse_two_available_modalities_else_take_the_one():
   np.testing.assert_array_equal(cond['audio'][2], proj['text'][2])
 
 
+@pytest.mark.slow  # compiles IMDer for a minute or more (-m slow)
 def test_utterance_vectors_and_mixed_lengths_run():
   levels = {'audio': 'sequence', 'visual': 'utterance', 'text': 'utterance'}
   method = _method(levels=levels)
@@ -182,6 +186,7 @@ def test_masks_freeze_projections_and_average_only_score_networks(setup):
       ('params', 'score')}
 
 
+@pytest.mark.slow  # compiles IMDer for a minute or more (-m slow)
 def test_the_full_loss_has_the_gradients_of_its_finite_differences():
   with jax.enable_x64(True):
     method = _method(num_heads=2)

@@ -168,8 +168,7 @@ class IMDerMethod(base.Method):
     # aligned_50: nothing padded); shorter projections are zero-padded at the end for them and
     # the recovery is cut back to the modality's own length.
     lengths = {n: proj[n].shape[1] for n in self.modalities}
-    common = -(-max(lengths.values()) // self.length_multiple) * self.length_multiple
-    proj = {n: jnp.pad(x, ((0, 0), (0, common - x.shape[1]), (0, 0))) for n, x in proj.items()}
+    proj = imder_model.pad_to_common_length(proj, self.length_multiple)
     stack = lambda d: jnp.stack([d[n] for n in self.modalities])  # noqa: E731
     x0 = stack(proj)
     # Per example: a key for the draws (all modalities at once) and, folded with each modality's
@@ -204,9 +203,7 @@ class IMDerMethod(base.Method):
     stand-in for the paper's unconditional recovery), each averaged over time: [M, B, d] x 3."""
     mask = jnp.asarray(batch['modality_mask'])
     proj = self.project(params, batch)
-    common = -(-max(x.shape[1] for x in proj.values()) // self.length_multiple) * \
-        self.length_multiple
-    proj = {n: jnp.pad(x, ((0, 0), (0, common - x.shape[1]), (0, 0))) for n, x in proj.items()}
+    proj = imder_model.pad_to_common_length(proj, self.length_multiple)
     x0 = jnp.stack([proj[n] for n in self.modalities])
     conditions = self._apply(params, imder_model.IMDer.conditions, proj, mask, INDEX)
     conditions = jnp.stack([conditions[n] for n in self.modalities])

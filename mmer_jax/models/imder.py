@@ -178,11 +178,21 @@ class IMDer(nn.Module):
   def init_all(self, features: Mapping[str, Array], mask: Array, index: Mapping[str, int]):
     """Runs every piece once (for `init`): projections, conditions, scores, refiners, head."""
     proj = self.project(features)
-    conditions = self.conditions(proj, mask, index)
+    padded = pad_to_common_length(proj, score_net.ScoreNet.length_multiple(len(self.score_channels)))
+    conditions = self.conditions(padded, mask, index)
     stack = lambda d: jnp.stack([d[m] for m in self.modalities])  # noqa: E731
-    x = stack(proj)
+    x = stack(padded)
     self.refine_of(self.score_of(x, jnp.ones(x.shape[:2]), stack(conditions)))
     return self.fuse(proj, deterministic=True)
+
+
+def pad_to_common_length(proj: Mapping[str, Array], multiple: int) -> dict[str, Array]:
+  """Every projection zero-padded at the end to one length, the smallest multiple of `multiple`
+  (the score U-Net's) that holds the longest: the score networks, the fusion convs and the
+  stacked draws need one length. Nothing changes when all are already that long (aligned_50)."""
+  longest = max(x.shape[1] for x in proj.values())
+  common = -(-longest // multiple) * multiple
+  return {n: jnp.pad(x, ((0, 0), (0, common - x.shape[1]), (0, 0))) for n, x in proj.items()}
 
 
 def _groups(channels: Sequence[int], *, first: int) -> tuple[int, ...]:
