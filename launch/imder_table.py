@@ -62,6 +62,9 @@ def define_flags():
       'scale': flags.DEFINE_enum('scale', 'cpu', ['cpu', 'authors'], 'Model and schedule.'),
       'override': flags.DEFINE_multi_string('override', [], 'Extra --config.x=v for every run.'),
       'nfe_seed': flags.DEFINE_string('nfe_seed', None, 'Also the NFE curve of this seed.'),
+      'nfe_fast_max': flags.DEFINE_integer('nfe_fast_max', 100, 'Largest NFE for the samplers '
+                                           'other than Euler-Maruyama.'),
+      'nfe_only': flags.DEFINE_bool('nfe_only', False, 'Only the NFE curve (the runs exist).'),
   }
 
 
@@ -148,10 +151,11 @@ def markdown(agg: dict, seeds) -> str:
   return '\n'.join(lines)
 
 
-def nfe_curve(root: str, seed: str, overrides=()) -> dict:
+def nfe_curve(root: str, seed: str, overrides=(), fast_max: int = 100) -> dict:
   """Every sampler at each NFE of `NFES` it can make, at rate 0.5, from one IMDer checkpoint.
 
-  `overrides` are the ones the run was trained with (the table's), so the model is the same."""
+  `overrides` are the ones the run was trained with (the table's), so the model is the same;
+  samplers other than Euler-Maruyama stop at `fast_max` NFE (`--nfe_fast_max`, to save time)."""
   import jax  # pylint: disable=g-import-not-at-top
   from mmer_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from mmer_jax import evaluate  # pylint: disable=g-import-not-at-top
@@ -173,6 +177,8 @@ def nfe_curve(root: str, seed: str, overrides=()) -> dict:
     for nfe in NFES:
       steps = nfe // per_step
       if nfe % per_step or steps < (2 if sampler == 'euler_maruyama' else 1):
+        continue
+      if sampler != 'euler_maruyama' and nfe > fast_max:  # the fast samplers' range
         continue
       with config.unlocked():
         config.method.sampler = 'dpm_solver' if sampler.startswith('dpm') else sampler
@@ -241,6 +247,8 @@ def main(argv, flag_values):
   v = {name: flag.value for name, flag in flag_values.items()}
   root = v['workdir']
   overrides = (list(CPU_SCALE) if v['scale'] == 'cpu' else []) + list(v['override'])
+  if v['nfe_only']:
+    return write_nfe(root, v['nfe_seed'], overrides, v['nfe_fast_max'])
   per_seed = {row: [] for row in ROWS}
   for seed in v['seeds']:  # seed by seed, so a partial table is already paired
     for row in ('imder', 'zeros_missing', 'zeros_complete'):
@@ -255,13 +263,17 @@ def main(argv, flag_values):
     f.write(text)
   print(text)
   if v['nfe_seed'] is not None:
-    curve = nfe_curve(root, v['nfe_seed'], overrides)
-    with open(os.path.join(root, 'nfe.json'), 'w', encoding='utf-8') as f:
-      json.dump(curve, f, indent=1)
-    with open(os.path.join(root, 'nfe.md'), 'w', encoding='utf-8') as f:
-      f.write(nfe_markdown(curve))
-    nfe_plot(curve, os.path.join(root, 'nfe.png'))
-    print(nfe_markdown(curve))
+    write_nfe(root, v['nfe_seed'], overrides, v['nfe_fast_max'])
+
+
+def write_nfe(root: str, seed: str, overrides, fast_max: int) -> None:
+  curve = nfe_curve(root, seed, overrides, fast_max)
+  with open(os.path.join(root, 'nfe.json'), 'w', encoding='utf-8') as f:
+    json.dump(curve, f, indent=1)
+  with open(os.path.join(root, 'nfe.md'), 'w', encoding='utf-8') as f:
+    f.write(nfe_markdown(curve))
+  nfe_plot(curve, os.path.join(root, 'nfe.png'))
+  print(nfe_markdown(curve))
 
 
 if __name__ == '__main__':
