@@ -36,8 +36,9 @@ def test_config_loads_locks_and_documents_its_command(path):
     module.get_config('nonsense')
 
 
-# Smoke runs of minutes (IMDer MOSEI shares imder_mosi's code path): with -m slow.
-SLOW_SMOKE = ('imder_mosei',)
+# Smoke runs of minutes (IMDer's: compiling its score U-Nets): with -m slow. The method's
+# contract case and tests/test_imder_method.py keep IMDer in the default run.
+SLOW_SMOKE = ('imder_mosei', 'imder_mosi')
 
 
 @pytest.mark.parametrize('path', [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_SMOKE
