@@ -23,6 +23,7 @@ import pytest
 
 from mmer_jax.diffusion import sde as sde_lib
 from mmer_jax.parity import imder as parity
+from test_imder_models import ref_conv1d, ref_conv_transpose1d  # numpy PyTorch layers
 
 MOSI_DIMS = (768, 5, 20)  # their config.json: datasetCommonParams.mosi.aligned.feature_dims
 _HAS_TORCH = importlib.util.find_spec('torch') is not None
@@ -157,27 +158,6 @@ def test_fourier_frequencies_map_to_the_constants_collection():
 # -- layouts: PyTorch's layers in numpy ---------------------------------------------------------
 
 
-def _torch_conv1d(x_ncl, w, b, stride, pad):
-  x = np.pad(x_ncl, ((0, 0), (0, 0), (pad, pad)))
-  k = w.shape[-1]
-  n = (x.shape[-1] - k) // stride + 1
-  return np.stack([np.einsum('bck,ock->bo', x[:, :, i * stride:i * stride + k], w) for i in range(n)], -1) + b[:, None]
-
-
-def _torch_conv_transpose1d(x_ncl, w, b, stride, pad, output_padding):
-  """By its definition (scatter), w [in, out, k]."""
-  batch, _, length = x_ncl.shape
-  k = w.shape[-1]
-  n = (length - 1) * stride - 2 * pad + k + output_padding
-  y = np.zeros((batch, w.shape[1], n))
-  for i in range(length):
-    for j in range(k):
-      o = i * stride - pad + j
-      if 0 <= o < n:
-        y[:, :, o] += x_ncl[:, :, i] @ w[:, :, j]
-  return y + b[:, None]
-
-
 def test_layouts_compute_pytorchs_layers():
   rng = np.random.default_rng(1)
   x = rng.standard_normal((2, 6, 4))  # ours [B, L, C]
@@ -191,13 +171,13 @@ def test_layouts_compute_pytorchs_layers():
     w = rng.standard_normal((5, 4, 3))
     got = nn.Conv(5, (3,), strides=(2,), padding=((1, 1),), param_dtype=jnp.float64).apply(
         {'params': {'kernel': parity.to_torch_layout(w), 'bias': b}}, x)
-    np.testing.assert_allclose(got, parity.ncl(_torch_conv1d(parity.ncl(x), w, b, 2, 1)), rtol=1e-12)
+    np.testing.assert_allclose(got, parity.ncl(ref_conv1d(parity.ncl(x), w, b, 2, 1)), rtol=1e-12)
     # ConvTranspose1d [in, out, k], stride 2, padding 1, output_padding 1 (the up convs)
     w = rng.standard_normal((4, 5, 3))
     got = nn.ConvTranspose(5, (3,), strides=(2,), padding=((1, 2),), transpose_kernel=True,
                            param_dtype=jnp.float64).apply(
         {'params': {'kernel': parity.to_torch_layout(w), 'bias': b}}, x)
-    np.testing.assert_allclose(got, parity.ncl(_torch_conv_transpose1d(parity.ncl(x), w, b, 2, 1, 1)), rtol=1e-12)
+    np.testing.assert_allclose(got, parity.ncl(ref_conv_transpose1d(parity.ncl(x), w, b, 2, 1, 1)), rtol=1e-12)
   for shape in ((3,), (3, 4), (3, 4, 5)):
     a = rng.standard_normal(shape)
     np.testing.assert_array_equal(parity.to_torch_layout(parity.to_torch_layout(a)), a)

@@ -104,6 +104,11 @@ class IMDerMethod(base.Method):
       proj = jax.lax.stop_gradient(proj)
     return proj
 
+  def _stacked_conditions(self, params, proj, mask):
+    """Every modality's per-sample condition [M, B, L, d] (`IMDer.conditions`, stacked)."""
+    conditions = self._apply(params, imder_model.IMDer.conditions, proj, mask, INDEX)
+    return jnp.stack([conditions[n] for n in self.modalities])
+
   def _network(self, params):
     return lambda x, t, c: self._apply(params, imder_model.IMDer.score_of, x, t, c)
 
@@ -169,15 +174,13 @@ class IMDerMethod(base.Method):
     # the recovery is cut back to the modality's own length.
     lengths = {n: proj[n].shape[1] for n in self.modalities}
     proj = imder_model.pad_to_common_length(proj, self.length_multiple)
-    stack = lambda d: jnp.stack([d[n] for n in self.modalities])  # noqa: E731
-    x0 = stack(proj)
+    x0 = jnp.stack([proj[n] for n in self.modalities])
     # Per example: a key for the draws (all modalities at once) and, folded with each modality's
     # column, keys for the score loss's (t, z).
     draw_keys, loss_keys = _split(base.example_rngs(rng, batch))
     loss_keys = jax.vmap(lambda i: jax.vmap(lambda k: jax.random.fold_in(k, i))(loss_keys))(columns)
     sampler = self.train_sampler if train else self.eval_sampler
-    draw_conditions = stack(self._apply(draw_params, imder_model.IMDer.conditions, proj, mask,
-                                        INDEX))
+    draw_conditions = self._stacked_conditions(draw_params, proj, mask)
     missing = ~present
     # A batch with nothing missing (complete data, rate 0) skips the sampler altogether.
     draw = jax.lax.cond(
@@ -190,7 +193,7 @@ class IMDerMethod(base.Method):
               for k, n in enumerate(self.modalities)}
     if train:
       has_target = missing & observed[:, columns].T
-      conditions = stack(self._apply(params, imder_model.IMDer.conditions, proj, mask, INDEX))
+      conditions = self._stacked_conditions(params, proj, mask)
       score = self.score_loss(params, x0, conditions, loss_keys)
       rec = jnp.mean(jnp.square(refined - x0), axis=(2, 3))
       terms['score'] = jnp.sum(jnp.where(has_target, score, 0.0), axis=0)
@@ -205,8 +208,7 @@ class IMDerMethod(base.Method):
     proj = self.project(params, batch)
     proj = imder_model.pad_to_common_length(proj, self.length_multiple)
     x0 = jnp.stack([proj[n] for n in self.modalities])
-    conditions = self._apply(params, imder_model.IMDer.conditions, proj, mask, INDEX)
-    conditions = jnp.stack([conditions[n] for n in self.modalities])
+    conditions = self._stacked_conditions(params, proj, mask)
     keys = base.example_rngs(rng, batch)
     refine = lambda c: self._apply(  # noqa: E731
         params, imder_model.IMDer.refine_of, self.recover(params, c, keys, self.eval_sampler))
