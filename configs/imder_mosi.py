@@ -54,6 +54,9 @@ def imder_method(*, nlevels: int, attn_dropout_a: float, embed_dropout: float
       'sampler': 'euler_maruyama', 'num_steps': 100, 'sampler_eps': 1e-3,
       'sampler_options': {},  # e.g. {'order': 1} for dpm_solver, {'snr': 0.1} for pc
       'train_sampler': 'euler_maruyama', 'train_num_steps': 100,
+      # Draws and score terms run on the missing (modality, example) slots only, in chunks of
+      # this share of the batch per modality (mmer_jax/ops/slots.py; 1.0: one chunk of B).
+      'chunk_fraction': 0.5,
       # Utterance-level features (a features directory such as ravdess_av): the vector is mapped
       # to this many tokens of d_model channels by a learned projection (docs/imder.md).
       'utterance_tokens': 8,

@@ -5,7 +5,9 @@
 
 Rows (`ROWS`): late and early fusion (`configs/fusion_features.py`) trained on complete data and
 with random missing patterns (`train.missing=patterns_and_full`), late fusion trained with
-per-modality missing rates, and MMIN (`configs/mmin_iemocap.py` as it is, both stages). Every
+per-modality missing rates, and MMIN (`configs/mmin_iemocap.py` as it is, both stages); on
+request (`--rows=`) IMDer at CPU scale (`imder`) and its stage 1 zero-filled
+(`imder_zeros_complete`, read from the imder run). Every
 row is evaluated on the same grid: the conditions the directory can express, the uniform missing
 rates, and the per-modality rates of `--uneven` (e.g. faces lost more often than voices). Each
 run is a plain `python -m mmer_jax.main` command in `<workdir>/<row>/seed_<k>`, so an interrupted
@@ -33,7 +35,19 @@ ROWS = {  # name -> (config, overrides)
     'late_fusion_uneven': (FUSION, ['--config.method.name=late_fusion', '--config.train.missing=rate',
                                     '--config.train.missing_rates={uneven}']),
     'mmin': ('configs/mmin_iemocap.py', []),
+    # IMDer at the CPU scale of launch/imder_table.py (two-level score U-Nets, two RCABs,
+    # DPM-Solver draws), classification with the MulT head; selection pooled over the
+    # one-modality conditions (on audio + visual features: recovering each modality once).
+    'imder': ('configs/imder_mosi.py', [
+        '--config.method.score_channels=(32, 64)', '--config.method.score_attn_layers=1',
+        '--config.method.refine_blocks=2', '--config.method.train_sampler=dpm_solver',
+        '--config.method.train_num_steps=3', '--config.method.sampler=dpm_solver',
+        '--config.method.num_steps=10', '--config.train.num_epochs=15',
+        "--config.train.valid_conditions=('a', 'v')"]),
 }
+# Rows read from another row's run: its complete-data stage 1 with the missing projections
+# zero-filled at test (IMDer's no-recovery row; paired with it by seed, nothing retrained).
+DERIVED = {'imder_zeros_complete': ('imder', 'stage1')}
 RATES = (0.0, 0.3, 0.5, 0.7)
 
 
@@ -49,13 +63,21 @@ def define_flags():
                                     'condition, and the training rates of late_fusion_uneven.'),
       'override': flags.DEFINE_multi_string('override', [], 'Extra --config.x=v arguments for '
                                             'every run.'),
-      'rows': flags.DEFINE_list('rows', list(ROWS), 'Rows to train, in table order.'),
+      'rows': flags.DEFINE_list('rows', [r for r in ROWS if r != 'imder'],
+                                'Rows to train, in table order (also: imder, '
+                                'imder_zeros_complete).'),
   }
 
 
 def train(root: str, row: str, seed: str, *, features_dir: str, uneven: str,
           overrides=()) -> dict:
   """Runs (or resumes, or skips when finished) one row and seed; returns its results.json."""
+  if row in DERIVED:
+    source, stage = DERIVED[row]
+    train(root, source, seed, features_dir=features_dir, uneven=uneven, overrides=overrides)
+    with open(os.path.join(root, source, f'seed_{seed}', stage, 'results.json'),
+              encoding='utf-8') as f:
+      return json.load(f)
   workdir = os.path.join(root, row, f'seed_{seed}')
   results = os.path.join(workdir, 'results.json')
   if not os.path.exists(results):

@@ -11,7 +11,10 @@ defines flags). It prints ONE JSON line on stdout (everything else goes to stder
   step_s_median/min/max train step times over `--steps` timed steps, each blocked until ready,
                         after `--warmup` untimed steps
   examples_per_s        examples per train step / step_s_median
-  eval_step_s_median    the same for the eval step (`Run._eval_step`) on an eval-sized batch
+  eval_step_s_median    the same for the eval step (`Run._eval_step`) on an eval-sized batch,
+                        its modalities dropped as `--eval_missing` says (`eval_missing` in the
+                        report): by default as training drops them (`config.train.missing`:
+                        drop_one / drop_two / rate / patterns), `none` for the data as it is
   eval_examples_per_s   examples per eval batch / eval_step_s_median
   peak_rss_mb           peak resident memory of the process (`getrusage`)
   timed_compiles        XLA compilations during the timed steps (must be 0: no retracing)
@@ -43,10 +46,13 @@ from typing import Any, Callable
 from absl import app
 from absl import flags
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mmer_jax import missing as missing_lib
 from mmer_jax import stages
+from mmer_jax import steps as steps_lib
 from mmer_jax import train
 
 
@@ -112,9 +118,26 @@ def _stats(times: list[float]) -> tuple[float, float, float]:
   return float(np.median(t)), float(t.min()), float(t.max())
 
 
+def eval_modality_mask(config: ml_collections.ConfigDict, host_mask: np.ndarray, available,
+                       eval_missing: str, seed: int = 0) -> np.ndarray:
+  """The eval batch's modality mask under `eval_missing`: 'train' (the training missing mode,
+  `config.train.missing`, drawn as the train step draws it), 'none' (as the data is), or a mode
+  name of the train step (drop_one, drop_two, patterns, ...; rate uses `train.missing_rate`)."""
+  mode = config.train.missing if eval_missing == 'train' else eval_missing
+  if mode == 'none':
+    return host_mask
+  rate = config.train.get('missing_rates') or config.train.get('missing_rate', 0.0)
+  if isinstance(rate, str):
+    rate = missing_lib.parse_rates(rate)
+  drawn = steps_lib.training_modality_mask(
+      jax.random.PRNGKey(seed), jnp.asarray(host_mask), missing_mode=mode, rate=rate,
+      available=available)
+  return np.asarray(drawn)
+
+
 def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int = 3,
               devices=None, run: train.Run | None = None,
-              profile_dir: str | None = None) -> dict[str, Any]:
+              profile_dir: str | None = None, eval_missing: str = 'train') -> dict[str, Any]:
   """Times the compiled train and eval steps of `config`; returns the JSON-able report."""
   if steps < 1:
     raise ValueError(f'steps must be >= 1, got {steps}')
@@ -146,7 +169,9 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
 
   # Eval step on an eval-sized batch of the evaluation split, placed once.
   split = config.eval.split
-  eval_host = next(iter(run.streams.epoch(split, train=False)))
+  eval_host = dict(next(iter(run.streams.epoch(split, train=False))))
+  eval_host['modality_mask'] = eval_modality_mask(config, np.asarray(eval_host['modality_mask']),
+                                                  run.method.spec.available, eval_missing)
   eval_batch = run.place(eval_host)
   params = run.device_params(run.from_devices(state).eval_params)
   eval_fn = lambda: run._eval_step(params, eval_batch, run.predict_rng)  # pylint: disable=protected-access
@@ -180,6 +205,9 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
       'examples_per_step': train_examples,
       'eval_examples_per_step': eval_examples,
       'eval_split': split,
+      'eval_missing': config.train.missing if eval_missing == 'train' else eval_missing,
+      'eval_missing_share': float(1.0 - np.asarray(eval_host['modality_mask'])[
+          :, np.asarray(run.method.spec.available, bool)].mean()),
       'batch_fields': sorted(host_batch),
       'param_groups': sorted(run.from_devices(state).params),
       'steps': steps,
@@ -197,6 +225,9 @@ def _define_flags():
   warmup = flags.DEFINE_integer('warmup', 3, 'Untimed steps after the first (compiling) one.')
   profile_dir = flags.DEFINE_string('profile_dir', None,
                                     'Also trace the timed train steps with jax.profiler into DIR.')
+  flags.DEFINE_string('eval_missing', 'train',
+                      'Modalities dropped from the timed eval batch: train (as config.train.missing '
+                      'drops them in training), none, drop_one, drop_two, patterns, rate.')
   flags.mark_flags_as_required(['config'])
   return config, steps, warmup, profile_dir
 
@@ -210,7 +241,8 @@ def main(argv, *, config_flag, steps_flag, warmup_flag, profile_flag):
   try:
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout to the one JSON line
       report = benchmark(config, steps=steps_flag.value, warmup=warmup_flag.value,
-                         profile_dir=profile_flag.value)
+                         profile_dir=profile_flag.value,
+                         eval_missing=flags.FLAGS.eval_missing)
   except schema.DataError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)

@@ -8,7 +8,8 @@ graph (jraph) is replicated under jit; pmap does not support graph batches.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -55,3 +56,14 @@ def stack_for_pmap(tree: Any, num_devices: int) -> Any:
   """One copy per device along a new leading axis (pmap places it, one slice per device)."""
   return jax.tree_util.tree_map(
       lambda x: np.broadcast_to(np.asarray(x), (num_devices,) + np.shape(x)).copy(), jax.device_get(tree))
+
+
+def under_mesh(fn: Callable, mesh: Mesh) -> Callable:
+  """`fn` called (and so traced) with `mesh` set (`jax.set_mesh`), so that a method can pin an
+  intermediate's layout with `jax.lax.with_sharding_constraint(x, PartitionSpec())` (IMDer's
+  slot chunks: `ops/slots.py`); without a set mesh such constraints are skipped."""
+  @functools.wraps(fn)
+  def call(*args, **kwargs):
+    with jax.set_mesh(mesh):
+      return fn(*args, **kwargs)
+  return call

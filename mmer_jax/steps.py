@@ -201,7 +201,8 @@ def compile_steps(method: base.Method, config, mesh) -> tuple[Callable, Callable
     train = jax.jit(functools.partial(train_step, method=method, missing_mode=missing_mode, rate=rate),
                     donate_argnums=(0,))
     evaluate = jax.jit(functools.partial(eval_step, method=method))
-    return train, evaluate, lambda b: parallel.shard_batch(b, mesh)
+    return (parallel.under_mesh(train, mesh), parallel.under_mesh(evaluate, mesh),
+            lambda b: parallel.shard_batch(b, mesh))
   if config.parallel == 'pmap':
     devices = list(mesh.devices.flat)
     train = jax.pmap(functools.partial(train_step, method=method, missing_mode=missing_mode, rate=rate,

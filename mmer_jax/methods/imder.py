@@ -42,6 +42,7 @@ from mmer_jax.diffusion import sde as sde_lib
 from mmer_jax.methods import base
 from mmer_jax.models import imder as imder_model
 from mmer_jax.models import score_net
+from mmer_jax.ops import slots
 
 VARIANTS = ('imder', 'pretrain')
 RECOVERIES = ('diffusion', 'zeros')
@@ -85,6 +86,8 @@ class IMDerMethod(base.Method):
         score_attn_layers=m.score_attn_layers,
         refine_blocks=m.refine_blocks, refine_reduction=m.refine_reduction,
         utterance_tokens=m.utterance_tokens)
+    self.score_module = score_net.ScoreNet(**self.model.score_net_kwargs())
+    self.chunk_fraction = float(m.chunk_fraction)
     self.eval_sampler = (m.sampler, int(m.num_steps), float(m.sampler_eps),
                          dict(m.sampler_options))
     self.train_sampler = (m.train_sampler, int(m.train_num_steps), float(m.sampler_eps), {})
@@ -113,32 +116,35 @@ class IMDerMethod(base.Method):
     return lambda x, t, c: self._apply(params, imder_model.IMDer.score_of, x, t, c)
 
   def recover(self, params, condition, keys, sampler):
-    """One draw per example of every modality [M, B, L, d] given the conditions [M, B, L, d].
+    """One draw per slot [M, C, L, d] given the slots' conditions [M, C, L, d] and keys [M, C].
 
-    Each example's draws come from its own key ([B, 2]): vmapped over the examples, the sampler
-    runs on [M, 1, L, d], so an example's draw does not depend on the rest of its batch.
+    Slot (m, j) is modality m of one example. Its draw comes from its own key alone: a single
+    modality's network is vmapped over the stacked variables (m) and the slots (j), and the
+    sampler runs on [1, L, d], so a draw does not depend on the rest of the batch.
     """
     kind, num_steps, eps, options = sampler
-    shape = (condition.shape[0], 1) + condition.shape[2:]
-    sample = sampling.get_sampler(kind, self.sde, shape, num_steps=num_steps, eps=eps,
-                                  dtype=condition.dtype, **options)
-    network = self._network(params)
+    sample = sampling.get_sampler(kind, self.sde, (1,) + condition.shape[2:], num_steps=num_steps,
+                                  eps=eps, dtype=condition.dtype, **options)
+    stacked = {'params': params['params']['score'], 'constants': params['constants']['score']}
 
-    def one(key, cond):  # cond [M, L, d]
-      sample_key, condition_key = jax.random.split(key)
-      cond = cond[:, None]
-      # The sampler's times are [M] (one per modality); the networks take [M, 1].
-      net = lambda x, t, c: network(x, t[:, None], c)  # noqa: E731
-      if self.perturb_condition:
-        score_fn = conditioning.perturbed_condition_score(net, cond, condition_key, self.sde)
-      else:
-        score_fn = lambda x, t: net(x, t, cond)  # noqa: E731
-      return sample(sample_key, score_fn)[0][:, 0]
+    def per_modality(variables, keys_m, condition_m):
+      network = lambda x, t, c: self.score_module.apply(variables, x, t, c)  # noqa: E731
 
-    return jax.vmap(one, in_axes=(0, 1), out_axes=1)(keys, condition)
+      def one(key, cond):  # cond [L, d]
+        sample_key, condition_key = jax.random.split(key)
+        cond = cond[None]
+        if self.perturb_condition:
+          score_fn = conditioning.perturbed_condition_score(network, cond, condition_key, self.sde)
+        else:
+          score_fn = lambda x, t: network(x, t, cond)  # noqa: E731
+        return sample(sample_key, score_fn)[0][0]
+
+      return jax.vmap(one)(keys_m, condition_m)
+
+    return jax.vmap(per_modality)(stacked, keys, condition)
 
   def score_loss(self, params, x0, condition, keys):
-    """Per-(modality, example) DSM loss [M, B] at each one's own (t, z); keys [M, B, 2]."""
+    """Per-slot DSM loss [M, C] at each slot's own (t, z); x0, condition [M, C, L, d], keys [M, C]."""
     draw = lambda k, x: dsm.draw_perturbation(k, x[None], self.sde, eps=self.dsm_eps)  # noqa: E731
     t, z = jax.vmap(jax.vmap(draw))(keys, x0)
     t, z = t[..., 0], z[:, :, 0]
@@ -149,11 +155,23 @@ class IMDerMethod(base.Method):
     residual = std[..., None, None] * network(x_t, t, condition) + z
     return jnp.sum(jnp.square(residual), axis=(2, 3))
 
+  def slot_keys(self, rng, batch):
+    """Per-(modality, example) keys [M, B] for the draws and for the score loss's (t, z), each
+    folded from the example's own key (its position in the split) and the modality's column."""
+    columns = jnp.asarray([INDEX[n] for n in self.modalities])
+    draw_keys, loss_keys = _split(base.example_rngs(rng, batch))
+    per_modality = lambda keys: jax.vmap(  # noqa: E731
+        lambda i: jax.vmap(lambda k: jax.random.fold_in(k, i))(keys))(columns)
+    return per_modality(draw_keys), per_modality(loss_keys)
+
   def complete(self, params, batch, rng, *, train: bool, draw_params=None):
     """(projections with every missing modality recovered or zero-filled, per-example terms).
 
-    `draw_params` (default `params`) are the weights the draws and the frozen projections come
-    from; `gradcheck_loss` fixes them so the stop-gradient targets are constants.
+    Only the (modality, example) slots a sample misses are drawn, refined and scored
+    (`ops/slots.py`: chunks of `method.chunk_fraction` of the batch per modality, an empty chunk
+    skipped, so a complete batch runs no sampler). `draw_params` (default `params`) are the
+    weights the draws and the frozen projections come from; `gradcheck_loss` fixes them so the
+    stop-gradient targets are constants.
     """
     draw_params = params if draw_params is None else draw_params
     mask = jnp.asarray(batch['modality_mask'])
@@ -175,27 +193,28 @@ class IMDerMethod(base.Method):
     lengths = {n: proj[n].shape[1] for n in self.modalities}
     proj = imder_model.pad_to_common_length(proj, self.length_multiple)
     x0 = jnp.stack([proj[n] for n in self.modalities])
-    # Per example: a key for the draws (all modalities at once) and, folded with each modality's
-    # column, keys for the score loss's (t, z).
-    draw_keys, loss_keys = _split(base.example_rngs(rng, batch))
-    loss_keys = jax.vmap(lambda i: jax.vmap(lambda k: jax.random.fold_in(k, i))(loss_keys))(columns)
+    draw_keys, loss_keys = self.slot_keys(rng, batch)
     sampler = self.train_sampler if train else self.eval_sampler
-    draw_conditions = self._stacked_conditions(draw_params, proj, mask)
+    fixed = jax.lax.stop_gradient(draw_params)  # the draw is never differentiated
+    draw_conditions = jax.lax.stop_gradient(self._stacked_conditions(fixed, proj, mask))
+    conditions = self._stacked_conditions(params, proj, mask) if train else draw_conditions
     missing = ~present
-    # A batch with nothing missing (complete data, rate 0) skips the sampler altogether.
-    draw = jax.lax.cond(
-        missing.any(),
-        lambda: jax.lax.stop_gradient(self.recover(draw_params, draw_conditions, draw_keys,
-                                                   sampler)),
-        lambda: jnp.zeros_like(x0))
-    refined = self._apply(params, imder_model.IMDer.refine_of, draw)
+
+    def slot_terms(draw_condition, draw_key, target, condition, loss_key):
+      draw = jax.lax.stop_gradient(self.recover(fixed, draw_condition, draw_key, sampler))
+      refined = self._apply(params, imder_model.IMDer.refine_of, draw)
+      if not train:
+        return refined, None, None
+      score = self.score_loss(params, target, condition, loss_key)
+      return refined, score, jnp.mean(jnp.square(refined - target), axis=(2, 3))
+
+    chunk = slots.chunk_size(mask.shape[0], self.chunk_fraction)
+    refined, score, rec = slots.over_slots(slot_terms, missing, chunk, draw_conditions,
+                                           draw_keys, x0, conditions, loss_keys)
     filled = {n: jnp.where(missing[k][:, None, None], refined[k], proj[n])[:, :lengths[n]]
               for k, n in enumerate(self.modalities)}
     if train:
       has_target = missing & observed[:, columns].T
-      conditions = self._stacked_conditions(params, proj, mask)
-      score = self.score_loss(params, x0, conditions, loss_keys)
-      rec = jnp.mean(jnp.square(refined - x0), axis=(2, 3))
       terms['score'] = jnp.sum(jnp.where(has_target, score, 0.0), axis=0)
       terms['rec'] = jnp.sum(jnp.where(has_target, rec, 0.0), axis=0)
     return filled, terms
@@ -209,11 +228,14 @@ class IMDerMethod(base.Method):
     proj = imder_model.pad_to_common_length(proj, self.length_multiple)
     x0 = jnp.stack([proj[n] for n in self.modalities])
     conditions = self._stacked_conditions(params, proj, mask)
-    keys = base.example_rngs(rng, batch)
-    refine = lambda c: self._apply(  # noqa: E731
-        params, imder_model.IMDer.refine_of, self.recover(params, c, keys, self.eval_sampler))
-    return {'real': x0.mean(2), 'conditional': refine(conditions).mean(2),
-            'unconditional': refine(jnp.zeros_like(conditions)).mean(2)}
+    keys, _ = self.slot_keys(rng, batch)
+    # Both recoveries in one sampler call (slots side by side): one compiled U-Net, not two.
+    both = jnp.concatenate([conditions, jnp.zeros_like(conditions)], axis=1)
+    draws = self.recover(params, both, jnp.concatenate([keys, keys], axis=1), self.eval_sampler)
+    refined = self._apply(params, imder_model.IMDer.refine_of, draws).mean(2)
+    batch_size = conditions.shape[1]
+    return {'real': x0.mean(2), 'conditional': refined[:, :batch_size],
+            'unconditional': refined[:, batch_size:]}
 
   def _loss(self, params, batch, rng, draw_params=None):
     dropout_rng, draw_rng = jax.random.split(rng)

@@ -13,7 +13,9 @@ module only holds the parameters and the pure pieces it calls, each exposed as a
                              of the two other modalities when the sample has both (`cat_lv`,
                              `cat_la`, `cat_va`, the authors' 1x1 convs), else the one it has.
   score_of(x, t, cond)       every modality's score network at once (`score`: the networks'
-                             parameters stacked on a leading modality axis, `modalities` order).
+                             parameters stacked on a leading modality axis, `modalities` order);
+                             `score_net_kwargs()` builds one of them alone (the method vmaps a
+                             single network over the stacked variables for per-slot draws).
   refine_of(x)               every modality's refinement network at once (`refine`, stacked).
   fuse(proj, deterministic)  the MulT fusion head (`head`) over the completed projections.
 
@@ -125,16 +127,19 @@ class IMDer(nn.Module):
     # and all modalities' draws in one call. Parameters: score/... and refine/... of [M, ...].
     stacked = dict(variable_axes={'params': 0, 'constants': 0}, split_rngs={'params': True},
                    in_axes=0, out_axes=0, axis_size=len(self.modalities))
-    self.score = nn.vmap(score_net.ScoreNet, **stacked)(
-        tuple(self.score_channels), self.time_embed_dim, sigma=self.sigma,
-        num_heads=self.num_heads, attn_layers=self.score_attn_layers, attn_mask=self.attn_mask,
-        enc_groups=_groups(self.score_channels, first=4),
-        dec_groups=_groups(self.score_channels[:-1][::-1], first=32))
+    self.score = nn.vmap(score_net.ScoreNet, **stacked)(**self.score_net_kwargs())
     self.refine = nn.vmap(imder_refine.RefineNet, **stacked)(
         num_blocks=self.refine_blocks, reduction=self.refine_reduction)
     self.head = imder_head.IMDerFusionHead(
         num_outputs=self.num_outputs, num_heads=self.num_heads, nlevels=self.nlevels,
         mem_layers=self.mem_levels, attn_mask=self.attn_mask, **dict(self.dropouts or {}))
+
+  def score_net_kwargs(self) -> dict:
+    """The keyword arguments of one modality's `ScoreNet` (the stacked `score` holds M of them)."""
+    return dict(channels=tuple(self.score_channels), embed_dim=self.time_embed_dim,
+                sigma=self.sigma, num_heads=self.num_heads, attn_layers=self.score_attn_layers,
+                attn_mask=self.attn_mask, enc_groups=_groups(self.score_channels, first=4),
+                dec_groups=_groups(self.score_channels[:-1][::-1], first=32))
 
   def project(self, features: Mapping[str, Array], *, deterministic: bool = True):
     """Modality -> its projection [B, L, d] (every modality of `features`)."""

@@ -456,16 +456,17 @@ def import_authors(repo: str) -> dict:
   return out
 
 
-def authors_args(repo: str) -> argparse.Namespace:
-  """The args their IMDER.__init__ reads, from their config/config.json (MOSI), without BERT."""
+def authors_args(repo: str, dataset: str = DATASET) -> argparse.Namespace:
+  """The args their IMDER.__init__ reads, from their config/config.json (`dataset`: mosi by
+  default, or mosei), without BERT."""
   path = os.path.join(os.path.expanduser(repo), CONFIG_FILE)
   if not os.path.exists(path):
     raise SystemExit(f'--authors_repo={repo}: not the expected checkout, it lacks {CONFIG_FILE}')
   with open(path, encoding='utf-8') as f:
     config = json.load(f)
   fields = dict(config['imder']['commonParams'])
-  fields.update(config['imder']['datasetParams'][DATASET])
-  data = config['datasetCommonParams'][DATASET]
+  fields.update(config['imder']['datasetParams'][dataset])
+  data = config['datasetCommonParams'][dataset]
   fields.update(data.get('aligned', data.get('unaligned')))
   fields.update(use_bert=False, use_finetune=False, train_mode='regression')
   return argparse.Namespace(**fields)

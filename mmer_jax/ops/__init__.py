@@ -1,0 +1,1 @@
+"""Small numerical pieces with their own tests."""
