@@ -6,7 +6,7 @@ gradient value clipping at 0.6, reduce-on-plateau patience 5, no attention/embed
 
   python -m mmer_jax.main --config=configs/imder_mosei.py                 # MMSA's aligned_50.pkl
   python -m mmer_jax.main --config=configs/imder_mosei.py:synthetic
-  python -m mmer_jax.main --config=configs/imder_mosei.py:smoke           # ~1 minute
+  python -m mmer_jax.main --config=configs/imder_mosei.py:smoke           # ~3 minutes
 
 Without a variant it reads `MOSEI/Processed/aligned_50.pkl` from `--config.data.manual_dir` (its
 SHA-256 is checked against MMSA's) and, when the file is absent, stops at once with the download

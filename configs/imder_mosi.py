@@ -6,7 +6,7 @@ cross-modal transformer regresses sentiment from the completed set (mmer_jax/met
 docs/imder.md).
 
   python -m mmer_jax.main --config=configs/imder_mosi.py:synthetic
-  python -m mmer_jax.main --config=configs/imder_mosi.py:smoke                       # ~1 minute
+  python -m mmer_jax.main --config=configs/imder_mosi.py:smoke                       # ~3 minutes
   python -m mmer_jax.main --config=configs/imder_mosi.py:synthetic --config.method.recovery=zeros
       # the no-recovery row: the same head with missing modalities zero-filled
   python -m mmer_jax.main --config=configs/imder_mosi.py:synthetic --config.method.sampler=dpm_solver \

@@ -118,3 +118,18 @@ def test_benchmark_rejects_bad_counts():
     benchmark.benchmark(None, steps=0)
   with pytest.raises(ValueError, match='warmup'):
     benchmark.benchmark(None, steps=1, warmup=-1)
+
+
+@pytest.mark.parametrize('mode,dropped', [('drop_one', 1), ('drop_two', 2)])
+def test_eval_batch_is_dropped_as_training_drops(mode, dropped):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict({'train': {'missing': mode, 'missing_rate': 0.0}})
+  full = np.ones((64, 3), bool)
+  mask = benchmark.eval_modality_mask(config, full, np.ones(3, bool), 'train')
+  np.testing.assert_array_equal((~mask).sum(1), dropped)
+  assert len({tuple(r) for r in mask}) == 3  # which ones: drawn per sample
+  np.testing.assert_array_equal(benchmark.eval_modality_mask(config, full, np.ones(3, bool), 'none'),
+                                full)
+  other = 'drop_two' if mode == 'drop_one' else 'drop_one'
+  assert ((~benchmark.eval_modality_mask(config, full, np.ones(3, bool), other)).sum(1)
+          == 3 - dropped).all()
