@@ -226,8 +226,9 @@ def _define_flags():
   profile_dir = flags.DEFINE_string('profile_dir', None,
                                     'Also trace the timed train steps with jax.profiler into DIR.')
   flags.DEFINE_string('eval_missing', 'train',
-                      'Modalities dropped from the timed eval batch: train (as config.train.missing '
-                      'drops them in training), none, drop_one, drop_two, patterns, rate.')
+                      'Modalities dropped from the timed eval batch: train (as '
+                      'config.train.missing drops them in training), none, drop_one, drop_two, '
+                      'patterns, rate.')
   flags.mark_flags_as_required(['config'])
   return config, steps, warmup, profile_dir
 

@@ -144,7 +144,10 @@ class IMDerMethod(base.Method):
     return jax.vmap(per_modality)(stacked, keys, condition)
 
   def score_loss(self, params, x0, condition, keys):
-    """Per-slot DSM loss [M, C] at each slot's own (t, z); x0, condition [M, C, L, d], keys [M, C]."""
+    """Per-slot DSM loss [M, C] at each slot's own (t, z).
+
+    x0 and condition are [M, C, L, d], keys [M, C].
+    """
     draw = lambda k, x: dsm.draw_perturbation(k, x[None], self.sde, eps=self.dsm_eps)  # noqa: E731
     t, z = jax.vmap(jax.vmap(draw))(keys, x0)
     t, z = t[..., 0], z[:, :, 0]

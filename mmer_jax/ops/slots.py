@@ -9,8 +9,8 @@ active slot (`lax.cond`): a batch whose modalities each miss at most `chunk` exa
 chunk, a complete batch none. Results are scattered back to [M, B, ...], zero where inactive.
 
 Inactive places inside a chunk are filled with zeros (keys: the last example's) and their
-results are dropped, so `fn` must treat the slots of a chunk independently (every IMDer draw and loss term
-is per slot). Under `vmap` a `lax.cond` runs both branches: the skip then saves nothing.
+results are dropped, so `fn` must treat the slots of a chunk independently (every IMDer draw and
+loss term is per slot). Under `vmap` a `lax.cond` runs both branches: the skip then saves nothing.
 
 Under jit with a batch sharded over devices, the chunks are gathered and scattered by one-hot
 products (exact: HIGHEST precision, products by 1 and sums of zeros) and each chunk's inputs are
@@ -117,7 +117,7 @@ def over_slots(fn: Callable, active: Array, chunk: int, *per_slot: Array):
     return jax.lax.cond(jnp.any(ok), run, skip)
 
   out = jax.lax.map(one_chunk, (positions, valid))  # leaves [K, M, chunk, ...]
-  flat_positions = jnp.where(valid, positions, batch).transpose(1, 0, 2).reshape(active.shape[0], -1)
+  flat_positions = positions.transpose(1, 0, 2).reshape(active.shape[0], -1)  # invalid: batch
 
   def place(leaf):
     leaf = jnp.swapaxes(leaf, 0, 1).reshape((leaf.shape[1], -1) + leaf.shape[3:])
