@@ -24,6 +24,9 @@ from absl import app
 from absl import flags
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # launch/: its sibling scripts
+import imder_table  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 FUSION = 'configs/fusion_features.py'
 ROWS = {  # name -> (config, overrides)
     'late_fusion': (FUSION, ['--config.method.name=late_fusion']),
@@ -35,14 +38,11 @@ ROWS = {  # name -> (config, overrides)
     'late_fusion_uneven': (FUSION, ['--config.method.name=late_fusion', '--config.train.missing=rate',
                                     '--config.train.missing_rates={uneven}']),
     'mmin': ('configs/mmin_iemocap.py', []),
-    # IMDer at the CPU scale of launch/imder_table.py (two-level score U-Nets, two RCABs,
-    # DPM-Solver draws), classification with the MulT head; selection pooled over the
-    # one-modality conditions (on audio + visual features: recovering each modality once).
+    # IMDer at the CPU scale of launch/imder_table.py (`imder_table.CPU_SCALE`: two-level score
+    # U-Nets, two RCABs, DPM-Solver draws), classification with the MulT head; selection pooled
+    # over the one-modality conditions (on audio + visual features: each modality recovered once).
     'imder': ('configs/imder_mosi.py', [
-        '--config.method.score_channels=(32, 64)', '--config.method.score_attn_layers=1',
-        '--config.method.refine_blocks=2', '--config.method.train_sampler=dpm_solver',
-        '--config.method.train_num_steps=3', '--config.method.sampler=dpm_solver',
-        '--config.method.num_steps=10', '--config.train.num_epochs=15',
+        *[o for o in imder_table.CPU_SCALE if not o.startswith('--config.train.valid_conditions')],
         "--config.train.valid_conditions=('a', 'v')"]),
 }
 # Rows read from another row's run: its complete-data stage 1 with the missing projections

@@ -50,7 +50,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mmer_jax import missing as missing_lib
 from mmer_jax import stages
 from mmer_jax import steps as steps_lib
 from mmer_jax import train
@@ -122,16 +121,13 @@ def eval_modality_mask(config: ml_collections.ConfigDict, host_mask: np.ndarray,
                        eval_missing: str, seed: int = 0) -> np.ndarray:
   """The eval batch's modality mask under `eval_missing`: 'train' (the training missing mode,
   `config.train.missing`, drawn as the train step draws it), 'none' (as the data is), or a mode
-  name of the train step (drop_one, drop_two, patterns, ...; rate uses `train.missing_rate`)."""
+  name of the train step (drop_one, drop_two, patterns, ...; rate uses the training rate)."""
   mode = config.train.missing if eval_missing == 'train' else eval_missing
   if mode == 'none':
     return host_mask
-  rate = config.train.get('missing_rates') or config.train.get('missing_rate', 0.0)
-  if isinstance(rate, str):
-    rate = missing_lib.parse_rates(rate)
   drawn = steps_lib.training_modality_mask(
-      jax.random.PRNGKey(seed), jnp.asarray(host_mask), missing_mode=mode, rate=rate,
-      available=available)
+      jax.random.PRNGKey(seed), jnp.asarray(host_mask), missing_mode=mode,
+      rate=steps_lib.training_rate(config), available=available)
   return np.asarray(drawn)
 
 

@@ -200,20 +200,23 @@ class IMDerMethod(base.Method):
     sampler = self.train_sampler if train else self.eval_sampler
     fixed = jax.lax.stop_gradient(draw_params)  # the draw is never differentiated
     draw_conditions = jax.lax.stop_gradient(self._stacked_conditions(fixed, proj, mask))
-    conditions = self._stacked_conditions(params, proj, mask) if train else draw_conditions
     missing = ~present
 
-    def slot_terms(draw_condition, draw_key, target, condition, loss_key):
+    def slot_terms(draw_condition, draw_key, *targets):
       draw = jax.lax.stop_gradient(self.recover(fixed, draw_condition, draw_key, sampler))
       refined = self._apply(params, imder_model.IMDer.refine_of, draw)
       if not train:
         return refined, None, None
+      target, condition, loss_key = targets
       score = self.score_loss(params, target, condition, loss_key)
       return refined, score, jnp.mean(jnp.square(refined - target), axis=(2, 3))
 
+    # Training also gathers each slot's target, its differentiable condition and its loss key.
+    per_slot = (draw_conditions, draw_keys)
+    if train:
+      per_slot += (x0, self._stacked_conditions(params, proj, mask), loss_keys)
     chunk = slots.chunk_size(mask.shape[0], self.chunk_fraction)
-    refined, score, rec = slots.over_slots(slot_terms, missing, chunk, draw_conditions,
-                                           draw_keys, x0, conditions, loss_keys)
+    refined, score, rec = slots.over_slots(slot_terms, missing, chunk, *per_slot)
     filled = {n: jnp.where(missing[k][:, None, None], refined[k], proj[n])[:, :lengths[n]]
               for k, n in enumerate(self.modalities)}
     if train:
