@@ -3,7 +3,8 @@
 Under jit, batch arrays are placed with `NamedSharding(mesh, P('batch'))` and parameters are
 replicated; XLA inserts the gradient all-reduce. Under pmap, batches are reshaped to
 [devices, per_device, ...] and the step reduces with `psum` over the same axis name. A dialogue
-graph (jraph) is replicated under jit; pmap does not support graph batches.
+graph (jraph) comes with one graph per device stacked on its leading axis
+(`data/graphs.py`), so it is split like every other batch field.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = 'batch'
-_UNSHARDED_KEYS = ('graph',)
 
 
 def create_mesh(devices=None) -> Mesh:
@@ -31,13 +31,8 @@ def check_batch_size(batch_size: int, num_devices: int, what: str = 'data.batch_
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
-  """Places a host batch on the mesh: split along `batch`, graphs replicated."""
-  sharded, replicated = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
-  out = {}
-  for key, value in batch.items():
-    sharding = replicated if key in _UNSHARDED_KEYS else sharded
-    out[key] = jax.tree_util.tree_map(lambda x, s=sharding: jax.device_put(x, s), value)
-  return out
+  """Places a host batch on the mesh: every leaf split along its leading axis."""
+  return jax.device_put(batch, NamedSharding(mesh, P(AXIS)))
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -45,9 +40,8 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 
 def split_for_pmap(batch: dict, num_devices: int) -> dict:
-  """[B, ...] -> [devices, B / devices, ...] for every leaf; refuses graph batches."""
-  if any(k in batch for k in _UNSHARDED_KEYS):
-    raise NotImplementedError("parallel='pmap' does not split graph batches; use parallel='jit'")
+  """[B, ...] -> [devices, B / devices, ...] for every leaf (a graph's [devices, ...] leaves
+  become [devices, 1, ...]: each device sees one shard graph)."""
   return jax.tree_util.tree_map(
       lambda x: np.asarray(x).reshape((num_devices, -1) + np.shape(x)[1:]), batch)
 

@@ -14,6 +14,7 @@ over the missing-modality grid of the test split. A finished stage is skipped.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -60,11 +61,12 @@ class Run:
     self.spec = self.dataset.spec
     self.method = methods.create_method(config, self.spec)
     self.feature_stats = standardize.for_run(config, self.dataset, workdir)
-    self.streams = streams_lib.Streams(config, self.dataset, level=self.method.level,
-                                       host_batch=self.method.host_batch,
-                                       feature_stats=self.feature_stats)
     self.mesh = parallel.create_mesh(devices)
     n = self.mesh.devices.size
+    # A graph method builds one graph per device (`Method.host_batch`).
+    self.streams = streams_lib.Streams(config, self.dataset, level=self.method.level,
+                                       host_batch=functools.partial(self.method.host_batch, num_shards=n),
+                                       feature_stats=self.feature_stats)
     parallel.check_batch_size(config.data.batch_size, n)
     parallel.check_batch_size(config.data.eval_batch_size, n, 'data.eval_batch_size')
     self.steps_per_epoch = self.streams.num_batches('train', train=True)

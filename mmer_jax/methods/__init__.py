@@ -19,6 +19,7 @@ _METHODS = {
     'bclstm': ('mmer_jax.methods.baselines', 'BcLSTMMethod', 'bclstm_iemocap'),
     'mmin': ('mmer_jax.methods.mmin', 'MMINMethod', 'mmin_iemocap'),
     'imder': ('mmer_jax.methods.imder', 'IMDerMethod', 'imder_mosi'),
+    'mmgcn': ('mmer_jax.methods.mmgcn', 'MMGCNMethod', 'mmgcn_iemocap'),
 }
 NAMES = tuple(_METHODS)
 

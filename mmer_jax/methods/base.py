@@ -102,9 +102,11 @@ class Method(abc.ABC):
     conditions = self.config.train.valid_conditions
     return tuple(conditions) if conditions else ('full',)
 
-  def host_batch(self, batch: Batch) -> Batch:
+  def host_batch(self, batch: Batch, num_shards: int = 1) -> Batch:
     """Host-side additions to every batch (training and evaluation) before it is placed on the
-    devices, e.g. a graph method's `data.graphs.add_dialogue_graph`; the default adds nothing."""
+    devices, e.g. a graph method's `data.graphs.add_dialogue_graph`, which builds one graph per
+    each of the `num_shards` devices the batch is split over; the default adds nothing."""
+    del num_shards
     return batch
 
   def ema_mask(self, params: Params) -> Any | None:

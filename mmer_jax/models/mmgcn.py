@@ -1,0 +1,302 @@
+"""MMGCN (Hu et al., ACL 2021): a deep graph convolution over the modalities of a conversation.
+
+Each utterance becomes one node per modality. Within a dialogue every pair of nodes of one
+modality is connected (self-loops included) and an utterance's nodes are connected across
+modalities (`data/graphs.py` builds these edge lists on the host, as jraph GraphsTuples). The edge
+weights are computed here from the node features, `1 - arccos(cos_sim(x_i, x_j)) / pi`, so
+gradients flow through them, and normalised symmetrically, `D^-1/2 A D^-1/2`, with segment sums
+over the edges: no dense N x N adjacency. A deep GCN with initial residual and identity mapping
+(GCNII, Chen et al. 2020) propagates over the graph; the classifier sees each utterance's
+modality nodes, concatenated (each node: its input features and its GCN output).
+
+Which nodes take part is decided by masks on the device: a node is absent when its turn is
+padding, its modality is missing for that utterance (the shared missing-modality protocol), or
+the config does not use that modality. An absent node sends and receives nothing and does not
+count in any degree, which is exactly the graph without that node; the classifier sees zeros in
+its place. So random modality dropout in training needs no new graph.
+
+Shapes: dialogue batches (`data/pipeline.py`) with features [B, L, D_m], `speaker` [B, L]
+(order of first appearance in the dialogue), `turn_mask` [B, L], `modality_mask` [B, L, 3], and
+`graph` whose leaves carry a leading shard axis [S, ...] (S groups of B / S consecutive dialogues,
+one per data-parallel device; node `utterance` indices are local to their group).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+
+from mmer_jax.data.schema import MODALITIES
+from mmer_jax.models import encoders
+
+Array = jax.Array
+
+FUSIONS = ('graph', 'early', 'late', 'gated')
+SPEAKER_NODES = ('none', 'text', 'all')
+
+
+def edge_similarity(x: Array, senders: Array, receivers: Array, *, cos_scale: float = 0.99999) -> Array:
+  """MMGCN's edge weight `1 - arccos(cos_sim(x_s, x_r)) / pi` for every edge of one graph.
+
+  x: node features [N, D]; senders, receivers: [E]. The cosine is scaled by `cos_scale` < 1 (the
+  authors' 0.99999) after clipping to [-1, 1]: arccos has an infinite derivative at +-1, which
+  every self-loop would hit. A zero vector has cosine 0 with everything (no division by zero).
+  """
+  norm = jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
+  unit = x / norm
+  cos = jnp.sum(unit[senders] * unit[receivers], axis=-1)
+  cos = jnp.clip(cos, -1.0, 1.0) * cos_scale
+  return 1.0 - jnp.arccos(cos) / math.pi
+
+
+def normalize_edges(weights: Array, receivers: Array, senders: Array, num_nodes: int) -> Array:
+  """`D^-1/2 A D^-1/2` on an edge list: each weight divided by sqrt(d_sender d_receiver), with
+  d the weighted degree (row sums of A). Nodes of degree 0 (absent ones) contribute nothing."""
+  degree = jraph.segment_sum(weights, receivers, num_nodes)
+  inv_sqrt = jnp.where(degree > 0, jax.lax.rsqrt(jnp.where(degree > 0, degree, 1.0)), 0.0)
+  return weights * inv_sqrt[senders] * inv_sqrt[receivers]
+
+
+def propagate(h: Array, senders: Array, receivers: Array, weights: Array) -> Array:
+  """`A h` on an edge list: sum over incoming edges of weight * sender features. h [N, D]."""
+  return jraph.segment_sum(h[senders] * weights[:, None], receivers, h.shape[0])
+
+
+def propagate_shards(h: Array, senders: Array, receivers: Array, weights: Array) -> Array:
+  """`propagate` on each shard's graph: h [S, N, D], edge arrays [S, E]."""
+  return jax.vmap(propagate)(h, senders, receivers, weights)
+
+
+def _uniform(scale: float):
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -scale, scale)
+  return init
+
+
+class GCNIILayer(nn.Module):
+  """One GCNII layer (layer index `layer` >= 1), before its activation.
+
+  s = (1 - alpha) A h + alpha h0 (initial residual); theta = ln(lambda / layer + 1).
+  Paper form (identity mapping): out = (1 - theta) s + theta s W.
+  `concat_input=True` (the authors' `variant=True`): out = (1 - theta) s + theta [A h, h0] W.
+  """
+  features: int
+  layer: int
+  alpha: float = 0.1
+  lamda: float = 0.5
+  concat_input: bool = False
+
+  @nn.compact
+  def __call__(self, h: Array, h0: Array, senders: Array, receivers: Array, weights: Array) -> Array:
+    """h, h0: [S, N, D]; senders, receivers, weights (normalised): [S, E]."""
+    theta = math.log(self.lamda / self.layer + 1.0)
+    hi = propagate_shards(h, senders, receivers, weights)
+    support = (1.0 - self.alpha) * hi + self.alpha * h0
+    inputs = jnp.concatenate([hi, h0], axis=-1) if self.concat_input else support
+    kernel = self.param('kernel', _uniform(1.0 / math.sqrt(self.features)),
+                        (inputs.shape[-1], self.features))
+    return theta * (inputs @ kernel) + (1.0 - theta) * support
+
+
+class DeepGCN(nn.Module):
+  """The authors' GCNII stack: dropout -> Dense + ReLU (h0) -> `num_layers` x (dropout -> GCNII
+  layer -> ReLU) -> dropout; the output is [input, h] (their `use_residue`)."""
+  hidden: int = 100
+  num_layers: int = 4
+  dropout: float = 0.4
+  alpha: float = 0.1
+  lamda: float = 0.5
+  concat_input: bool = False
+  remat: bool = False  # recompute each layer in the backward pass (memory of deep stacks)
+
+  @nn.compact
+  def __call__(self, x: Array, senders: Array, receivers: Array, weights: Array, *,
+               deterministic: bool) -> Array:
+    """x: node inputs [S, N, D]; senders, receivers, weights (normalised): [S, E]."""
+    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    h0 = nn.relu(nn.Dense(self.hidden, name='input')(x))
+    layer_cls = nn.remat(GCNIILayer) if self.remat else GCNIILayer
+    h = h0
+    for i in range(1, self.num_layers + 1):
+      h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+      h = nn.relu(layer_cls(self.hidden, i, self.alpha, self.lamda, self.concat_input,
+                            name=f'layer_{i}')(h, h0, senders, receivers, weights))
+    h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+    return jnp.concatenate([x, h], axis=-1)
+
+
+class GatedAttentionFusion(nn.Module):
+  """The authors' `MMGatedAttention` ('general'), for any number of modalities: each modality
+  mapped by tanh(Dense); each pair (i, j) fused by a gate z = sigmoid(Dense(1)([x_i, x_j,
+  x_i * x_j])) into z h_i + (1 - z) h_j; the pairs concatenated (one modality: its tanh map)."""
+  features: int = 100
+  dropout: float = 0.5
+
+  @nn.compact
+  def __call__(self, xs: Sequence[Array], *, deterministic: bool) -> Array:
+    xs = [nn.Dropout(self.dropout)(x, deterministic=deterministic) for x in xs]
+    hs = [jnp.tanh(nn.Dense(self.features, name=f'transform_{i}')(x)) for i, x in enumerate(xs)]
+    if len(xs) == 1:
+      return hs[0]
+    fused = []
+    for i in range(len(xs)):
+      for j in range(i + 1, len(xs)):
+        z = nn.sigmoid(nn.Dense(1, name=f'gate_{i}{j}')(jnp.concatenate([xs[i], xs[j], xs[i] * xs[j]], -1)))
+        fused.append(z * hs[i] + (1.0 - z) * hs[j])
+    return jnp.concatenate(fused, axis=-1)
+
+
+class MMGCN(nn.Module):
+  """MMGCN and its fusion baselines on one set of encoders -> logits [B, L, num_classes].
+
+  Attributes:
+    modalities: the dataset's modalities in library order; graph node `modality` k is
+      `modalities[k]`.
+    use_modalities: the subset the model uses (the paper's a / v / t / at / av / vt / avt rows).
+    width: encoder output size (200): audio and visual a Dense, text a Dense and a 2-layer
+      bidirectional LSTM (width / 2 per direction) over the dialogue's turns.
+    fusion: 'graph' (MMGCN: one graph over all modalities, one GCN), 'early' (encoder outputs
+      concatenated into one node per utterance), 'late' (one GCN per modality over its own nodes,
+      outputs concatenated) or 'gated' (as 'late', fused by gated attention).
+    speaker_nodes: which nodes get the speaker embedding: 'none', 'text' (the authors' code) or
+      'all'.
+    num_speakers: speaker slots (a dialogue's later speakers share the last).
+    gcn_*: the DeepGCN's hidden size, depth, alpha, lambda, layer form and remat.
+    cross_modal_weight: gamma, the factor on cross-modal edge weights (1: the authors' code).
+    cos_scale: see `edge_similarity`.
+    dropout: dropout in the text LSTM, the GCN and before the classifier.
+  """
+  modalities: Sequence[str] = MODALITIES
+  use_modalities: Sequence[str] = MODALITIES
+  num_classes: int = 6
+  width: int = 200
+  fusion: str = 'graph'
+  speaker_nodes: str = 'text'
+  num_speakers: int = 2
+  gcn_hidden: int = 100
+  gcn_layers: int = 4
+  gcn_alpha: float = 0.1
+  gcn_lambda: float = 0.5
+  gcn_concat_input: bool = False
+  gcn_remat: bool = False
+  cross_modal_weight: float = 1.0
+  cos_scale: float = 0.99999
+  dropout: float = 0.4
+  gated_features: int = 100
+
+  def setup(self):
+    if self.fusion not in FUSIONS:
+      raise ValueError(f'fusion: expected one of {FUSIONS}, got {self.fusion!r}')
+    if self.speaker_nodes not in SPEAKER_NODES:
+      raise ValueError(f'speaker_nodes: expected one of {SPEAKER_NODES}, got {self.speaker_nodes!r}')
+    unknown = set(self.use_modalities) - set(self.modalities)
+    if unknown:
+      raise ValueError(f'use_modalities {sorted(unknown)} are not among the dataset\'s {list(self.modalities)}')
+
+  def _gcn(self, name: str) -> DeepGCN:
+    return DeepGCN(hidden=self.gcn_hidden, num_layers=self.gcn_layers, dropout=self.dropout,
+                   alpha=self.gcn_alpha, lamda=self.gcn_lambda, concat_input=self.gcn_concat_input,
+                   remat=self.gcn_remat, name=name)
+
+  @nn.compact
+  def __call__(self, features: Mapping[str, Array], speaker: Array, turn_mask: Array,
+               modality_mask: Array, graph: jraph.GraphsTuple, *, deterministic: bool,
+               return_adjacency: bool = False):
+    turn_mask = jnp.asarray(turn_mask, bool)
+    batch, num_turns = turn_mask.shape
+    modality_mask = jnp.asarray(modality_mask, bool)
+    if modality_mask.ndim == 2:
+      modality_mask = jnp.broadcast_to(modality_mask[:, None], (batch, num_turns, modality_mask.shape[-1]))
+    mods = tuple(self.modalities)
+    m = len(mods)
+    # present[b, t, k]: utterance (b, t) has modality k and the model uses it.
+    used = jnp.asarray([name in self.use_modalities for name in mods])
+    present = (turn_mask[..., None] & modality_mask[..., [MODALITIES.index(n) for n in mods]] & used)
+
+    # Encoders -> [B, L, M, width].
+    speaker_vec = nn.Embed(self.num_speakers, self.width, name='speaker_embedding')(
+        jnp.clip(speaker, 0, self.num_speakers - 1))
+    encoded = []
+    for k, name in enumerate(mods):
+      have = present[..., k:k + 1]
+      x = jnp.where(have, features[name], 0.0)
+      x = nn.Dense(self.width, name=f'encoder_{name}')(x)
+      if name == 'text':
+        x = self._context_lstm(x, turn_mask, deterministic)
+      if self.speaker_nodes == 'all' or (self.speaker_nodes == 'text' and name == 'text'):
+        x = x + speaker_vec
+      encoded.append(jnp.where(have, x, 0.0))
+    table = jnp.stack(encoded, axis=2)  # [B, L, M, width]
+    if self.fusion == 'early':
+      fused = nn.Dense(self.width, name='early_fusion')(table.reshape(batch, num_turns, -1))
+      table = jnp.zeros_like(table).at[:, :, 0].set(fused)
+      present = jnp.zeros_like(present).at[..., 0].set(present.any(-1))
+
+    # Per shard: node inputs gathered from the shard's [B_s * L * M] slots.
+    shards = graph.senders.shape[0]
+    table = table.reshape(shards, -1, table.shape[-1])
+    present_slots = present.reshape(shards, -1)
+    slot = graph.nodes['utterance'] * m + graph.nodes['modality']  # [S, N]
+    node_present = graph.nodes['real'] & jnp.take_along_axis(present_slots, slot, axis=1)
+    x = jnp.take_along_axis(table, slot[..., None], axis=1)  # [S, N, width]
+    x = jnp.where(node_present[..., None], x, 0.0)
+    edge_on = (graph.edges['real']
+               & jnp.take_along_axis(node_present, graph.senders, axis=1)
+               & jnp.take_along_axis(node_present, graph.receivers, axis=1))
+    similarity = jax.vmap(lambda x, s, r: edge_similarity(x, s, r, cos_scale=self.cos_scale))(
+        x, graph.senders, graph.receivers)
+    gamma = jnp.where(graph.edges['cross'], self.cross_modal_weight, 1.0)
+
+    def adjacency(edge_on):
+      raw = jnp.where(edge_on, similarity * gamma, 0.0)
+      return jax.vmap(lambda w, r, s: normalize_edges(w, r, s, x.shape[1]))(
+          raw, graph.receivers, graph.senders)
+
+    if self.fusion in ('graph', 'early'):
+      weights = adjacency(edge_on)
+      node_out = self._gcn('gcn')(x, graph.senders, graph.receivers, weights, deterministic=deterministic)
+    else:  # one GCN per modality over its own nodes, no cross-modal edges
+      weights = adjacency(edge_on & ~graph.edges['cross'])
+      node_out = 0.0
+      for k, name in enumerate(mods):
+        out = self._gcn(f'gcn_{name}')(x, graph.senders, graph.receivers, weights,
+                                       deterministic=deterministic)
+        node_out = node_out + jnp.where((graph.nodes['modality'] == k)[..., None], out, 0.0)
+    node_out = jnp.where(node_present[..., None], node_out, 0.0)
+
+    # Back to the turn grid: [S, B_s * L * M, F] -> [B, L, M, F].
+    grid = jnp.zeros(table.shape[:2] + node_out.shape[-1:], node_out.dtype)
+    grid = jax.vmap(lambda g, i, v: g.at[i].add(v))(grid, slot, node_out)
+    grid = grid.reshape(batch, num_turns, m, -1)
+    if self.fusion == 'early':
+      utterance = grid[:, :, 0]
+    elif self.fusion == 'gated':
+      utterance = GatedAttentionFusion(self.gated_features, name='gated_attention')(
+          [grid[:, :, k] for k in range(m)], deterministic=deterministic)
+    else:
+      utterance = grid.reshape(batch, num_turns, -1)
+    utterance = nn.Dropout(self.dropout)(utterance, deterministic=deterministic)
+    logits = nn.Dense(self.num_classes, name='classifier')(nn.relu(utterance))
+    logits = jnp.where(turn_mask[..., None], logits, 0.0)
+    if return_adjacency:
+      return logits, weights
+    return logits
+
+  def _context_lstm(self, x: Array, turn_mask: Array, deterministic: bool) -> Array:
+    """2-layer bidirectional LSTM over the turns (width / 2 per direction), dropout between the
+    layers as torch's `nn.LSTM(dropout=...)`; padding turns never reach the real ones."""
+    lengths = turn_mask.sum(axis=1).astype(jnp.int32)
+    hidden = self.width // 2
+    carry = encoders.zero_lstm_carry(x.shape[0], hidden, x.dtype, jnp.float32)
+    for layer in range(2):
+      if layer:
+        x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+      cells = [nn.RNN(nn.OptimizedLSTMCell(hidden, name=f'text_lstm_{layer}_{d}'))
+               for d in ('forward', 'backward')]
+      x = nn.Bidirectional(*cells)(x, initial_carry=(carry, carry), seq_lengths=lengths)
+    return x
