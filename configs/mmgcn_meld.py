@@ -32,6 +32,7 @@ def get_config(arg: str | None = None):
   config.train.num_epochs = 60
   config.train.log_every_steps = 20
   config.train.select_metric = 'valid/weighted_f1'
+  config.analysis = ('mmgcn_adjacency',)
   config = default.apply_variant(config, arg, conversational=True)
   if arg and 'smoke' in arg:
     config.method.num_layers = 2

@@ -8,6 +8,7 @@ the evaluated `train.Run` and `params` the selected checkpoint's parameters:
                     train-mean and zero imputers, per missing condition (JSON)
   recovery_pca      IMDer's picture: recovered (unconditional, conditional) vs. real projections
                     of a missing modality, PCA (PNG)
+  mmgcn_adjacency   MMGCN's picture: the normalised adjacency around one utterance (PNG, JSON)
 
 They run after results.json is written and only add to it, so one that fails (a figure that
 cannot be drawn for this dataset, a full disk) is logged as a warning and the next one runs: the
@@ -25,6 +26,7 @@ _ANALYSES = {
     'imagination_pca': ('mmer_jax.analysis.imagination_pca', 'write'),
     'imagination_mse': ('mmer_jax.analysis.imagination_mse', 'write'),
     'recovery_pca': ('mmer_jax.analysis.recovery_pca', 'write'),
+    'mmgcn_adjacency': ('mmer_jax.analysis.mmgcn_adjacency', 'write'),
 }
 NAMES = tuple(_ANALYSES)
 
