@@ -152,5 +152,6 @@ class MMGCNMethod(base.Method):
     return self._apply(params, batch)
 
   def adjacency(self, params, batch):
-    """(logits, normalised edge weights [S, E]) in eval mode, for pictures of the graph."""
+    """(logits, normalised edge weights [S, E]) in eval mode, for pictures of the graph: the
+    weights the GCN used (late and gated fusion use no cross-modal edges)."""
     return self._apply(params, batch, return_adjacency=True)

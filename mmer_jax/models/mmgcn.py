@@ -54,7 +54,7 @@ def edge_similarity(x: Array, senders: Array, receivers: Array, *, cos_scale: fl
   return 1.0 - jnp.arccos(cos) / math.pi
 
 
-def normalize_edges(weights: Array, receivers: Array, senders: Array, num_nodes: int) -> Array:
+def normalize_edges(weights: Array, senders: Array, receivers: Array, num_nodes: int) -> Array:
   """`D^-1/2 A D^-1/2` on an edge list: each weight divided by sqrt(d_sender d_receiver), with
   d the weighted degree (row sums of A). Nodes of degree 0 (absent ones) contribute nothing."""
   degree = jraph.segment_sum(weights, receivers, num_nodes)
@@ -254,8 +254,8 @@ class MMGCN(nn.Module):
 
     def adjacency(edge_on):
       raw = jnp.where(edge_on, similarity * gamma, 0.0)
-      return jax.vmap(lambda w, r, s: normalize_edges(w, r, s, x.shape[1]))(
-          raw, graph.receivers, graph.senders)
+      return jax.vmap(lambda w, s, r: normalize_edges(w, s, r, x.shape[1]))(
+          raw, graph.senders, graph.receivers)
 
     if self.fusion in ('graph', 'early'):
       weights = adjacency(edge_on)

@@ -1,0 +1,290 @@
+"""MMGCN: the paper's graph, edge weights, GCNII layer, losses, masking, padding, gradients."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.test_util import check_grads
+import numpy as np
+import pytest
+
+from mmer_jax.data import graphs
+from mmer_jax.data import pipeline
+from mmer_jax.data import schema
+from mmer_jax.methods import mmgcn as mmgcn_method
+from mmer_jax.models import mmgcn
+
+MODS = ('audio', 'visual', 'text')
+DIMS = {'audio': 5, 'visual': 4, 'text': 3}
+
+
+def _spec():
+  return schema.DatasetSpec(
+      name='toy_conv', task='classification', label_names=('a', 'b', 'c'), conversational=True,
+      modalities={m: schema.ModalitySpec('utterance', DIMS[m]) for m in MODS})
+
+
+def _dialogues(lengths, seed=0):
+  rng = np.random.default_rng(seed)
+  return [pipeline.Dialogue(
+      dialogue_id=f'd{k}', features={m: rng.normal(size=(n, DIMS[m])).astype(np.float32) for m in MODS},
+      label=rng.integers(3, size=n), speaker=(np.arange(n) % 2).astype(np.int32))
+          for k, n in enumerate(lengths)]
+
+
+def _batch(dialogues, *, per_batch=None, buckets=(8, 16), shards=1, indices=None):
+  batch = pipeline.collate_dialogues(dialogues, _spec(), dialogues_per_batch=per_batch or len(dialogues),
+                                     buckets=buckets, indices=indices)
+  return graphs.add_dialogue_graph(batch, 3, shards)
+
+
+def _model(**kw):
+  args = dict(modalities=MODS, use_modalities=MODS, num_classes=3, width=8, gcn_hidden=6,
+              gcn_layers=3, dropout=0.0, num_speakers=2)
+  args.update(kw)
+  return mmgcn.MMGCN(**args)
+
+
+def _apply(model, params, batch, **kw):
+  return model.apply({'params': params}, {m: batch[m] for m in MODS}, batch['speaker'],
+                     batch['turn_mask'], batch['modality_mask'], batch['graph'], deterministic=True, **kw)
+
+
+def _init(model, batch, seed=0):
+  return model.init({'params': jax.random.PRNGKey(seed)}, {m: batch[m] for m in MODS}, batch['speaker'],
+                    batch['turn_mask'], batch['modality_mask'], batch['graph'], deterministic=True)['params']
+
+
+# -- the graph -----------------------------------------------------------------------------------
+
+
+def test_graph_edges_are_exactly_the_papers():
+  """n = 3 turns, 3 modalities: every ordered pair within a modality (self-loops included) and
+  the same turn across modalities; nothing else."""
+  n, m = 3, 3
+  graph = graphs.dialogue_graph([n], max_turns=4, num_modalities=m)
+  real = graph.nodes['real']
+  node = {i: (int(graph.nodes['utterance'][i]), int(graph.nodes['modality'][i])) for i in np.flatnonzero(real)}
+  assert sorted(node.values()) == [(t, k) for t in range(n) for k in range(m)]
+  edges = {(node[s], node[r]) for s, r, e in zip(graph.senders, graph.receivers, graph.edges['real']) if e}
+  expected = {((i, k), (j, k)) for k in range(m) for i in range(n) for j in range(n)}
+  expected |= {((t, a), (t, b)) for t in range(n) for a in range(m) for b in range(m) if a != b}
+  assert edges == expected and len(expected) == 45 == int(graph.n_edge[0])
+  assert int(graph.edges['real'].sum()) == 45
+
+
+# -- edge weights and normalisation ----------------------------------------------------------------
+
+
+def test_edge_similarity_is_one_minus_angle_over_pi():
+  x = jnp.asarray([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+  s = jnp.asarray([0, 0, 0, 0, 4])
+  r = jnp.asarray([1, 2, 3, 0, 1])
+  w = mmgcn.edge_similarity(x, s, r, cos_scale=1.0)
+  np.testing.assert_allclose(w, [0.5, 0.0, 0.75, 1.0, 0.5], atol=1e-6)
+  # The authors' scale keeps self-loops off arccos' singularity: finite weight and gradient.
+  w_self = mmgcn.edge_similarity(x, s[3:4], r[3:4])
+  np.testing.assert_allclose(w_self, 1 - math.acos(0.99999) / math.pi, rtol=1e-6)
+  g = jax.grad(lambda x: mmgcn.edge_similarity(x, s, r).sum())(x)
+  assert np.isfinite(np.asarray(g)).all()
+
+
+def test_normalisation_is_d_half_a_d_half():
+  rng = np.random.default_rng(0)
+  a = rng.uniform(size=(4, 4))
+  a = a + a.T
+  s, r = np.nonzero(np.ones((4, 4)))
+  w = mmgcn.normalize_edges(jnp.asarray(a[s, r]), jnp.asarray(s), jnp.asarray(r), 4)
+  d = a.sum(1)
+  dense = np.zeros((4, 4))
+  dense[s, r] = np.asarray(w)
+  np.testing.assert_allclose(dense, a / np.sqrt(np.outer(d, d)), rtol=1e-5)
+
+
+def test_gcnii_layer_paper_and_authors_forms():
+  rng = np.random.default_rng(1)
+  h, h0 = rng.normal(size=(1, 4, 3)), rng.normal(size=(1, 4, 3))
+  s, r = np.nonzero(np.ones((4, 4)))
+  weights = rng.uniform(size=len(s))
+  a = np.zeros((4, 4))
+  a[r, s] = weights  # receiver i sums over senders j
+  hi = a @ h[0]
+  theta = math.log(0.5 / 2 + 1)
+  support = 0.9 * hi + 0.1 * h0[0]
+  for concat in (False, True):
+    layer = mmgcn.GCNIILayer(3, layer=2, concat_input=concat)
+    args = [jnp.asarray(v) for v in (h, h0, s[None], r[None], weights[None])]
+    params = layer.init(jax.random.PRNGKey(0), *args)
+    kernel = np.asarray(params['params']['kernel'])
+    inputs = np.concatenate([hi, h0[0]], -1) if concat else support
+    expected = theta * inputs @ kernel + (1 - theta) * support
+    np.testing.assert_allclose(layer.apply(params, *args)[0], expected, rtol=1e-5, atol=1e-6)
+
+
+# -- the model -----------------------------------------------------------------------------------
+
+
+def test_padding_and_batching_never_change_a_dialogues_logits():
+  dialogues = _dialogues([4, 7, 3])
+  model = _model()
+  alone = _batch(dialogues[:1], buckets=(4,))
+  params = _init(model, alone)
+  out_alone = _apply(model, params, alone)[0, :4]
+  padded = _batch(dialogues, per_batch=4, buckets=(16,), shards=2, indices=[0, 1, 2])
+  out_padded = _apply(model, params, padded)
+  np.testing.assert_allclose(out_padded[0, :4], out_alone, rtol=1e-5, atol=1e-6)
+  assert np.all(np.asarray(out_padded)[~padded['turn_mask']] == 0)
+
+
+@pytest.mark.parametrize('fusion', mmgcn.FUSIONS)
+def test_a_missing_modality_is_an_absent_node_not_a_zero_vector(fusion):
+  """Audio missing for every utterance == the model that does not use audio, same weights; a
+  zero audio vector that is present changes MMGCN's result (its node still joins the degrees and
+  the messages). In the baselines (early: one node per utterance of the concatenated encodings;
+  late, gated: per-modality graphs) a zero input encodes to zeros, like an absent node, so there
+  a constant vector stands in for it."""
+  dialogues = _dialogues([5, 6])
+  batch = _batch(dialogues)
+  full = _model(fusion=fusion)
+  params = _init(full, batch)
+  missing = dict(batch, modality_mask=batch['modality_mask'] & np.asarray([False, True, True]))
+  out_missing = _apply(full, params, missing)
+  out_without = _apply(_model(fusion=fusion, use_modalities=('visual', 'text')), params, batch)
+  np.testing.assert_allclose(out_missing, out_without, rtol=1e-5, atol=1e-6)
+  fill = 0.0 if fusion == 'graph' else 1.0
+  zeros = dict(batch, audio=np.full_like(batch['audio'], fill))
+  assert np.abs(np.asarray(_apply(full, params, zeros)) - np.asarray(out_missing)).max() > 1e-4
+
+
+def test_per_utterance_missing_masks_only_that_node():
+  dialogues = _dialogues([5])
+  batch = _batch(dialogues)
+  model = _model()
+  params = _init(model, batch)
+  _, w_full = _apply(model, params, batch, return_adjacency=True)
+  mask = batch['modality_mask'].copy()
+  mask[0, 2, 0] = False  # turn 2 has no audio
+  _, w = _apply(model, params, dict(batch, modality_mask=mask), return_adjacency=True)
+  g = jax.tree_util.tree_map(lambda x: np.asarray(x)[0], batch['graph'])
+  node = np.flatnonzero((g.nodes['utterance'] == 2) & (g.nodes['modality'] == 0) & g.nodes['real'])[0]
+  touches = (g.senders == node) | (g.receivers == node)
+  assert np.all(np.asarray(w)[0][touches] == 0) and np.all(np.asarray(w_full)[0][touches] > 0)
+  assert np.all(np.asarray(w)[0][g.edges['real'] & ~touches] > 0)
+
+
+def test_speaker_embedding_placement():
+  batch = _batch(_dialogues([4]))
+  swapped = dict(batch, speaker=1 - batch['speaker'])
+  for nodes, changes in (('none', False), ('text', True), ('all', True)):
+    model = _model(speaker_nodes=nodes)
+    params = _init(model, batch)
+    diff = np.abs(np.asarray(_apply(model, params, batch)) - np.asarray(_apply(model, params, swapped))).max()
+    assert (diff > 1e-6) == changes, nodes
+
+
+def test_late_and_gated_fusion_use_no_cross_modal_edges():
+  batch = _batch(_dialogues([4]))
+  for fusion, cross_on in (('graph', True), ('late', False), ('gated', False)):
+    model = _model(fusion=fusion)
+    params = _init(model, batch)
+    _, w = _apply(model, params, batch, return_adjacency=True)
+    cross = batch['graph'].edges['cross'][0] & batch['graph'].edges['real'][0]
+    assert bool(np.all(np.asarray(w)[0][cross] > 0)) == cross_on and not np.any(np.asarray(w)[0][cross] < 0)
+  params = _init(_model(fusion='late'), batch)
+  assert {'gcn_audio', 'gcn_visual', 'gcn_text'} <= set(params)
+
+
+# -- losses ----------------------------------------------------------------------------------------
+
+
+def test_losses_equal_hand_computed_values():
+  logits = jnp.asarray([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+  label = jnp.asarray([0, 2])
+  p = np.exp(np.asarray(logits))
+  p /= p.sum(-1, keepdims=True)
+  py = p[[0, 1], [0, 2]]
+  np.testing.assert_allclose(mmgcn_method.class_loss('nll', logits, label), -np.log(py), rtol=1e-6)
+  w = np.asarray([0.5, 1.0, 2.0])
+  np.testing.assert_allclose(mmgcn_method.class_loss('weighted_nll', logits, label, class_weights=w),
+                             -w[[0, 2]] * np.log(py), rtol=1e-6)
+  np.testing.assert_allclose(mmgcn_method.class_loss('focal', logits, label, focal_gamma=2.0),
+                             -(1 - py) ** 2 * np.log(py), rtol=1e-6)
+  logp = np.log(p)
+  onehot = np.eye(3)[[0, 2]]
+  authors = -np.mean((1 - onehot * logp) ** 2.5 * logp, axis=-1)
+  np.testing.assert_allclose(mmgcn_method.class_loss('focal_authors', logits, label), authors, rtol=1e-6)
+
+
+def test_inverse_frequency_weights_have_mean_one_on_the_training_labels():
+  counts = np.asarray([10, 30, 60, 0])
+  w = mmgcn_method.inverse_frequency_weights(counts)
+  prior = counts / counts.sum()
+  assert abs(float((prior * w).sum()) - 1.0) < 1e-6 and w[3] == 0
+  np.testing.assert_allclose(w[:3] * prior[:3], np.full(3, 1 / 3), rtol=1e-6)
+
+
+def test_parse_modalities():
+  assert mmgcn_method.parse_modalities('tva') == MODS
+  assert mmgcn_method.parse_modalities('al') == ('audio', 'text')
+  with pytest.raises(ValueError, match='letters'):
+    mmgcn_method.parse_modalities('ax')
+
+
+# -- gradients (float64, finite differences) -------------------------------------------------------
+
+
+def test_check_grads_gcn_layer_edge_weights_and_full_loss():
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(5, 4)))
+    s, r = (jnp.asarray(v) for v in np.nonzero(np.ones((5, 5))))
+    off = s != r  # self-loops sit on arccos' singularity (cos = 1): check away from it
+    check_grads(lambda x: mmgcn.edge_similarity(x, s[off], r[off], cos_scale=1.0), (x,), order=1,
+                modes=['rev'])
+    check_grads(lambda x: mmgcn.edge_similarity(x, s, r), (x,), order=1, modes=['rev'])
+
+    layer = mmgcn.GCNIILayer(4, layer=1, concat_input=True)
+    h, h0 = x[None], jnp.asarray(rng.normal(size=(1, 5, 4)))
+    w = jnp.asarray(rng.uniform(size=(1, len(s))))
+    params = layer.init(jax.random.PRNGKey(0), h, h0, s[None], r[None], w)
+    params = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float64), params)
+    check_grads(lambda p, h, w: layer.apply(p, h, h0, s[None], r[None], w), (params, h, w), order=1,
+                modes=['rev'])
+
+    batch = _batch(_dialogues([3, 4]))
+    model = _model()
+    params = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float64), _init(model, batch))
+    feats64 = {m: jnp.asarray(batch[m], jnp.float64) for m in MODS}
+    label = jnp.asarray(batch['label'])
+
+    def loss(params):
+      logits = model.apply({'params': params}, feats64, batch['speaker'], batch['turn_mask'],
+                           batch['modality_mask'], batch['graph'], deterministic=True)
+      per = mmgcn_method.class_loss('weighted_nll', logits, label, class_weights=jnp.asarray([1.0, 2.0, 0.5]))
+      return jnp.sum(per * batch['turn_mask']) / batch['turn_mask'].sum()
+
+    check_grads(loss, (params,), order=1, modes=['rev'], atol=1e-5, rtol=1e-4)
+
+
+def test_remat_gives_the_same_gradients():
+  batch = _batch(_dialogues([3, 4]))
+  plain, remat = _model(), _model(gcn_remat=True)
+  params = _init(plain, batch)
+
+  def grad(model):
+    return jax.grad(lambda p: jnp.sum(_apply(model, p, batch) ** 2))(params)
+
+  for a, b in zip(jax.tree_util.tree_leaves(grad(plain)), jax.tree_util.tree_leaves(grad(remat))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_all_pairs_of_modalities_fuse_in_gated_attention():
+  fusion = mmgcn.GatedAttentionFusion(features=4, dropout=0.0)
+  xs = [jnp.ones((2, 3, 5)) * k for k in range(3)]
+  params = fusion.init(jax.random.PRNGKey(0), xs, deterministic=True)
+  out = fusion.apply(params, xs, deterministic=True)
+  assert out.shape == (2, 3, 12)
+  assert {f'gate_{i}{j}' for i, j in itertools.combinations(range(3), 2)} <= set(params['params'])
