@@ -17,8 +17,8 @@ model computes what theirs does (each a documented departure, e.g. docs/mmin.md)
 extra `pip install -e '.[parity]'`; it is never needed to train.
 
 Each method is a module with `run(authors_repo, *, precisions, seed, batch_size) -> dict` listed
-in `METHODS`: MMIN (`mmin.py`, docs/mmin.md) and IMDer (`imder.py`, docs/imder_parity.md); MMGCN
-adds its own the same way.
+in `METHODS`: MMIN (`mmin.py`, docs/mmin.md), IMDer (`imder.py`, docs/imder_parity.md) and MMGCN
+(`mmgcn.py`, docs/mmgcn_parity.md).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import importlib
 METHODS = {
     'mmin': 'mmer_jax.parity.mmin',
     'imder': 'mmer_jax.parity.imder',
+    'mmgcn': 'mmer_jax.parity.mmgcn',
 }
 
 
