@@ -29,11 +29,12 @@ import functools
 import json
 import pathlib
 import random
-import statistics
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import timing  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 from mmer_jax.parity import checkout  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mmer_jax.parity import imder as parity_imder  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -87,17 +88,6 @@ def infer(torch, model, data, num_modal):
     return model(text, audio, vision, num_modal=num_modal)['M']
 
 
-def _time(fn, steps: int) -> dict:
-  fn()  # untimed: allocator and first-call costs
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return {'median': statistics.median(times), 'min': min(times), 'max': max(times),
-          'steps': steps}
-
-
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--authors_repo', required=True, help='a checkout of mdswyz/IMDer')
@@ -122,7 +112,7 @@ def main():
         fn = lambda n=num_modal: train_step(torch, model, optimizer, args, data, n)  # noqa: E731
       else:
         fn = lambda n=num_modal: infer(torch, model, data, n)  # noqa: E731
-      report[f'{mode}_{case}'] = _time(fn, opts.steps)
+      report[f'{mode}_{case}'] = timing.time_calls(fn, opts.steps)
       print(f'{mode}_{case}: {report[f"{mode}_{case}"]}', file=sys.stderr, flush=True)
   print(json.dumps(report), flush=True)
 

@@ -19,13 +19,13 @@ step, medians, and authors / ours). Only medians of the timed calls are compared
 """
 
 import argparse
-import json
-import os
 import pathlib
-import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import timing  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 CASES = ('complete', 'drop_one', 'drop_two')
 MISSING = {'complete': 'none', 'drop_one': 'drop_one', 'drop_two': 'drop_two'}
 SAMPLERS = {
@@ -36,9 +36,7 @@ SAMPLERS = {
 
 
 def _json_line(cmd):
-  print('$', ' '.join(cmd), file=sys.stderr, flush=True)
-  out = subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True).stdout
-  return json.loads(out.strip().splitlines()[-1])
+  return timing.json_line(cmd, ROOT)
 
 
 def authors(repo, steps, dataset='mosi', batch=32, cases=CASES, modes='train,infer'):
@@ -92,12 +90,7 @@ def main():
     report['mosei'] = {
         'authors': authors(opts.authors_repo, opts.steps, 'mosei', 128, ('complete',), 'train'),
         'ours': ours('complete', 'em100', opts.steps, 'configs/imder_mosei.py:synthetic', 128)}
-  os.makedirs(os.path.dirname(opts.out) or '.', exist_ok=True)
-  with open(f'{opts.out}.json', 'w', encoding='utf-8') as f:
-    json.dump(report, f, indent=1)
-  with open(f'{opts.out}.md', 'w', encoding='utf-8') as f:
-    f.write(table(report))
-  print(table(report))
+  timing.write_report(opts.out, report, table(report))
 
 
 if __name__ == '__main__':

@@ -62,6 +62,12 @@ def _timed(fn: Callable[[], Any]) -> float:
   return time.perf_counter() - start
 
 
+def _turns(batch) -> list[int]:
+  """Real turns of each real dialogue of a dialogue batch."""
+  mask = np.asarray(batch['turn_mask'], bool)
+  return [int(n) for n in mask.sum(axis=1) if n]
+
+
 def count_examples(batch: dict, level: str) -> int:
   """Examples a batch stands for: utterance rows, or valid dialogue turns."""
   mask = np.asarray(batch['example_mask'])
@@ -176,7 +182,11 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
   eval_examples = count_examples(eval_host, level)
 
   mesh_devices = list(run.mesh.devices.flat)
+  turns = {}
+  if level == 'dialogue':  # so that another implementation can be timed on the same dialogues
+    turns = {'dialogue_turns': _turns(host_batch), 'eval_dialogue_turns': _turns(eval_host)}
   return {
+      **turns,
       'compile_s': compile_s,
       'step_s_median': step_median,
       'step_s_min': step_min,

@@ -1,4 +1,7 @@
-"""One device, sharded jit over 8 and pmap over 8 host CPU devices give the same training run."""
+"""One device, sharded jit over 8 and pmap over 8 host CPU devices give the same training run.
+
+Utterance batches (early fusion) and dialogue graph batches (MMGCN: one jraph graph per device,
+`data/graphs.py`), each with complete data and with random modality patterns."""
 
 import json
 import os
@@ -14,27 +17,48 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 _SCRIPT = textwrap.dedent('''
     import json, sys
     import jax
+    import ml_collections
     import numpy as np
     sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
     from configs import fusion_iemocap
+    from configs import mmgcn_iemocap
     from mmer_jax import train
     import toy_data
 
     toy = toy_data.write_features_dir({tmp!r} + '/toy', n=160)
+    toy_dialogues = toy_data.write_features_dir({tmp!r} + '/toy_dialogues', n=320, dialogues=True)
     assert len(jax.devices()) == 8, jax.devices()
 
-    def trajectory(parallel, devices, missing):
+    def fusion_config():
       config = fusion_iemocap.get_config()
       config.data.features_dir = str(toy)
-      config.data.data_dir = {tmp!r} + '/data'
       config.data.batch_size = 16
       config.data.eval_batch_size = 16
-      config.data.prefetch = 0
       config.method.head.dropout = 0.0
       config.method.encoders.dropout = 0.0
       config.method.encoders.embed_dim = 16
       config.method.encoders.num_filters = 8
       config.method.head.hidden = (16,)
+      return config
+
+    def mmgcn_config():
+      config = mmgcn_iemocap.get_config()
+      config.data.features_dir = str(toy_dialogues)
+      config.data.options = ml_collections.ConfigDict()
+      config.data.batch_size = 8  # dialogues: one per device
+      config.data.eval_batch_size = 8
+      config.data.buckets = (4,)
+      config.method.dropout = 0.0
+      config.method.width = 8
+      config.method.gcn_hidden = 8
+      config.method.num_layers = 3
+      config.analysis = ()
+      return config
+
+    def trajectory(make_config, parallel, devices, missing):
+      config = make_config()
+      config.data.data_dir = {tmp!r} + '/data'
+      config.data.prefetch = 0
       config.train.missing = missing
       config.optimizer.learning_rate = 1e-2
       config.parallel = parallel
@@ -52,12 +76,13 @@ _SCRIPT = textwrap.dedent('''
       return losses, np.asarray(out).tolist()
 
     result = {{}}
-    for missing in ('none', 'patterns'):
-      result[missing] = {{
-          'single': trajectory('jit', jax.devices()[:1], missing),
-          'jit': trajectory('jit', jax.devices(), missing),
-          'pmap': trajectory('pmap', jax.devices(), missing),
-      }}
+    for name, make_config in (('fusion', fusion_config), ('mmgcn', mmgcn_config)):
+      for missing in ('none', 'patterns'):
+        result[name + '/' + missing] = {{
+            'single': trajectory(make_config, 'jit', jax.devices()[:1], missing),
+            'jit': trajectory(make_config, 'jit', jax.devices(), missing),
+            'pmap': trajectory(make_config, 'pmap', jax.devices(), missing),
+        }}
     print('RESULT' + json.dumps(result))
 ''')
 
@@ -74,12 +99,13 @@ def trajectories(tmp_path_factory):
   return json.loads(line[len('RESULT'):])
 
 
+@pytest.mark.parametrize('method', ['fusion', 'mmgcn'])
 @pytest.mark.parametrize('missing', ['none', 'patterns'])
 @pytest.mark.parametrize('parallel', ['jit', 'pmap'])
-def test_data_parallel_matches_single_device(trajectories, missing, parallel):
+def test_data_parallel_matches_single_device(trajectories, method, missing, parallel):
   import numpy as np
-  single_loss, single_out = trajectories[missing]['single']
-  loss, out = trajectories[missing][parallel]
+  single_loss, single_out = trajectories[method + '/' + missing]['single']
+  loss, out = trajectories[method + '/' + missing][parallel]
   assert len(loss) == len(single_loss) >= 10
   np.testing.assert_allclose(loss, single_loss, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(out, single_out, rtol=1e-4, atol=1e-4)

@@ -376,10 +376,11 @@ def import_authors(repo: str) -> dict:
     return checkout.import_names(repo, CLASSES, REQUIRED)
 
 
-def build_authors(classes, feature_dims=None):
-  """Their DialogueGCNModel with train.py's arguments (its prints to stderr)."""
+def build_authors(classes, feature_dims=None, **overrides):
+  """Their DialogueGCNModel with train.py's arguments, `overrides` of `AUTHORS_OPTIONS` applied
+  (its prints to stderr)."""
   dims = dict(FEATURE_DIMS if feature_dims is None else feature_dims)
-  options = dict(AUTHORS_OPTIONS)
+  options = dict(AUTHORS_OPTIONS, **overrides)
   base, d_g, d_p, d_e, d_h, d_a, g_h = (options.pop(k) for k in (
       'base_model', 'D_g', 'D_p', 'D_e', 'D_h', 'D_a', 'graph_hidden_size'))
   with contextlib.redirect_stdout(sys.stderr):

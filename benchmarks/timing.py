@@ -1,0 +1,37 @@
+"""Shared pieces of the side-by-side benchmarks: timing calls, running a reporter, writing results."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def time_calls(fn, steps: int) -> dict:
+  """Median, min and max seconds of `steps` calls of `fn` after one untimed call (allocator and
+  first-call costs)."""
+  fn()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return {'median': statistics.median(times), 'min': min(times), 'max': max(times), 'steps': steps}
+
+
+def json_line(cmd, cwd) -> dict:
+  """Runs `cmd` (echoed to stderr) and parses the JSON on its last line of stdout."""
+  print('$', ' '.join(cmd), file=sys.stderr, flush=True)
+  out = subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.PIPE, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def write_report(out: str, report: dict, markdown: str) -> None:
+  """`<out>.json` (the raw report) and `<out>.md` (its table); prints the table."""
+  os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+  with open(f'{out}.json', 'w', encoding='utf-8') as f:
+    json.dump(report, f, indent=1)
+  with open(f'{out}.md', 'w', encoding='utf-8') as f:
+    f.write(markdown)
+  print(markdown)
