@@ -116,7 +116,7 @@ def test_gcnii_layer_paper_and_authors_forms():
   support = 0.9 * hi + 0.1 * h0[0]
   for concat in (False, True):
     layer = mmgcn.GCNIILayer(3, layer=2, concat_input=concat)
-    args = [jnp.asarray(v) for v in (h, h0, s[None], r[None], weights[None])]
+    args = [jnp.asarray(h), jnp.asarray(h0), tuple(jnp.asarray(v) for v in (s[None], r[None], weights[None]))]
     params = layer.init(jax.random.PRNGKey(0), *args)
     kernel = np.asarray(params['params']['kernel'])
     inputs = np.concatenate([hi, h0[0]], -1) if concat else support
@@ -127,9 +127,10 @@ def test_gcnii_layer_paper_and_authors_forms():
 # -- the model -----------------------------------------------------------------------------------
 
 
-def test_padding_and_batching_never_change_a_dialogues_logits():
+@pytest.mark.parametrize('message_passing', ['edges', 'blocks'])
+def test_padding_and_batching_never_change_a_dialogues_logits(message_passing):
   dialogues = _dialogues([4, 7, 3])
-  model = _model()
+  model = _model(message_passing=message_passing)
   alone = _batch(dialogues[:1], buckets=(4,))
   params = _init(model, alone)
   out_alone = _apply(model, params, alone)[0, :4]
@@ -139,8 +140,9 @@ def test_padding_and_batching_never_change_a_dialogues_logits():
   assert np.all(np.asarray(out_padded)[~padded['turn_mask']] == 0)
 
 
+@pytest.mark.parametrize('message_passing', ['edges', 'blocks'])
 @pytest.mark.parametrize('fusion', mmgcn.FUSIONS)
-def test_a_missing_modality_is_an_absent_node_not_a_zero_vector(fusion):
+def test_a_missing_modality_is_an_absent_node_not_a_zero_vector(fusion, message_passing):
   """Audio missing for every utterance == the model that does not use audio, same weights; a
   zero audio vector that is present changes MMGCN's result (its node still joins the degrees and
   the messages). In the baselines (early: one node per utterance of the concatenated encodings;
@@ -148,11 +150,12 @@ def test_a_missing_modality_is_an_absent_node_not_a_zero_vector(fusion):
   a constant vector stands in for it."""
   dialogues = _dialogues([5, 6])
   batch = _batch(dialogues)
-  full = _model(fusion=fusion)
+  full = _model(fusion=fusion, message_passing=message_passing)
   params = _init(full, batch)
   missing = dict(batch, modality_mask=batch['modality_mask'] & np.asarray([False, True, True]))
   out_missing = _apply(full, params, missing)
-  out_without = _apply(_model(fusion=fusion, use_modalities=('visual', 'text')), params, batch)
+  out_without = _apply(_model(fusion=fusion, use_modalities=('visual', 'text'),
+                              message_passing=message_passing), params, batch)
   np.testing.assert_allclose(out_missing, out_without, rtol=1e-5, atol=1e-6)
   fill = 0.0 if fusion == 'graph' else 1.0
   zeros = dict(batch, audio=np.full_like(batch['audio'], fill))
@@ -173,6 +176,43 @@ def test_per_utterance_missing_masks_only_that_node():
   touches = (g.senders == node) | (g.receivers == node)
   assert np.all(np.asarray(w)[0][touches] == 0) and np.all(np.asarray(w_full)[0][touches] > 0)
   assert np.all(np.asarray(w)[0][g.edges['real'] & ~touches] > 0)
+
+
+@pytest.mark.parametrize('fusion', mmgcn.FUSIONS)
+def test_block_message_passing_equals_the_jraph_edge_list(fusion):
+  """The two layouts of one graph: the same adjacency, logits and gradients, with per-utterance
+  missing modalities and a padded batch split into two shards."""
+  dialogues = _dialogues([5, 7, 3])
+  batch = _batch(dialogues, per_batch=4, buckets=(8,), shards=2, indices=[0, 1, 2])
+  rng = np.random.default_rng(4)
+  batch['modality_mask'] = batch['modality_mask'] & (rng.uniform(size=batch['modality_mask'].shape) > 0.3)
+  edges, blocks = _model(fusion=fusion), _model(fusion=fusion, message_passing='blocks')
+  params = _init(edges, batch)
+  out_e, w = _apply(edges, params, batch, return_adjacency=True)
+  out_b, (intra, cross) = _apply(blocks, params, batch, return_adjacency=True)
+  np.testing.assert_allclose(out_b, out_e, rtol=1e-5, atol=1e-6)
+  # Every edge's weight sits at its place in the blocks; the blocks hold nothing else.
+  g = jax.tree_util.tree_map(np.asarray, batch['graph'])
+  total = 0.0
+  for s in range(2):
+    real = g.edges['real'][s]
+    utt, mod = g.nodes['utterance'][s], g.nodes['modality'][s]
+    snd, rcv = g.senders[s][real], g.receivers[s][real]
+    b = s * 2 + utt[rcv] // 8
+    t_r, t_s = utt[rcv] % 8, utt[snd] % 8
+    same = mod[snd] == mod[rcv]
+    got = np.where(same, np.asarray(intra)[b, mod[rcv], t_r, t_s], np.asarray(cross)[b, mod[rcv], mod[snd], t_r])
+    np.testing.assert_allclose(got, np.asarray(w)[s][real], rtol=1e-5, atol=1e-7)
+    total += float(np.asarray(w)[s][real].sum())
+  np.testing.assert_allclose(float(np.asarray(intra).sum() + np.asarray(cross).sum()), total, rtol=1e-5)
+  label = jnp.asarray(batch['label'])
+
+  def loss(model):
+    return lambda p: jnp.sum(mmgcn_method.class_loss('nll', _apply(model, p, batch), label) * batch['turn_mask'])
+
+  for a, b in zip(jax.tree_util.tree_leaves(jax.grad(loss(edges))(params)),
+                  jax.tree_util.tree_leaves(jax.grad(loss(blocks))(params))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_speaker_embedding_placement():
@@ -249,9 +289,9 @@ def test_check_grads_gcn_layer_edge_weights_and_full_loss():
     layer = mmgcn.GCNIILayer(4, layer=1, concat_input=True)
     h, h0 = x[None], jnp.asarray(rng.normal(size=(1, 5, 4)))
     w = jnp.asarray(rng.uniform(size=(1, len(s))))
-    params = layer.init(jax.random.PRNGKey(0), h, h0, s[None], r[None], w)
+    params = layer.init(jax.random.PRNGKey(0), h, h0, (s[None], r[None], w))
     params = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float64), params)
-    check_grads(lambda p, h, w: layer.apply(p, h, h0, s[None], r[None], w), (params, h, w), order=1,
+    check_grads(lambda p, h, w: layer.apply(p, h, h0, (s[None], r[None], w)), (params, h, w), order=1,
                 modes=['rev'])
 
     batch = _batch(_dialogues([3, 4]))

@@ -94,7 +94,7 @@ def write(run, params, workdir: str) -> list[str]:
                      '(no `adjacency`)')
   split = run.config.eval.split
   batch = next(iter(run.eval_batches(split)()))
-  _, weights = method.adjacency(params, batch)
+  batch, _, weights = method.adjacency(params, batch)  # the batch with its graph
   weights = np.asarray(weights)
   graph = batch['graph']
   b, turn = choose(batch)

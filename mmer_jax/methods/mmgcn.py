@@ -4,7 +4,8 @@
 rows: 'a', 'v', 't', 'at', 'av', 'vt', 'avt'), `fusion` ('graph' is MMGCN; 'early', 'late',
 'gated' the paper's fusion baselines on the same encoders), the encoders' `width`,
 `speaker_nodes`, `num_speakers`, the GCN's `num_layers`, `gcn_hidden`, `alpha`, `lamda`,
-`gcn_form` ('paper' | 'authors'), `remat`, `cross_modal_weight`, `cos_scale`, `dropout`, and the
+`gcn_form` ('paper' | 'authors'), `remat`, `cross_modal_weight`, `cos_scale`, `dropout`,
+`message_passing` ('blocks', or 'edges': the jraph edge list, see models/mmgcn.py), and the
 loss: `loss` ('nll', 'weighted_nll', 'focal', 'focal_authors'), `class_weights` (empty: inverse
 training-split frequencies, fitted once and carried by the checkpoint) and `focal_gamma`.
 
@@ -94,22 +95,26 @@ class MMGCNMethod(base.Method):
         width=m.width, fusion=m.fusion, speaker_nodes=m.speaker_nodes, num_speakers=m.num_speakers,
         gcn_hidden=m.gcn_hidden, gcn_layers=m.num_layers, gcn_alpha=m.alpha, gcn_lambda=m.lamda,
         gcn_concat_input=m.gcn_form == 'authors', gcn_remat=m.remat,
-        cross_modal_weight=m.cross_modal_weight, cos_scale=m.cos_scale, dropout=m.dropout)
+        cross_modal_weight=m.cross_modal_weight, cos_scale=m.cos_scale, dropout=m.dropout,
+        message_passing=m.message_passing)
 
   def host_batch(self, batch, num_shards: int = 1):
+    """Edge-list message passing needs the batch's graphs (one per device); blocks need none."""
+    if self.model.message_passing != 'edges':
+      return batch
     return graphs.add_dialogue_graph(batch, len(self.modalities), num_shards)
 
-  def _apply(self, params, batch, rng=None, **kwargs):
+  def _apply(self, params, batch, rng=None, model=None, **kwargs):
     features = {k: batch[k] for k in self.modalities}
     rngs = {'dropout': rng} if rng is not None else None
-    return self.model.apply({'params': params['model']}, features, batch['speaker'], batch['turn_mask'],
-                            batch['modality_mask'], batch['graph'], deterministic=rng is None,
-                            rngs=rngs, **kwargs)
+    return (model or self.model).apply(
+        {'params': params['model']}, features, batch['speaker'], batch['turn_mask'],
+        batch['modality_mask'], batch.get('graph'), deterministic=rng is None, rngs=rngs, **kwargs)
 
   def init(self, rng, batch):
     features = {k: jnp.asarray(batch[k]) for k in self.modalities}
     params = {'model': self.model.init({'params': rng}, features, batch['speaker'], batch['turn_mask'],
-                                       batch['modality_mask'], batch['graph'],
+                                       batch['modality_mask'], batch.get('graph'),
                                        deterministic=True)['params']}
     if self.config.method.loss == 'weighted_nll':
       params['class_weights'] = jnp.ones((self.num_outputs,), jnp.float32)
@@ -152,6 +157,11 @@ class MMGCNMethod(base.Method):
     return self._apply(params, batch)
 
   def adjacency(self, params, batch):
-    """(logits, normalised edge weights [S, E]) in eval mode, for pictures of the graph: the
-    weights the GCN used (late and gated fusion use no cross-modal edges)."""
-    return self._apply(params, batch, return_adjacency=True)
+    """(batch, logits, normalised edge weights [S, E]) in eval mode with edge-list message
+    passing, for pictures of the graph: the weights the GCN used (late and gated fusion use no
+    cross-modal edges). A batch without a graph gets one (one shard)."""
+    if 'graph' not in batch:
+      batch = graphs.add_dialogue_graph(batch, len(self.modalities), 1)
+    logits, weights = self._apply(params, batch, model=self.model.clone(message_passing='edges'),
+                                  return_adjacency=True)
+    return batch, logits, weights
