@@ -37,8 +37,9 @@ def test_config_loads_locks_and_documents_its_command(path):
 
 
 # Smoke runs of minutes (IMDer's: compiling its score U-Nets): with -m slow. The method's
-# contract case and tests/test_imder_method.py keep IMDer in the default run.
-SLOW_SMOKE = ('imder_mosei', 'imder_mosi')
+# contract case and tests/test_imder_method.py keep IMDer in the default run; MMGCN's IEMOCAP
+# smoke run covers the method, its MELD one (the same code) runs with -m slow.
+SLOW_SMOKE = ('imder_mosei', 'imder_mosi', 'mmgcn_meld')
 
 
 @pytest.mark.parametrize('path', [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_SMOKE
@@ -60,6 +61,8 @@ def test_smoke_variant_trains_and_writes_results(path, tmp_path):
   final = workdir / ran['stage_name'] if ran['stages'] else workdir
   assert (final / 'metrics.jsonl').read_text().count('"step"') > 0
   assert any((final / 'tensorboard').iterdir())
+  if path.stem.startswith('mmgcn'):  # the paper's picture: the adjacency around one utterance
+    assert (workdir / 'mmgcn_adjacency.png').stat().st_size > 1000
   if path.stem.startswith('mmin'):  # both stages ran; the paper's picture: imagined vs. real
     assert ran['train']['missing'] == 'patterns' and list(ran['stages']) == ['stage1']
     assert json.loads((workdir / 'stage1' / 'results.json').read_text())['train_missing'] == 'none'
