@@ -152,8 +152,13 @@ def grid_row(spec: schema.DatasetSpec, predict: Callable, params, batches: Itera
   scored = modality_mask[mask]
   fraction = {m: float(1.0 - scored[:, schema.MODALITIES.index(m)].mean()) if len(scored) else 0.0
               for m in spec.ordered_modalities()}
-  return {'condition': condition, 'metrics': metrics.compute(spec.task, outputs, labels, mask),
-          'num_samples': int(mask.sum()), 'missing_fraction': fraction}
+  row = {'condition': condition, 'metrics': metrics.compute(spec.task, outputs, labels, mask),
+         'num_samples': int(mask.sum()), 'missing_fraction': fraction}
+  if spec.task == 'classification':  # the papers' per-class tables
+    f1 = metrics.per_class_f1(np.argmax(np.asarray(outputs), -1), labels, mask,
+                              num_classes=len(spec.label_names))
+    row['per_class_f1'] = dict(zip(spec.label_names, f1))
+  return row
 
 
 def pooled_outputs(spec: schema.DatasetSpec, predict: Callable, params,

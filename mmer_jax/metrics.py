@@ -279,6 +279,12 @@ def regression_metrics(pred, label, mask=None):
   }
 
 
+def per_class_f1(pred, label, mask=None, num_classes=None) -> list[float]:
+  """F1 of each class (sklearn's `f1_score(average=None, labels=range(C))`: 0 for a class that
+  occurs on one side only or not at all)."""
+  return [float(f) for f in _per_class(confusion_matrix(pred, label, mask, num_classes))[3]]
+
+
 def compute(task, outputs, label, mask=None):
   """Metrics for a model's raw outputs, dispatched on the dataset's task.
 

@@ -79,6 +79,8 @@ def test_classification_matches_sklearn(seed):
   assert got['ua'] == metrics.ua(pred, label)
   assert got['weighted_f1'] == metrics.weighted_f1(pred, label)
   assert got['macro_f1'] == metrics.macro_f1(pred, label)
+  np.testing.assert_allclose(metrics.per_class_f1(pred, label, num_classes=c),
+                             skm.f1_score(label, pred, average=None, labels=range(c), zero_division=0))
 
 
 @settings(max_examples=60, deadline=None)
