@@ -191,7 +191,8 @@ def pooled_metrics(spec: schema.DatasetSpec, predict: Callable, params,
 
 def run_grid(spec: schema.DatasetSpec, predict: Callable, params, make_batches: Callable[[], Iterable[dict]],
              *, conditions: Iterable[str], rates: Iterable[float], seed: int) -> list[dict]:
-  """One row per condition and rate: {'condition', 'metrics', 'num_samples', 'missing_fraction'}.
+  """One row per condition and rate: {'condition', 'metrics', 'num_samples', 'missing_fraction'}
+  and, for classification, 'per_class_f1'.
 
   Rate conditions (from `rates` or written in `conditions`) are keyed by the seed and the rate.
   """
@@ -234,5 +235,5 @@ def make_results(*, method: str, dataset: str, seed: int, rows: list[dict], spli
   return {'method': method, 'dataset': dataset, 'split': split, 'seed': int(seed),
           'rows': [{'condition': r['condition'],
                     'metrics': {k: float(v) for k, v in r['metrics'].items()},
-                    **{k: r[k] for k in ('num_samples', 'missing_fraction') if k in r}}
+                    **{k: r[k] for k in ('num_samples', 'missing_fraction', 'per_class_f1') if k in r}}
                    for r in rows]}
