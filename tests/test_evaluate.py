@@ -257,7 +257,9 @@ def test_results_json_schema_classification(tmp_path, cls_setup):
   assert loaded['seed'] == 7 and isinstance(loaded['seed'], int)
   assert len(loaded['rows']) == len(CONDITIONS) + len(RATES)
   for row in loaded['rows']:
-    assert set(row) == {'condition', 'metrics', 'num_samples', 'missing_fraction'}
+    assert set(row) == {'condition', 'metrics', 'num_samples', 'missing_fraction', 'per_class_f1'}
+    assert list(row['per_class_f1']) == list(spec.label_names)
+    assert all(0.0 <= f <= 1.0 for f in row['per_class_f1'].values())
     assert row['num_samples'] == 150  # every test sample keeps a modality under every condition
     assert set(row['missing_fraction']) == set(spec.modalities)
     assert set(row['metrics']) == CLASSIFICATION_METRICS
