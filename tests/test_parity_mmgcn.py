@@ -133,7 +133,7 @@ def their_adjacency(nodes, lengths, cos_scale=0.99999):
 
 
 @pytest.mark.usefixtures('x64')
-@pytest.mark.parametrize('lengths', [(3, 3), (4, 2, 3)])
+@pytest.mark.parametrize('lengths', [(4, 2, 3), pytest.param((3, 3), marks=pytest.mark.slow)])
 def test_dense_adjacency_is_their_layout(lengths):
   batch = _batch(lengths, 4, seed=2)
   batch = {k: np.asarray(v, np.float64) if k in DIMS else v for k, v in batch.items()}
