@@ -88,6 +88,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
                     'the table keeps the table order.', flag_values=flag_values)
   flags.DEFINE_multi_string('override', [], 'Extra --config.x=v arguments for every run.',
                             flag_values=flag_values)
+  flags.DEFINE_list('depth_seeds', None, 'Seeds of the depth rows other than avt\'s depth (a prefix '
+                    'of --seeds: deep stacks cost the most; default --seeds). Their orderings pair '
+                    'the seeds both rows have.', flag_values=flag_values)
   return flag_values
 
 
@@ -225,17 +228,29 @@ def make_table(per_seed: dict[str, list[dict]], *, seeds, config: str = '', dept
   return table
 
 
-def build_table(root: str, rows, seeds, *, config: str, overrides=(), depth: int | None = None) -> dict:
-  """Trains what is missing (resumable) and tabulates `rows` (kept in table order)."""
+def build_table(root: str, rows, seeds, *, config: str, overrides=(), depth: int | None = None,
+                depth_seeds=None) -> dict:
+  """Trains what is missing (resumable) and tabulates `rows` (kept in table order); the depth
+  rows other than avt's depth with `depth_seeds` (a prefix of `seeds`) when given."""
   unknown = [r for r in rows if r not in ROWS]
   if unknown:
     raise ValueError(f'unknown rows {unknown}; expected some of {list(ROWS)}')
+  if depth_seeds is not None and list(depth_seeds) != list(seeds)[:len(depth_seeds)]:
+    raise ValueError(f'depth seeds {list(depth_seeds)} must be a prefix of the seeds {list(seeds)}')
   if depth is None:
     depth = avt_depth(config, overrides)
   rows = [r for r in ROWS if r in rows]
+
+  def row_seeds(row):
+    own_depth = row.startswith('depth') and run_name(row, depth) != 'avt'
+    return list(depth_seeds) if depth_seeds is not None and own_depth else list(seeds)
+
   per_seed = {r: [row_scores(train(root, r, s, config=config, overrides=overrides, depth=depth))
-                  for s in seeds] for r in rows}
-  return make_table(per_seed, seeds=seeds, config=config, depth=depth, root=root)
+                  for s in row_seeds(r)] for r in rows}
+  table = make_table(per_seed, seeds=seeds, config=config, depth=depth, root=root)
+  table['row_seeds'] = {r: row_seeds(r) for r in rows}
+  table['runs'] = {r: [run_dir(root, r, s, depth) for s in row_seeds(r)] for r in rows}
+  return table
 
 
 def _maybe(value: float | None, scale: float = 1.0) -> str:
@@ -264,6 +279,10 @@ def markdown(table: dict) -> str:
     over = ' '.join(f'`{o.removeprefix("--config.method.")}`' for o in table['overrides'][row])
     if run_name(row, table['avt_depth']) != row:
       over += ' (avt\'s runs)'
+    own_seeds = table.get('row_seeds', {}).get(row, table['seeds'])
+    if list(own_seeds) != list(table['seeds']):
+      over += f" (seeds {', '.join(own_seeds)})"
+
     lines.append(f'| {row} | {over} | ' + ' | '.join(cells) + ' |')
   lines.append('')
   if table.get('orderings'):
@@ -317,7 +336,8 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS):
   if unknown:
     raise app.UsageError(f'--rows: unknown {unknown}; expected some of {", ".join(ROWS)}')
   os.makedirs(v.workdir, exist_ok=True)
-  table = build_table(v.workdir, v.rows, v.seeds, config=v.config, overrides=v.override)
+  table = build_table(v.workdir, v.rows, v.seeds, config=v.config, overrides=v.override,
+                      depth_seeds=v.depth_seeds)
   print(write(v.workdir, table))
 
 

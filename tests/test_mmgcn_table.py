@@ -240,3 +240,18 @@ def test_one_seed_has_no_spread_or_t(tmp_path, no_training):
   text = mmgcn_table.markdown(table)
   assert '| avt > late_fusion | weighted F1 | +7.00 ± n/a | 1/1 | n/a | n/a | n/a | yes |' in text
   assert table['best_depth'] == {}
+
+
+def test_depth_rows_may_have_fewer_seeds(tmp_path, no_training):
+  """`depth_seeds`: the deep rows on a prefix of the seeds; their orderings pair the seeds both
+  rows have (here depth4 = avt's seed 0 against depth64's seed 0)."""
+  _write_runs(tmp_path, {'avt': FAKE['avt'], 'depth64': FAKE['depth64'][:1]})
+  table = mmgcn_table.build_table(str(tmp_path), ['avt', 'depth4', 'depth64'], SEEDS, config=CONFIG,
+                                  depth_seeds=['0'])
+  assert table['row_seeds'] == {'avt': SEEDS, 'depth4': SEEDS, 'depth64': ['0']}
+  assert table['runs']['depth64'] == [str(tmp_path / 'depth64_seed0')]
+  o = [o for o in table['orderings'] if o['worse'] == 'depth64' and o['metric'] == 'weighted_f1'][0]
+  assert o['num_seeds'] == 1 and o['mean_diff'] == pytest.approx(FAKE['avt'][0][2] - FAKE['depth64'][0][2])
+  assert '(seeds 0)' in mmgcn_table.markdown(table)
+  with pytest.raises(ValueError, match='prefix'):
+    mmgcn_table.build_table(str(tmp_path), ['avt'], SEEDS, config=CONFIG, depth_seeds=['1'])
