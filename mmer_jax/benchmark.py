@@ -62,6 +62,14 @@ def _timed(fn: Callable[[], Any]) -> float:
   return time.perf_counter() - start
 
 
+def _missing_share(batch, available) -> float:
+  """Share of the batch's (example or real turn, available modality) slots that are missing."""
+  mask = np.asarray(batch['modality_mask'])[..., np.asarray(available, bool)]
+  if mask.ndim == 3:  # dialogue batches: real turns only
+    mask = mask[np.asarray(batch['turn_mask'], bool)]
+  return float(1.0 - mask.mean())
+
+
 def _turns(batch) -> list[int]:
   """Real turns of each real dialogue of a dialogue batch."""
   mask = np.asarray(batch['turn_mask'], bool)
@@ -212,8 +220,7 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
       'eval_examples_per_step': eval_examples,
       'eval_split': split,
       'eval_missing': config.train.missing if eval_missing == 'train' else eval_missing,
-      'eval_missing_share': float(1.0 - np.asarray(eval_host['modality_mask'])[
-          :, np.asarray(run.method.spec.available, bool)].mean()),
+      'eval_missing_share': _missing_share(eval_host, run.method.spec.available),
       'batch_fields': sorted(host_batch),
       'param_groups': sorted(run.from_devices(state).params),
       'steps': steps,
