@@ -181,7 +181,8 @@ def test_per_utterance_missing_masks_only_that_node():
   assert np.all(np.asarray(w)[0][g.edges['real'] & ~touches] > 0)
 
 
-@pytest.mark.parametrize('fusion', ['graph', 'gated', pytest.param('early', marks=pytest.mark.slow),
+@pytest.mark.parametrize('fusion', ['graph', pytest.param('gated', marks=pytest.mark.slow),
+                                    pytest.param('early', marks=pytest.mark.slow),
                                     pytest.param('late', marks=pytest.mark.slow)])
 def test_block_message_passing_equals_the_jraph_edge_list(fusion):
   """The two layouts of one graph: the same adjacency, logits and gradients, with per-utterance

@@ -82,6 +82,7 @@ def test_choose_skips_padding_and_single_speaker_dialogues():
 
 # ------------------------------------------------------------------------------ end to end
 
+@pytest.mark.slow  # the smoke config test checks the PNG in the default run
 def test_mmgcn_smoke_run_draws_the_adjacency(tmp_path):
   from configs import mmgcn_iemocap  # pylint: disable=g-import-not-at-top
   from mmer_jax import train  # pylint: disable=g-import-not-at-top
