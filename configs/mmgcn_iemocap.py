@@ -69,6 +69,11 @@ def get_config(arg: str | None = None):
   config.train.log_every_steps = 10
   config.train.select_metric = 'valid/weighted_f1'
   config.analysis = ('mmgcn_adjacency',)
+  return apply_variant(config, arg)
+
+
+def apply_variant(config, arg: str | None):
+  """`default.apply_variant` for a conversation set; `smoke` also makes the GCN 2 layers deep."""
   config = default.apply_variant(config, arg, conversational=True)
   if arg and 'smoke' in arg:
     config.method.num_layers = 2

@@ -33,7 +33,4 @@ def get_config(arg: str | None = None):
   config.train.log_every_steps = 20
   config.train.select_metric = 'valid/weighted_f1'
   config.analysis = ('mmgcn_adjacency',)
-  config = default.apply_variant(config, arg, conversational=True)
-  if arg and 'smoke' in arg:
-    config.method.num_layers = 2
-  return config
+  return mmgcn_iemocap.apply_variant(config, arg)

@@ -48,18 +48,30 @@ def edge_similarity(x: Array, senders: Array, receivers: Array, *, cos_scale: fl
   authors' 0.99999) after clipping to [-1, 1]: arccos has an infinite derivative at +-1, which
   every self-loop would hit. A zero vector has cosine 0 with everything (no division by zero).
   """
-  norm = jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
-  unit = x / norm
-  cos = jnp.sum(unit[senders] * unit[receivers], axis=-1)
-  cos = jnp.clip(cos, -1.0, 1.0) * cos_scale
-  return 1.0 - jnp.arccos(cos) / math.pi
+  unit = _unit(x)
+  return angular_similarity(jnp.sum(unit[senders] * unit[receivers], axis=-1), cos_scale)
+
+
+def _unit(x: Array) -> Array:
+  """x / |x| over the last axis; a zero vector stays zero (cosine 0 with everything)."""
+  return x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
+
+
+def angular_similarity(cos: Array, cos_scale: float) -> Array:
+  """`1 - arccos(cos) / pi` of cosines clipped to [-1, 1] and scaled by `cos_scale`."""
+  return 1.0 - jnp.arccos(jnp.clip(cos, -1.0, 1.0) * cos_scale) / math.pi
+
+
+def _inverse_sqrt_degree(degree: Array) -> Array:
+  """1 / sqrt(d), and 0 for nodes of degree 0 (absent ones)."""
+  return jnp.where(degree > 0, jax.lax.rsqrt(jnp.where(degree > 0, degree, 1.0)), 0.0)
 
 
 def normalize_edges(weights: Array, senders: Array, receivers: Array, num_nodes: int) -> Array:
   """`D^-1/2 A D^-1/2` on an edge list: each weight divided by sqrt(d_sender d_receiver), with
   d the weighted degree (row sums of A). Nodes of degree 0 (absent ones) contribute nothing."""
   degree = jraph.segment_sum(weights, receivers, num_nodes)
-  inv_sqrt = jnp.where(degree > 0, jax.lax.rsqrt(jnp.where(degree > 0, degree, 1.0)), 0.0)
+  inv_sqrt = _inverse_sqrt_degree(degree)
   return weights * inv_sqrt[senders] * inv_sqrt[receivers]
 
 
@@ -87,18 +99,16 @@ def block_similarity(x: Array, present: Array, *, cos_scale: float = 0.99999,
   list of `data/graphs.py` (tested), with dense products in place of gathers and scatters.
   """
   m = x.shape[1]
-  unit = x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-24))
-
-  def similarity(cos):
-    return 1.0 - jnp.arccos(jnp.clip(cos, -1.0, 1.0) * cos_scale) / math.pi
-
+  unit = _unit(x)
   intra_on = present[..., :, None] & present[..., None, :]
-  intra = jnp.where(intra_on, similarity(jnp.einsum('bmid,bmjd->bmij', unit, unit)), 0.0)
+  intra_cos = jnp.einsum('bmid,bmjd->bmij', unit, unit)
+  intra = jnp.where(intra_on, angular_similarity(intra_cos, cos_scale), 0.0)
   cross_on = present[:, :, None, :] & present[:, None, :, :] & ~jnp.eye(m, dtype=bool)[None, :, :, None]
   cross_on = cross_on & cross_modal
-  cross = jnp.where(cross_on, similarity(jnp.einsum('bmtd,batd->bmat', unit, unit)) * cross_modal_weight, 0.0)
+  cross_cos = jnp.einsum('bmtd,batd->bmat', unit, unit)
+  cross = jnp.where(cross_on, angular_similarity(cross_cos, cos_scale) * cross_modal_weight, 0.0)
   degree = intra.sum(-1) + cross.sum(2)  # [B, M, L]: row sums of A
-  inv_sqrt = jnp.where(degree > 0, jax.lax.rsqrt(jnp.where(degree > 0, degree, 1.0)), 0.0)
+  inv_sqrt = _inverse_sqrt_degree(degree)
   intra = intra * inv_sqrt[..., :, None] * inv_sqrt[..., None, :]
   cross = cross * inv_sqrt[:, :, None, :] * inv_sqrt[:, None, :, :]
   return intra, cross
