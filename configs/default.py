@@ -102,6 +102,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.conditions = ('full', 'a', 'v', 't', 'av', 'at', 'vt')
   config.eval.rates = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
   config.eval.split = 'test'
+  # Ineffectual modalities (M3ER; evaluate.py, missing.noise_corrupt): rows `noise=<f>` on complete
+  # data, where a share f of the test samples has one present modality replaced by white Gaussian
+  # noise. noise_fractions: one row per fraction; noise_fraction (the flag
+  # --config.eval.noise_fraction=0.3, "the share of test samples with one modality replaced by
+  # noise") adds one more row when set.
+  config.eval.noise_fractions = ()
+  config.eval.noise_fraction = config_dict.placeholder(float)
+  # The noise's signal-to-noise ratio in dB: x + n with n of power P * 10^(-snr/10), P the
+  # modality's mean square over its valid frames. At -10 dB the added noise has ten times the
+  # signal's power (lower approaches replacement). noise_replace=True replaces the modality by
+  # noise of power P outright (nothing of x left) and ignores noise_snr_db.
+  config.eval.noise_snr_db = -10.0
+  config.eval.noise_replace = False
 
   config.parallel = 'jit'  # 'jit' (NamedSharding over a Mesh axis `batch`) | 'pmap'
   config.gradcheck = ml_collections.ConfigDict()

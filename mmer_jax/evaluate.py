@@ -7,6 +7,13 @@ position in the split, so a rerun, or another batch size, gives the same masks).
 also be a rate, one for all (`rate=0.3`) or per modality (`rate=a:0.1,v:0.5,t:0.0`). Columns: the
 task's metrics. Written to `<workdir>/results.json` (a stable interface) and `results.md`.
 
+Ineffectual-modality rows `noise=0.3` (M3ER): complete data, but each sample is, with probability
+0.3, given one of its present modalities replaced by white Gaussian noise (`missing.noise_corrupt`,
+at `noise_snr_db`, or replaced outright with None), keyed like the rate masks by the seed, the
+fraction and each example's position. These rows also report `noised_fraction` (per modality,
+the share of the scored samples whose modality was replaced). `noise_batches` yields the same
+corrupted batches with the ground truth, for analyses (e.g. a modality-check ROC).
+
 Samples the data itself lacks modalities for (a presence file) keep their gaps under every
 condition: a condition removes modalities, never adds one back, and a rate keeps one of the
 sample's own modalities. A sample left with no modality under a condition is not scored in that
@@ -19,7 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import numpy as np
@@ -28,7 +35,7 @@ from mmer_jax import metrics
 from mmer_jax import missing
 from mmer_jax.data import schema
 
-CLASSIFICATION_COLUMNS = ('wa', 'ua', 'weighted_f1', 'macro_f1')
+CLASSIFICATION_COLUMNS = ('wa', 'ua', 'weighted_f1', 'macro_f1', 'mean_ovr_accuracy')
 REGRESSION_COLUMNS = ('mae', 'corr', 'acc2', 'acc2_has0', 'f1', 'acc7')
 
 
@@ -51,18 +58,37 @@ def rate_name(rate) -> str:
   return f'rate={rate:.1f}'
 
 
+def parse_noise(condition: str) -> float:
+  """The fraction of a `noise=<f>` condition (the share of samples with one modality noised)."""
+  fraction = missing.rate_value(condition.split('=', 1)[1])
+  if fraction is None:
+    raise ValueError(f'condition {condition!r}: expected noise=<fraction in [0, 1]>')
+  return fraction
+
+
+def noise_name(fraction) -> str:
+  """`noise=0.3` (one decimal unless more are needed, e.g. `noise=0.25`)."""
+  f = float(fraction)
+  if missing.rate_value(str(f)) is None:
+    raise ValueError(f'noise fraction must be in [0, 1], got {fraction}')
+  return 'noise=' + (f'{f:.1f}' if abs(f * 10 - round(f * 10)) < 1e-9 else f'{f:g}')
+
+
 def condition_names(spec: schema.DatasetSpec, conditions: Iterable[str]) -> list[str]:
-  """The conditions the dataset can express, rate conditions in canonical form (checked)."""
+  """The conditions the dataset can express, rate and noise conditions in canonical form
+  (checked)."""
   expressible = set(missing.conditions_for(spec.available))
   out = []
   for c in conditions:
     if c.startswith('rate='):
       out.append(rate_name(parse_rate(c)))
+    elif c.startswith('noise='):
+      out.append(noise_name(parse_noise(c)))
     elif c in expressible:
       out.append(c)
     elif c not in missing.CONDITIONS:
       raise ValueError(f'unknown condition {c!r}; expected one of {list(missing.CONDITIONS)}, '
-                       'rate=<r> or rate=a:<r>,v:<r>,t:<r>')
+                       'rate=<r>, rate=a:<r>,v:<r>,t:<r> or noise=<f>')
   return out
 
 
@@ -71,6 +97,65 @@ def rate_key(rng, rate) -> jax.Array:
   for r in np.atleast_1d(rate):
     rng = jax.random.fold_in(rng, int(round(float(r) * 1000)))
   return rng
+
+
+_NOISE_TAG = 0x6E6F6973  # 'nois': noise keys never coincide with the rate keys of the same number
+
+
+def noise_key(rng, fraction) -> jax.Array:
+  """The key of a `noise=<fraction>` row: the seed's key (or the seed) folded with a tag and the
+  fraction. `noise_batches(..., rng=noise_key(seed, f))` reproduces the grid's corruption."""
+  if isinstance(rng, (int, np.integer)):
+    rng = jax.random.PRNGKey(int(rng))
+  return jax.random.fold_in(jax.random.fold_in(rng, _NOISE_TAG), int(round(float(fraction) * 1000)))
+
+
+@functools.partial(jax.jit, static_argnames=('snr_db',))
+def _noise_rows(rng, unit_index, turn_index, features, lengths, modality_mask, fraction, *, snr_db):
+  """`missing.noise_corrupt` of each (example, turn) with its own key, keyed by position."""
+  def one(unit, turn, feats, lens, mask):
+    key = jax.random.fold_in(jax.random.fold_in(rng, unit), turn)
+    return missing.noise_corrupt(key, feats, lens, mask, fraction=fraction, snr_db=snr_db)
+  return jax.vmap(one)(unit_index, turn_index, features, lengths, modality_mask)
+
+
+def noise_batches(batches: Iterable[dict], *, rng, fraction: float, snr_db: float | None = -10.0,
+                  available) -> Iterator[tuple[dict, np.ndarray]]:
+  """The batches with one present modality of a `fraction` of the samples replaced by noise
+  (`missing.noise_corrupt`), each with `noised` bool [..., 3] (the batch's mask shape, MODALITIES
+  order): True where that sample's modality was replaced. Padding rows may be corrupted too;
+  they are not scored (`example_mask`).
+
+  Each (example, turn) has its own key, `rng` folded with its position in the split, so the
+  corruption does not depend on the batch size: `batches` must be the split in its fixed order.
+  With `rng=noise_key(seed, fraction)` and the same `snr_db` this is exactly the grid's
+  `noise=<fraction>` row. The modality masks are unchanged.
+  """
+  if rng is None:
+    raise ValueError('noise_batches needs a key (rng)')
+  if missing.rate_value(str(float(fraction))) is None:
+    raise ValueError(f'noise fraction must be in [0, 1], got {fraction}')
+  names = [m for m, a in zip(schema.MODALITIES, np.asarray(available, bool)) if a]
+  snr = None if snr_db is None else float(snr_db)
+  first_unit = 0
+  for batch in batches:
+    batch = dict(batch)
+    mask = np.asarray(batch['modality_mask'], bool)
+    lead = mask.shape[:-1]  # [B] utterances or [B, L] dialogue turns
+    rows = int(np.prod(lead))
+    grid = np.indices(lead).reshape(len(lead), -1)
+    unit = first_unit + grid[0]
+    turn = grid[1] if len(lead) > 1 else np.zeros_like(unit)
+    feats = {m: np.asarray(batch[m]) for m in names if m in batch}
+    flat = {m: x.reshape((rows,) + x.shape[len(lead):]) for m, x in feats.items()}
+    lengths = {m: np.asarray(v).reshape(rows) for m, v in (batch.get('lengths') or {}).items()
+               if m in flat}
+    new, noised = _noise_rows(rng, unit, turn, flat, lengths, mask.reshape(rows, -1),
+                              np.float32(fraction), snr_db=snr)
+    for m, x in feats.items():
+      batch[m] = np.asarray(new[m]).reshape(x.shape)
+    first_unit += len(batch['example_mask'])
+    yield batch, np.asarray(noised).reshape(mask.shape)
 
 
 @functools.partial(jax.jit, static_argnames=('rate', 'available'))
@@ -104,13 +189,19 @@ def _mask_for(condition: str, batch_mask: np.ndarray, *, rng, available, first_u
 
 
 def predict_split(predict: Callable, params, batches: Iterable[dict], *, available,
-                  condition: str = 'full', rng=None, with_modality_mask: bool = False) -> tuple:
+                  condition: str = 'full', rng=None, with_modality_mask: bool = False,
+                  noise_snr_db: float | None = -10.0) -> tuple:
   """Outputs, labels and example mask of a whole split, flattened to rows, under a condition
   (and, `with_modality_mask`, the modality masks the rows were seen with).
 
-  `batches` must be the split in its fixed (unshuffled) order: rate masks are keyed by position.
-  The example mask is False for padding and for samples left with no modality.
+  `batches` must be the split in its fixed (unshuffled) order: rate masks and noise are keyed by
+  position. The example mask is False for padding and for samples left with no modality. A
+  `noise=<f>` condition corrupts complete data (`noise_batches` with `rng`, at `noise_snr_db`).
   """
+  if condition.startswith('noise='):
+    batches = (b for b, _ in noise_batches(batches, rng=rng, fraction=parse_noise(condition),
+                                           snr_db=noise_snr_db, available=available))
+    condition = 'full'
   modality_masks = []
   outs, labels, masks = [], [], []
   first_unit = 0
@@ -143,21 +234,39 @@ def split_metrics(spec: schema.DatasetSpec, predict: Callable, params, batches: 
 
 
 def grid_row(spec: schema.DatasetSpec, predict: Callable, params, batches: Iterable[dict], *,
-             condition: str, rng=None) -> dict:
+             condition: str, rng=None, noise_snr_db: float | None = -10.0) -> dict:
   """One results row: the condition, its metrics, how many samples it scored and, per modality
-  of the dataset, the share of those samples seen without it."""
+  of the dataset, the share of those samples seen without it (a `noise=` row also: the share
+  whose modality was replaced by noise, and the SNR)."""
+  noised = None
+  if condition.startswith('noise='):
+    noised = []
+    def recorded(pairs):
+      for batch, hit in pairs:
+        noised.append(hit.reshape(-1, hit.shape[-1]))
+        yield batch
+    batches = recorded(noise_batches(batches, rng=rng, fraction=parse_noise(condition),
+                                     snr_db=noise_snr_db, available=spec.available))
   outputs, labels, mask, modality_mask = predict_split(
-      predict, params, batches, available=spec.available, condition=condition, rng=rng,
-      with_modality_mask=True)
+      predict, params, batches, available=spec.available,
+      condition='full' if noised is not None else condition, rng=rng, with_modality_mask=True)
   scored = modality_mask[mask]
   fraction = {m: float(1.0 - scored[:, schema.MODALITIES.index(m)].mean()) if len(scored) else 0.0
               for m in spec.ordered_modalities()}
   row = {'condition': condition, 'metrics': metrics.compute(spec.task, outputs, labels, mask),
          'num_samples': int(mask.sum()), 'missing_fraction': fraction}
+  if noised is not None:
+    hit = np.concatenate(noised)[mask]
+    row['noised_fraction'] = {m: float(hit[:, schema.MODALITIES.index(m)].mean()) if len(hit)
+                              else 0.0 for m in spec.ordered_modalities()}
+    row['noise_snr_db'] = None if noise_snr_db is None else float(noise_snr_db)
   if spec.task == 'classification':  # the papers' per-class tables
-    f1 = metrics.per_class_f1(np.argmax(np.asarray(outputs), -1), labels, mask,
-                              num_classes=len(spec.label_names))
+    pred = np.argmax(np.asarray(outputs), -1)
+    num_classes = len(spec.label_names)
+    f1 = metrics.per_class_f1(pred, labels, mask, num_classes=num_classes)
     row['per_class_f1'] = dict(zip(spec.label_names, f1))
+    acc = metrics.per_class_accuracy(pred, labels, mask, num_classes=num_classes)
+    row['per_class_accuracy'] = dict(zip(spec.label_names, acc))
   return row
 
 
@@ -166,7 +275,7 @@ def pooled_outputs(spec: schema.DatasetSpec, predict: Callable, params,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Outputs, labels and mask of the split under every condition in `conditions`, concatenated.
 
-  Rate conditions are not accepted here (they need a key).
+  Rate and noise conditions are not accepted here (they need a key).
   """
   conditions = tuple(conditions)
   expressible = missing.conditions_for(spec.available)
@@ -190,18 +299,28 @@ def pooled_metrics(spec: schema.DatasetSpec, predict: Callable, params,
 
 
 def run_grid(spec: schema.DatasetSpec, predict: Callable, params, make_batches: Callable[[], Iterable[dict]],
-             *, conditions: Iterable[str], rates: Iterable[float], seed: int) -> list[dict]:
-  """One row per condition and rate: {'condition', 'metrics', 'num_samples', 'missing_fraction'}
-  and, for classification, 'per_class_f1'.
+             *, conditions: Iterable[str], rates: Iterable[float], seed: int,
+             noise_fractions: Iterable[float] = (), noise_snr_db: float | None = -10.0) -> list[dict]:
+  """One row per condition, rate and noise fraction: {'condition', 'metrics', 'num_samples',
+  'missing_fraction'}, for classification 'per_class_f1' and 'per_class_accuracy', for noise rows
+  'noised_fraction' and 'noise_snr_db'.
 
-  Rate conditions (from `rates` or written in `conditions`) are keyed by the seed and the rate.
+  Rate conditions (from `rates` or written in `conditions`) are keyed by the seed and the rate;
+  noise rows `noise=<f>` (from `noise_fractions` or written in `conditions`) by the seed and the
+  fraction (`noise_key`), at `noise_snr_db` dB (None: the modality is replaced by noise).
   """
   base_key = jax.random.PRNGKey(seed)
-  names = condition_names(spec, conditions) + [rate_name(r) for r in rates]
+  names = (condition_names(spec, conditions) + [rate_name(r) for r in rates]
+           + [noise_name(f) for f in noise_fractions])
   rows = []
   for condition in dict.fromkeys(names):  # each once, in order
-    key = rate_key(base_key, parse_rate(condition)) if condition.startswith('rate=') else None
-    rows.append(grid_row(spec, predict, params, make_batches(), condition=condition, rng=key))
+    key = None
+    if condition.startswith('rate='):
+      key = rate_key(base_key, parse_rate(condition))
+    elif condition.startswith('noise='):
+      key = noise_key(base_key, parse_noise(condition))
+    rows.append(grid_row(spec, predict, params, make_batches(), condition=condition, rng=key,
+                         noise_snr_db=noise_snr_db))
   return rows
 
 
@@ -235,5 +354,7 @@ def make_results(*, method: str, dataset: str, seed: int, rows: list[dict], spli
   return {'method': method, 'dataset': dataset, 'split': split, 'seed': int(seed),
           'rows': [{'condition': r['condition'],
                     'metrics': {k: float(v) for k, v in r['metrics'].items()},
-                    **{k: r[k] for k in ('num_samples', 'missing_fraction', 'per_class_f1') if k in r}}
+                    **{k: r[k] for k in ('num_samples', 'missing_fraction', 'noised_fraction',
+                                         'noise_snr_db', 'per_class_f1', 'per_class_accuracy')
+                       if k in r}}
                    for r in rows]}

@@ -3,7 +3,7 @@
 Every method reports the same numbers, so they live in one place:
 
 * classification (IEMOCAP, MELD, MSP-IMPROV): WA (accuracy), UA (mean per-class recall),
-  weighted F1 and macro F1;
+  weighted F1, macro F1, and M3ER's "MA", the mean over classes of the one-vs-rest accuracy;
 * regression (CMU-MOSI / MOSEI sentiment in [-3, 3]): MAE, Pearson correlation, Acc-2 and its
   F1 in the two conventions of MMSA (non-zero and has-zero), Acc-7 and Acc-5.
 
@@ -20,6 +20,11 @@ Conventions (chosen to match the references the papers were evaluated with):
 * `macro_f1` follows `sklearn.metrics.f1_score(average='macro')`: the unweighted mean of the
   per-class F1 over every class that occurs in the labels *or* the predictions, so predicting a
   class that never occurs costs a zero term. `weighted_f1` weights per-class F1 by label support.
+* `mean_ovr_accuracy` (M3ER's MA) averages, over the classes 0..C-1, the accuracy of the binary
+  problem `pred == c` vs `label == c` on all samples (`per_class_accuracy`). Every error costs two
+  of those binary problems one sample each, so it equals `1 - 2 (1 - wa) / C`: it depends on C
+  (`num_classes`, the logits' width in `compute`; else one more than the largest index seen) and
+  is high even for weak classifiers when C is large. Reported because M3ER reports it.
 * The regression metrics follow MMSA's `eval_mosei_regression`: Acc-2 non-zero drops samples
   whose label is exactly 0 and compares `pred > 0` with `label > 0`; Acc-2 has-zero keeps all
   samples and compares `pred >= 0` with `label >= 0`; the F1 next to each is the weighted F1 of
@@ -34,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-CLASSIFICATION_KEYS = ('wa', 'ua', 'weighted_f1', 'macro_f1')
+CLASSIFICATION_KEYS = ('wa', 'ua', 'weighted_f1', 'macro_f1', 'mean_ovr_accuracy')
 REGRESSION_KEYS = ('mae', 'corr', 'acc2', 'acc2_has0', 'f1', 'f1_has0', 'acc7', 'acc5')
 
 
@@ -127,6 +132,17 @@ def _macro_f1(cm):
   return float(np.mean(f1[seen]))
 
 
+def _ovr_accuracy(cm):
+  """Per class c, the accuracy of the binary problem pred == c vs label == c: (N - fp - fn) / N."""
+  tp, support, predicted, _ = _per_class(cm)
+  n = cm.sum()
+  return (n - (support - tp) - (predicted - tp)) / n
+
+
+def _mean_ovr_accuracy(cm):
+  return float(np.mean(_ovr_accuracy(cm)))
+
+
 def wa(pred, label, mask=None):
   """Weighted accuracy (WA): the fraction of correct predictions."""
   return _wa(confusion_matrix(pred, label, mask))
@@ -166,11 +182,13 @@ def classification_metrics(pred, label, mask=None, num_classes=None):
       averages above are defined by the classes that occur, not by this number).
 
   Returns:
-    dict with keys `wa`, `ua`, `weighted_f1`, `macro_f1` (Python floats).
+    dict with keys `wa`, `ua`, `weighted_f1`, `macro_f1`, `mean_ovr_accuracy` (Python floats).
+    `mean_ovr_accuracy` averages over the classes 0..num_classes-1 (default: up to the largest
+    index seen), so unlike the others it depends on `num_classes`.
   """
   cm = confusion_matrix(pred, label, mask, num_classes)
   return {'wa': _wa(cm), 'ua': _ua(cm), 'weighted_f1': _weighted_f1(cm),
-          'macro_f1': _macro_f1(cm)}
+          'macro_f1': _macro_f1(cm), 'mean_ovr_accuracy': _mean_ovr_accuracy(cm)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,6 +301,13 @@ def per_class_f1(pred, label, mask=None, num_classes=None) -> list[float]:
   """F1 of each class (sklearn's `f1_score(average=None, labels=range(C))`: 0 for a class that
   occurs on one side only or not at all)."""
   return [float(f) for f in _per_class(confusion_matrix(pred, label, mask, num_classes))[3]]
+
+
+def per_class_accuracy(pred, label, mask=None, num_classes=None) -> list[float]:
+  """One-vs-rest accuracy of each class c in 0..C-1 (M3ER's per-class accuracy): the accuracy of
+  the binary problem `pred == c` vs `label == c` over all (unmasked) samples, i.e.
+  `sklearn.metrics.accuracy_score(label == c, pred == c)`. Their mean is `mean_ovr_accuracy`."""
+  return [float(a) for a in _ovr_accuracy(confusion_matrix(pred, label, mask, num_classes))]
 
 
 def compute(task, outputs, label, mask=None):

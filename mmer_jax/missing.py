@@ -41,6 +41,11 @@ own probability and again conditioned on one remaining; `effective_missing_fract
 modality's realised missing fraction. Where the data itself lacks a modality for a sample (a
 presence file), `sample_available` conditions that sample on keeping one of the modalities it has.
 
+Ineffectual modalities (M3ER): rather than removing a modality, `noise_corrupt` replaces one
+present modality of a share of the samples with white Gaussian noise at a given signal-to-noise
+ratio (or replaces it outright), and returns which modality of which sample it replaced, the
+ground truth a modality-check detector is scored against. The mask is left as it was.
+
 Everything random takes an explicit `jax.random` key: the same key gives the same masks.
 Arguments that decide shapes or pattern sets (`batch_size`, `available`) must be static
 (Python or numpy values); the key and `rate` may be traced.
@@ -327,3 +332,78 @@ def apply_mask(features: Mapping[str, jax.Array], mask) -> dict[str, jax.Array]:
     keep = keep.reshape(keep.shape + (1,) * (jnp.ndim(x) - keep.ndim))
     out[name] = jnp.where(keep, x, jnp.zeros((), jnp.result_type(x)))
   return out
+
+
+def noise_corrupt(rng, features: Mapping[str, jax.Array], lengths, modality_mask, *, fraction,
+                  snr_db) -> tuple[dict[str, jax.Array], jax.Array]:
+  """Ineffectual modalities (M3ER): one present modality of some samples replaced by noise.
+
+  Each sample (each row of the mask's leading axes: [B] utterances, [B, L] dialogue turns, or
+  none for a single sample) is corrupted with probability `fraction`; a corrupted sample gets
+  exactly one of its present modalities (mask True and in `features`), chosen uniformly, replaced
+  by `x + n`, with n white Gaussian noise of power `P * 10**(-snr_db / 10)` and P the mean square
+  of that sample's modality over its valid frames, so the realised signal-to-noise ratio is
+  `snr_db` (at -10 dB the noise has ten times the signal's power). `snr_db=None` is pure
+  replacement: `x' = n` with power P, nothing of x left. Padding frames (beyond `lengths`) are
+  left exactly as they were. A sample with no present modality is never corrupted. The mask is
+  unchanged: the model is not told which modality is noise (detecting it is its job).
+
+  Args:
+    rng: a `jax.random` key; everything random comes from it.
+    features: dict modality -> [..., D] (utterance level) or [..., T, D] (sequence level), the
+      leading axes `...` those of `modality_mask`.
+    lengths: dict modality -> int [...] valid frames of sequence-level modalities, or None (all
+      frames valid); utterance-level modalities need none.
+    modality_mask: bool [..., 3] in `MODALITIES` order.
+    fraction: probability in [0, 1] that a sample is corrupted (static or traced).
+    snr_db: the signal-to-noise ratio in dB of a corrupted modality (static or traced), or None
+      (static) for pure replacement.
+
+  Returns:
+    (new_features, noised): the features with the same keys, shapes and dtypes, and bool [..., 3]
+    in `MODALITIES` order, True where that sample's modality was replaced.
+  """
+  unknown = set(features) - set(MODALITIES)
+  if unknown:
+    raise ValueError(f'unknown modalities {sorted(unknown)}; expected a subset of {MODALITIES}')
+  if isinstance(fraction, (int, float, np.number)) and not 0.0 <= float(fraction) <= 1.0:
+    raise ValueError(f'fraction must be in [0, 1], got {fraction}')
+  lengths = lengths or {}
+  mask = jnp.asarray(modality_mask, bool)
+  lead = mask.shape[:-1]
+  have = jnp.asarray([m in features for m in MODALITIES])
+  present = mask & have
+  any_present = present.any(-1)
+  k_pick, k_which, k_noise = jax.random.split(rng, 3)
+  corrupt = jax.random.bernoulli(k_pick, jnp.clip(jnp.asarray(fraction, jnp.float32), 0.0, 1.0),
+                                 lead) & any_present
+  logits = jnp.where(present, 0.0, -jnp.inf)
+  logits = jnp.where(any_present[..., None], logits, 0.0)  # no present modality: never corrupted
+  which = jax.random.categorical(k_which, logits, axis=-1)
+  noised = (jnp.arange(len(MODALITIES)) == which[..., None]) & corrupt[..., None]
+  out = {}
+  for name, x in features.items():
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      raise ValueError(f'noise_corrupt: {name} features must be floating point, got {x.dtype}')
+    extra = x.ndim - len(lead)
+    if x.shape[:len(lead)] != lead or extra not in (1, 2):
+      raise ValueError(f'noise_corrupt: {name} features of shape {x.shape} do not match the '
+                       f'mask\'s leading axes {lead} + [D] or [T, D]')
+    if extra == 2 and name in lengths and lengths[name] is not None:
+      frames = jnp.arange(x.shape[-2]) < jnp.asarray(lengths[name])[..., None]  # [..., T]
+      valid = frames[..., None]  # [..., T, 1]
+    else:
+      valid = jnp.ones(lead + (1,) * extra, bool)
+    xf = x.astype(jnp.float32)
+    axes = tuple(range(len(lead), x.ndim))
+    count = jnp.broadcast_to(valid, x.shape).sum(axes)
+    power = jnp.where(valid, xf * xf, 0.0).sum(axes) / jnp.maximum(count, 1)  # P per sample
+    if snr_db is not None:
+      power = power * 10.0 ** (-jnp.asarray(snr_db, jnp.float32) / 10.0)
+    scale = jnp.sqrt(power).reshape(lead + (1,) * extra)
+    noise = scale * jax.random.normal(jax.random.fold_in(k_noise, MODALITIES.index(name)), x.shape)
+    new = noise if snr_db is None else xf + noise
+    hit = noised[..., MODALITIES.index(name)].reshape(lead + (1,) * extra) & valid
+    out[name] = jnp.where(hit, new, xf).astype(x.dtype)
+  return out, noised

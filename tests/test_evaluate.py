@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -19,7 +20,7 @@ NUM_CLASSES = 4
 STRENGTH = np.array([0.8, 0.5, 1.5])  # audio, visual, text: text is the strongest signal
 CONDITIONS = ('full', 'a', 'v', 't', 'av', 'at', 'vt')
 RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-CLASSIFICATION_METRICS = {'wa', 'ua', 'weighted_f1', 'macro_f1'}
+CLASSIFICATION_METRICS = {'wa', 'ua', 'weighted_f1', 'macro_f1', 'mean_ovr_accuracy'}
 REGRESSION_METRICS = {'mae', 'corr', 'acc2', 'acc2_has0', 'f1', 'acc7'}
 
 
@@ -257,9 +258,13 @@ def test_results_json_schema_classification(tmp_path, cls_setup):
   assert loaded['seed'] == 7 and isinstance(loaded['seed'], int)
   assert len(loaded['rows']) == len(CONDITIONS) + len(RATES)
   for row in loaded['rows']:
-    assert set(row) == {'condition', 'metrics', 'num_samples', 'missing_fraction', 'per_class_f1'}
+    assert set(row) == {'condition', 'metrics', 'num_samples', 'missing_fraction', 'per_class_f1',
+                        'per_class_accuracy'}
     assert list(row['per_class_f1']) == list(spec.label_names)
     assert all(0.0 <= f <= 1.0 for f in row['per_class_f1'].values())
+    assert list(row['per_class_accuracy']) == list(spec.label_names)
+    assert np.mean(list(row['per_class_accuracy'].values())) == pytest.approx(
+        row['metrics']['mean_ovr_accuracy'])
     assert row['num_samples'] == 150  # every test sample keeps a modality under every condition
     assert set(row['missing_fraction']) == set(spec.modalities)
     assert set(row['metrics']) == CLASSIFICATION_METRICS
@@ -296,7 +301,7 @@ def test_results_markdown_header_and_one_line_per_row(tmp_path, cls_setup):
   lines = md.strip().splitlines()
   assert lines[0].startswith('# late_fusion on fake')
   table = [l for l in lines if l.startswith('|')]
-  assert table[0] == '| condition | wa | ua | weighted_f1 | macro_f1 | n |'
+  assert table[0] == '| condition | wa | ua | weighted_f1 | macro_f1 | mean_ovr_accuracy | n |'
   assert set(table[1]) <= set('|-')
   body = table[2:]
   assert len(body) == len(rows)
@@ -304,5 +309,198 @@ def test_results_markdown_header_and_one_line_per_row(tmp_path, cls_setup):
     cells = [c.strip() for c in line.strip('|').split('|')]
     assert cells[0] == row['condition']
     assert [float(c) for c in cells[1:-1]] == pytest.approx(
-        [row['metrics'][k] for k in ('wa', 'ua', 'weighted_f1', 'macro_f1')], abs=5e-5)
+        [row['metrics'][k] for k in ('wa', 'ua', 'weighted_f1', 'macro_f1', 'mean_ovr_accuracy')],
+        abs=5e-5)
     assert int(cells[-1]) == row['num_samples']
+
+
+# -- ineffectual modalities (noise rows) -----------------------------------------------------------
+
+
+def feature_batches(spec, label, x, *, batch_size=32):
+  """`make_batches` plus per-modality features batch[m] = that modality's votes [B, C]."""
+  batches = make_batches(spec, label, x, batch_size=batch_size)
+  for batch in batches:
+    for i, m in enumerate(schema.MODALITIES):
+      if spec.available[i]:
+        batch[m] = batch['x'][:, i, :]
+  return batches
+
+
+def feature_predict(params, batch):
+  """Logits: the sum of the kept modalities' features (so noise in a feature changes them)."""
+  mask = np.asarray(batch['modality_mask'], np.float32)
+  out = params['bias']
+  for i, m in enumerate(schema.MODALITIES):
+    if m in batch:
+      out = out + np.asarray(batch[m]) * mask[..., i, None]
+  return out
+
+
+def noise_grid(spec, batches, *, seed=0, conditions=('full',), fractions=(0.5,), snr_db=-10.0):
+  return evaluate.run_grid(spec, feature_predict, PARAMS, lambda: iter(batches),
+                           conditions=conditions, rates=(), seed=seed, noise_fractions=fractions,
+                           noise_snr_db=snr_db)
+
+
+@pytest.fixture(scope='module')
+def noise_setup():
+  spec = make_spec()
+  label, x = make_data(spec)
+  return spec, label, x, feature_batches(spec, label, x)
+
+
+def test_noise_names():
+  spec = make_spec()
+  assert evaluate.noise_name(0.3) == 'noise=0.3'
+  assert evaluate.noise_name(0.1 + 0.2) == 'noise=0.3'
+  assert evaluate.noise_name(0) == 'noise=0.0'
+  assert evaluate.noise_name(0.25) == 'noise=0.25'
+  assert evaluate.condition_names(spec, ['full', 'noise=0.30', 'noise=1']) == \
+      ['full', 'noise=0.3', 'noise=1.0']
+  for bad in ('noise=1.5', 'noise=x', 'noise='):
+    with pytest.raises(ValueError, match='noise'):
+      evaluate.condition_names(spec, [bad])
+  with pytest.raises(ValueError, match='noise'):
+    evaluate.noise_name(-0.1)
+
+
+def test_noise_rows(noise_setup):
+  spec, _, _, batches = noise_setup
+  rows = noise_grid(spec, batches, conditions=('full', 'noise=0.25'), fractions=(0.5, 0.0, 1.0))
+  assert [r['condition'] for r in rows] == ['full', 'noise=0.25', 'noise=0.5', 'noise=0.0',
+                                            'noise=1.0']
+  named = {r['condition']: r for r in rows}
+  assert 'noised_fraction' not in named['full']
+  for name in ('noise=0.25', 'noise=0.5', 'noise=0.0', 'noise=1.0'):
+    row = named[name]
+    assert row['num_samples'] == 150
+    assert row['missing_fraction'] == {m: 0.0 for m in spec.modalities}  # complete data
+    assert set(row['noised_fraction']) == set(spec.modalities)
+    assert row['noise_snr_db'] == -10.0
+  # fraction 0 is the full row; at 1 every sample has exactly one modality noised.
+  assert named['noise=0.0']['metrics'] == named['full']['metrics']
+  assert set(named['noise=0.0']['noised_fraction'].values()) == {0.0}
+  assert sum(named['noise=1.0']['noised_fraction'].values()) == pytest.approx(1.0)
+  share = sum(named['noise=0.5']['noised_fraction'].values())
+  assert abs(share - 0.5) < 5 * np.sqrt(0.25 / 150)
+  # Noise at -10 dB hurts this model.
+  assert named['noise=1.0']['metrics']['wa'] < named['full']['metrics']['wa'] - 0.1
+  results = evaluate.make_results(method='m', dataset='d', seed=0, rows=rows)
+  kept = {r['condition']: r for r in results['rows']}
+  assert kept['noise=0.5']['noised_fraction'] == named['noise=0.5']['noised_fraction']
+  assert kept['noise=0.5']['noise_snr_db'] == -10.0
+  assert 'noised_fraction' not in kept['full']
+
+
+def test_noise_rows_do_not_depend_on_batch_size(noise_setup):
+  spec, label, x, batches = noise_setup
+  small = feature_batches(spec, label, x, batch_size=7)
+  key = evaluate.noise_key(0, 0.5)
+  got = {}
+  for size, bs in (('32', batches), ('7', small)):
+    feats, noised, masks = [], [], []
+    for batch, hit in evaluate.noise_batches(iter(bs), rng=key, fraction=0.5, snr_db=-10.0,
+                                             available=spec.available):
+      keep = batch['example_mask']
+      feats.append(np.stack([batch[m][keep] for m in schema.MODALITIES], 1))
+      noised.append(hit[keep])
+      assert hit.shape == batch['modality_mask'].shape
+    got[size] = np.concatenate(feats), np.concatenate(noised)
+  np.testing.assert_array_equal(got['32'][1], got['7'][1])
+  np.testing.assert_allclose(got['32'][0], got['7'][0], rtol=1e-6, atol=1e-6)
+  # The ground truth says which features changed.
+  changed = np.any(got['32'][0] != x, -1)
+  np.testing.assert_array_equal(changed, got['32'][1])
+  a, b = noise_grid(spec, batches), noise_grid(spec, small)
+  assert a[1]['noised_fraction'] == b[1]['noised_fraction']
+  for ra, rb in zip(a, b):
+    assert ra['metrics'] == pytest.approx(rb['metrics'])
+
+
+def test_noise_batches_reproduce_the_grid_row(noise_setup):
+  spec, label, _, batches = noise_setup
+  row = noise_grid(spec, batches, seed=4, fractions=(0.5,))[1]
+  key = evaluate.noise_key(jax.random.PRNGKey(4), 0.5)
+  outs, hits = [], []
+  for batch, hit in evaluate.noise_batches(iter(batches), rng=key, fraction=0.5, snr_db=-10.0,
+                                           available=spec.available):
+    keep = batch['example_mask']
+    outs.append(feature_predict(PARAMS, batch)[keep])
+    hits.append(hit[keep])
+  assert metrics.compute(spec.task, np.concatenate(outs), label) == pytest.approx(row['metrics'])
+  assert dict(zip(schema.MODALITIES, np.concatenate(hits).mean(0))) == \
+      pytest.approx(row['noised_fraction'])
+  # predict_split takes the condition too, with the row's key.
+  out, lab, mask = evaluate.predict_split(feature_predict, PARAMS, iter(batches),
+                                          available=spec.available, condition='noise=0.5', rng=key)
+  assert metrics.compute(spec.task, out, lab, mask) == pytest.approx(row['metrics'])
+  # Another seed draws other noise; the noise keys are not the rate keys.
+  other = noise_grid(spec, batches, seed=5, fractions=(0.5,))[1]
+  assert other['metrics'] != row['metrics']
+  assert not np.array_equal(key, evaluate.rate_key(jax.random.PRNGKey(4), 0.5))
+
+
+def test_noise_replacement_and_sequence_padding():
+  mods = {'audio': schema.ModalitySpec(level='sequence', dim=3, max_len=5),
+          'text': schema.ModalitySpec(level='utterance', dim=4)}
+  spec = schema.DatasetSpec(name='fake', task='classification', modalities=mods,
+                            label_names=('a', 'b'))
+  rng = np.random.default_rng(0)
+  lengths = np.array([1, 5, 3, 2])
+  audio = rng.normal(size=(4, 5, 3)).astype(np.float32)
+  audio[np.arange(5)[None] >= lengths[:, None]] = 0.0
+  batch = {'audio': audio, 'text': rng.normal(size=(4, 4)).astype(np.float32),
+           'lengths': {'audio': lengths}, 'label': np.array([0, 1, 0, 1]),
+           'example_mask': np.ones(4, bool),
+           'modality_mask': np.tile([True, False, False], (4, 1))}  # only audio: always chosen
+  (out, hit), = evaluate.noise_batches([batch], rng=jax.random.PRNGKey(0), fraction=1.0,
+                                       snr_db=None, available=spec.available)
+  assert hit[:, 0].all() and not hit[:, 1:].any()
+  valid = np.arange(5)[None] < lengths[:, None]
+  np.testing.assert_array_equal(out['audio'][~valid], 0.0)
+  assert (out['audio'][valid] != audio[valid]).all()
+  np.testing.assert_array_equal(out['text'], batch['text'])
+  np.testing.assert_array_equal(batch['audio'], audio)  # the input batch is not modified
+
+  def predict(params, b):
+    return np.stack([b['audio'].sum((1, 2)), b['text'].sum(-1)], -1)
+  rows = evaluate.run_grid(spec, predict, None, lambda: iter([batch]), conditions=(), rates=(),
+                           seed=0, noise_fractions=(1.0,), noise_snr_db=None)
+  assert rows[0]['noise_snr_db'] is None
+  assert rows[0]['noised_fraction'] == {'audio': 1.0, 'text': 0.0}
+
+
+def test_noise_dialogue_batches():
+  spec = make_spec()
+  label, x = make_data(spec, n=24)
+  turns = [5, 3, 8, 2, 6]
+  batch = {'label': np.zeros((5, 8), np.int64), 'example_mask': np.zeros((5, 8), bool),
+           'modality_mask': np.ones((5, 8, 3), bool)}
+  for m in schema.MODALITIES:
+    batch[m] = np.zeros((5, 8, NUM_CLASSES), np.float32)
+  start = 0
+  for d, n in enumerate(turns):
+    for i, m in enumerate(schema.MODALITIES):
+      batch[m][d, :n] = x[start:start + n, i]
+    batch['label'][d, :n] = label[start:start + n]
+    batch['example_mask'][d, :n] = True
+    start += n
+  (out, hit), = evaluate.noise_batches([batch], rng=evaluate.noise_key(0, 1.0), fraction=1.0,
+                                       available=spec.available)
+  assert hit.shape == (5, 8, 3)
+  np.testing.assert_array_equal(hit.sum(-1), 1)  # every turn, padding turns included
+  rows = evaluate.run_grid(spec, feature_predict, PARAMS, lambda: iter([batch]), conditions=('full',),
+                           rates=(), seed=0, noise_fractions=(1.0,))
+  assert rows[1]['num_samples'] == 24
+  assert sum(rows[1]['noised_fraction'].values()) == pytest.approx(1.0)
+
+
+def test_noise_config_defaults():
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  assert tuple(config.eval.noise_fractions) == ()
+  assert config.eval.noise_fraction is None
+  assert config.eval.noise_snr_db == -10.0 and config.eval.noise_replace is False
+  config.eval.noise_fraction = 0.3  # the issue's --config.eval.noise_fraction=0.3
+  assert config.eval.noise_fraction == 0.3

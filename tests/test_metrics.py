@@ -20,12 +20,19 @@ def _sk(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-def _sk_classification(pred, label):
+def _sk_ovr_accuracy(pred, label, num_classes=None):
+  """Per class c in 0..C-1, sklearn's accuracy of the binary problem pred == c vs label == c."""
+  c = num_classes or int(max(pred.max(), label.max())) + 1
+  return [skm.accuracy_score(label == k, pred == k) for k in range(c)]
+
+
+def _sk_classification(pred, label, num_classes=None):
   return {
       'wa': skm.accuracy_score(label, pred),
       'ua': _sk(skm.balanced_accuracy_score, label, pred),
       'weighted_f1': _sk(skm.f1_score, label, pred, average='weighted'),
       'macro_f1': _sk(skm.f1_score, label, pred, average='macro'),
+      'mean_ovr_accuracy': np.mean(_sk_ovr_accuracy(pred, label, num_classes)),
   }
 
 
@@ -74,13 +81,16 @@ def test_classification_matches_sklearn(seed):
   label = rng.integers(0, c, n)
   pred = np.where(rng.random(n) < 0.5, label, rng.integers(0, c, n))
   got = metrics.classification_metrics(pred, label, num_classes=c)
-  _assert_close(got, _sk_classification(pred, label))
+  _assert_close(got, _sk_classification(pred, label, num_classes=c))
   assert got['wa'] == metrics.wa(pred, label)
   assert got['ua'] == metrics.ua(pred, label)
   assert got['weighted_f1'] == metrics.weighted_f1(pred, label)
   assert got['macro_f1'] == metrics.macro_f1(pred, label)
   np.testing.assert_allclose(metrics.per_class_f1(pred, label, num_classes=c),
                              skm.f1_score(label, pred, average=None, labels=range(c), zero_division=0))
+  np.testing.assert_allclose(metrics.per_class_accuracy(pred, label, num_classes=c),
+                             _sk_ovr_accuracy(pred, label, c), rtol=1e-12)
+  assert got['mean_ovr_accuracy'] == pytest.approx(1 - 2 * (1 - got['wa']) / c)
 
 
 @settings(max_examples=60, deadline=None)
@@ -100,14 +110,41 @@ def test_classification_closed_form():
   f1_0, f1_1, f1_2 = 2 * 3 / (2 * 3 + 1), 2 * 1 / (2 * 1 + 2), 0.0
   assert m['weighted_f1'] == pytest.approx((4 * f1_0 + 2 * f1_1) / 6)
   assert m['macro_f1'] == pytest.approx((f1_0 + f1_1 + f1_2) / 3)  # class 2 costs a zero term
+  # One-vs-rest: class 0 misses one sample (fn), class 1 one fn and one fp, class 2 one fp.
+  assert m['mean_ovr_accuracy'] == pytest.approx((5 / 6 + 4 / 6 + 5 / 6) / 3)
+
+
+def test_per_class_accuracy_closed_form():
+  # 3 classes, 6 samples: errors 0 -> 1 (sample 1) and 2 -> 0 (sample 5).
+  label = np.array([0, 0, 1, 1, 2, 2])
+  pred = np.array([0, 1, 1, 1, 2, 0])
+  # class 0: fp at 5, fn at 1 -> 4/6; class 1: fp at 1 -> 5/6; class 2: fn at 5 -> 5/6.
+  want = [4 / 6, 5 / 6, 5 / 6]
+  np.testing.assert_allclose(metrics.per_class_accuracy(pred, label), want)
+  np.testing.assert_allclose(metrics.per_class_accuracy(pred, label), _sk_ovr_accuracy(pred, label))
+  m = metrics.classification_metrics(pred, label)
+  assert m['mean_ovr_accuracy'] == pytest.approx(np.mean(want))
+  # A class that never occurs is a binary problem solved on every sample; num_classes adds it.
+  np.testing.assert_allclose(metrics.per_class_accuracy(pred, label, num_classes=4), want + [1.0])
+  assert metrics.classification_metrics(pred, label, num_classes=4)['mean_ovr_accuracy'] == \
+      pytest.approx(np.mean(want + [1.0]))
+  # The mask drops samples before anything is counted: without sample 5 only sample 1 is wrong.
+  mask = np.arange(6) < 5
+  np.testing.assert_allclose(metrics.per_class_accuracy(pred, label, mask, num_classes=3),
+                             [4 / 5, 4 / 5, 1.0])
+  logits = np.eye(3)[pred].astype(np.float32)
+  assert metrics.compute('classification', logits, label)['mean_ovr_accuracy'] == \
+      pytest.approx(np.mean(want))
 
 
 def test_classification_perfect_and_constant():
   label = np.array([2, 2, 2])
   assert metrics.classification_metrics(label, label) == {
-      'wa': 1.0, 'ua': 1.0, 'weighted_f1': 1.0, 'macro_f1': 1.0}
+      'wa': 1.0, 'ua': 1.0, 'weighted_f1': 1.0, 'macro_f1': 1.0, 'mean_ovr_accuracy': 1.0}
   m = metrics.classification_metrics(np.array([0, 0, 0]), label)
-  assert m == {'wa': 0.0, 'ua': 0.0, 'weighted_f1': 0.0, 'macro_f1': 0.0}
+  # One-vs-rest over classes 0..2: class 1 is right (never predicted, never true), 0 and 2 wrong.
+  assert m == {'wa': 0.0, 'ua': 0.0, 'weighted_f1': 0.0, 'macro_f1': 0.0,
+               'mean_ovr_accuracy': pytest.approx(1 / 3)}
 
 
 @pytest.mark.parametrize('seed', SEEDS)

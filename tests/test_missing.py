@@ -221,3 +221,146 @@ def test_apply_mask():
   np.testing.assert_array_equal(dout['visual'], [[1.0, 1.0]])
   with pytest.raises(ValueError, match='unknown modalities'):
     missing.apply_mask({'vision': jnp.ones((2, 3))}, mask)
+
+
+# --- noise_corrupt (ineffectual modalities) -------------------------------------------------
+
+
+def _noise_inputs(batch_size=20_000, seed=0, max_len=6):
+  """Utterance-level text [B, 16], sequence-level audio [B, T, 8] with lengths, visual [B, 4];
+  a mask with random gaps (the first 20 rows with nothing present)."""
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(1, max_len + 1, batch_size).astype(np.int32)
+  audio = rng.normal(1.0, 2.0, (batch_size, max_len, 8)).astype(np.float32)
+  audio[np.arange(max_len)[None, :] >= lengths[:, None]] = 0.0  # zero padding frames
+  features = {'audio': audio,
+              'visual': rng.normal(size=(batch_size, 4)).astype(np.float32) * 3,
+              'text': rng.normal(size=(batch_size, 16)).astype(np.float32)}
+  mask = rng.random((batch_size, 3)) < 0.7
+  mask[:20] = False  # no modality at all: never corrupted
+  return features, {'audio': lengths}, mask
+
+
+@pytest.fixture(scope='module')
+def noise_inputs():
+  return _noise_inputs()
+
+
+# fraction and snr_db traced: one compilation per input shape (compiling dominates these tests).
+_noise = jax.jit(lambda key, features, lengths, mask, fraction, snr_db: missing.noise_corrupt(
+    key, features, lengths, mask, fraction=fraction, snr_db=snr_db))
+
+
+def test_noise_one_present_modality_per_corrupted_sample(noise_inputs):
+  features, lengths, mask = noise_inputs
+  out, noised = _noise(jax.random.PRNGKey(0), features, lengths, mask, 0.6, -10.0)
+  noised = np.asarray(noised)
+  assert noised.shape == mask.shape and noised.dtype == bool
+  assert noised.sum(-1).max() == 1  # exactly one modality per corrupted sample
+  assert not (noised & ~mask).any()  # only present ones
+  assert not noised[:20].any()  # a sample with no present modality is never corrupted
+  for i, m in enumerate(MODALITIES):
+    x, y = np.asarray(features[m]), np.asarray(out[m])
+    assert y.shape == x.shape and y.dtype == x.dtype
+    changed = np.any((y != x).reshape(len(x), -1), axis=-1)
+    np.testing.assert_array_equal(changed, noised[:, i], err_msg=m)  # the rest exactly unchanged
+  # The choice is uniform among the present modalities: samples with all three present.
+  full = mask.all(-1) & noised.any(-1)
+  np.testing.assert_allclose(noised[full].mean(0), 1 / 3, atol=5 * _sigma(1 / 3, full.sum()))
+  # ... and among two: samples with audio and text only.
+  two = (mask == [True, False, True]).all(-1) & noised.any(-1)
+  np.testing.assert_allclose(noised[two].mean(0)[[0, 2]], 0.5, atol=5 * _sigma(0.5, two.sum()))
+
+
+def test_noise_fraction_binomial(noise_inputs):
+  features, lengths, mask = noise_inputs
+  eligible = mask.any(-1)
+  for fraction in (0.1, 0.3, 0.8):
+    _, noised = _noise(jax.random.PRNGKey(2), features, lengths, mask, fraction, -10.0)
+    share = np.asarray(noised).any(-1)[eligible].mean()
+    assert abs(share - fraction) < 5 * _sigma(fraction, eligible.sum()), (fraction, share)
+  _, noised = _noise(jax.random.PRNGKey(2), features, lengths, mask, 1.0, -10.0)
+  np.testing.assert_array_equal(np.asarray(noised).any(-1), eligible)
+
+
+def test_noise_fraction_zero_changes_nothing(noise_inputs):
+  features, lengths, mask = noise_inputs
+  out, noised = _noise(jax.random.PRNGKey(0), features, lengths, mask, 0.0, -10.0)
+  assert not np.asarray(noised).any()
+  for m in MODALITIES:
+    np.testing.assert_array_equal(out[m], features[m])
+
+
+def test_noise_same_key_same_corruption(noise_inputs):
+  features, lengths, mask = noise_inputs
+  a = _noise(jax.random.PRNGKey(8), features, lengths, mask, 0.5, -10.0)
+  b = _noise(jax.random.PRNGKey(8), features, lengths, mask, 0.5, -10.0)
+  c = _noise(jax.random.PRNGKey(9), features, lengths, mask, 0.5, -10.0)
+  np.testing.assert_array_equal(a[1], b[1])
+  for m in MODALITIES:
+    np.testing.assert_array_equal(a[0][m], b[0][m])
+  assert not np.array_equal(a[1], c[1])
+
+
+def test_noise_sequence_padding_untouched_and_power_over_valid_frames(noise_inputs):
+  features, lengths, mask = noise_inputs
+  audio_only = np.broadcast_to(np.array([True, False, False]), mask.shape)
+  out, noised = _noise(jax.random.PRNGKey(7), features, lengths, audio_only, 1.0, 0.0)
+  assert np.asarray(noised)[:, 0].all()
+  audio, new = np.asarray(features['audio']), np.asarray(out['audio'])
+  valid = np.arange(audio.shape[1])[None, :] < lengths['audio'][:, None]
+  assert (~valid).any()
+  np.testing.assert_array_equal(new[~valid], 0.0)  # padding frames stay exactly zero
+  assert (new[valid] != audio[valid]).all()
+  # P is the mean square over the valid frames only (padding does not dilute it): per sample,
+  # noise power / signal power over the valid frames averages 1 at 0 dB.
+  signal = np.where(valid[..., None], audio.astype(np.float64)**2, 0).sum((1, 2))
+  noise = np.where(valid[..., None], (new - audio).astype(np.float64)**2, 0).sum((1, 2))
+  assert np.mean(noise / signal) == pytest.approx(1.0, abs=0.03)
+
+
+def test_noise_realised_snr_and_replacement():
+  rng = np.random.default_rng(3)
+  x = rng.normal(0.5, 2.0, (64, 8192)).astype(np.float32)  # large D: the realised power is tight
+  x64 = x.astype(np.float64)
+  mask = np.broadcast_to(np.array([False, False, True]), (64, 3))
+  for snr_db in (-10.0, 0.0, 5.0):
+    out, noised = _noise(jax.random.PRNGKey(1), {'text': x}, None, mask, 1.0, snr_db)
+    assert np.asarray(noised)[:, 2].all()
+    n = np.asarray(out['text'], np.float64) - x64
+    realised = 10 * np.log10(np.mean(x64**2, -1) / np.mean(n**2, -1))
+    # One sample's realised SNR has a std of 10 log10(e) sqrt(2 / D) = 0.07 dB.
+    np.testing.assert_allclose(realised, snr_db, atol=0.35)
+    assert np.mean(realised) == pytest.approx(snr_db, abs=0.05)
+    assert abs(np.mean(n)) < 0.05 * np.sqrt(np.mean(n**2))  # zero-mean noise
+  # snr_db=None: replaced by noise of the signal's power, nothing of x left.
+  out, noised = missing.noise_corrupt(jax.random.PRNGKey(5), {'text': x}, None, mask,
+                                      fraction=1.0, snr_db=None)
+  y = np.asarray(out['text'], np.float64)
+  np.testing.assert_allclose(np.mean(y**2, -1), np.mean(x64**2, -1), rtol=0.1)
+  corr = [np.corrcoef(a, b)[0, 1] for a, b in zip(y, x64)]
+  assert np.max(np.abs(corr)) < 0.1
+
+
+def test_noise_dialogue_axes_and_missing_feature_keys():
+  rng = np.random.default_rng(10)
+  mask = rng.random((6, 9, 3)) < 0.8
+  features = {'text': rng.normal(size=(6, 9, 5)).astype(np.float32),
+              'audio': rng.normal(size=(6, 9, 3)).astype(np.float32)}  # no visual features
+  out, noised = _noise(jax.random.PRNGKey(0), features, None, mask, 1.0, -10.0)
+  noised = np.asarray(noised)
+  assert noised.shape == (6, 9, 3)
+  assert not noised[..., 1].any()  # a modality without features is never chosen
+  present = mask & np.array([True, False, True])
+  np.testing.assert_array_equal(noised.any(-1), present.any(-1))
+  for m in ('text', 'audio'):
+    changed = np.any(np.asarray(out[m]) != features[m], -1)
+    np.testing.assert_array_equal(changed, noised[..., MODALITIES.index(m)])
+  with pytest.raises(ValueError, match='fraction'):
+    missing.noise_corrupt(jax.random.PRNGKey(0), features, None, mask, fraction=1.5, snr_db=0.0)
+  with pytest.raises(ValueError, match='unknown modalities'):
+    missing.noise_corrupt(jax.random.PRNGKey(0), {'vision': features['text']}, None, mask,
+                          fraction=0.5, snr_db=0.0)
+  with pytest.raises(ValueError, match='leading axes'):
+    missing.noise_corrupt(jax.random.PRNGKey(0), {'text': features['text'][:3]}, None, mask,
+                          fraction=0.5, snr_db=0.0)
