@@ -1,0 +1,165 @@
+"""M3ER's proxy features: regenerate a sample's ineffective modality j from its effective one i.
+
+M3ER (Mittal et al., AAAI 2020) replaces a modality that failed the modality check by a proxy
+built from the sample's effective modality i and the training set's paired features:
+
+  T_ij(a) = a @ W + b       a linear map i -> j, ridge least squares on the training pairs
+  n_1..n_K                  the K training samples of modality i nearest to the query q
+                            (squared Euclidean distance)
+  w = (G + lam * (trace(G) / K + tiny) * I)^-1 N q
+                            the coefficients that best rebuild q from its neighbours, N [K, D_i]
+                            the neighbours and G = N N^T (a ridge relative to their mean
+                            squared norm, so `ridge` suits features of any scale)
+  proxy = sum_k w_k T_ij(n_k) = (sum_k w_k n_k) @ W + (sum_k w_k) b
+                            the same coefficients applied to the mapped partners
+
+w is not constrained to sum to 1 (unlike locally linear embedding), so the bias of T enters
+scaled by sum(w): a query rebuilt exactly from its neighbours gets exactly T(q) only when
+sum(w) = 1 or b = 0.
+(Features with a common offset, as real ones have, push sum(w) towards 1: the offset direction
+dominates the fit.)
+
+`regenerate` does this for a batch at once under jit: the distances to the whole bank are one
+matmul (||bank||^2 - 2 q . bank^T; ||q||^2 is the same for every bank row and does not change
+the ranking), then `lax.top_k`, a gather and a batched K x K solve. Its matmuls run at HIGHEST
+precision: the expanded distance subtracts large numbers, and TF32 on GPUs would pick the wrong
+neighbours. `regenerate_numpy_loop` is the same algorithm one sample at a time in numpy (the
+reference for the tests and the speed benchmark).
+
+A bank may be padded to a fixed size: `bank_mask` [N] (True = a real row) keeps padding rows from
+being chosen. If fewer than K rows are real, the padding rows still fill the K places, but they are
+zeroed before the solve, so their coefficients are exactly 0 and they add nothing to the proxy.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmer_jax.ops import cca as cca_lib
+
+Array = jax.Array
+LinearMap = dict  # {'kernel': [Di, Dj], 'bias': [Dj]}
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+_TINY = 1e-12  # keeps the solve regular when every neighbour is the zero vector
+
+
+def fit_linear_map(source, target, ridge: float = 1e-3) -> LinearMap:
+  """T(a) = a @ kernel + bias, ridge least squares of target [N, Dj] on source [N, Di].
+
+  Numpy float64 on the centred data (so the bias is not shrunk): kernel = (S + ridge *
+  trace(S) / Di * I)^-1 Xc^T Yc with S = Xc^T Xc, bias = mean(target) - mean(source) @ kernel.
+  The ridge is relative to the mean variance of the source, as in `cca.fit_cca`.
+
+  Returns:
+    {'kernel': [Di, Dj], 'bias': [Dj]}, float32 numpy arrays.
+  """
+  if not ridge >= 0:
+    raise ValueError(f'ridge must be >= 0, got {ridge!r}')
+  x, y = cca_lib.check_paired(source, target, names=('source', 'target'))
+  mean_x, mean_y = x.mean(0), y.mean(0)
+  xc, yc = x - mean_x, y - mean_y
+  s = xc.T @ xc
+  scale = np.trace(s) / len(s)
+  if scale <= 0:
+    raise ValueError('source has no variance: every row is the same')
+  kernel = np.linalg.solve(s + ridge * scale * np.eye(len(s)), xc.T @ yc)
+  bias = mean_y - mean_x @ kernel
+  return {'kernel': kernel.astype(np.float32), 'bias': bias.astype(np.float32)}
+
+
+def _check_static(num_neighbors: int, ridge: float, bank_rows: int) -> None:
+  if int(num_neighbors) != num_neighbors or not 1 <= num_neighbors <= bank_rows:
+    raise ValueError(f'num_neighbors must be an integer in [1, {bank_rows}] (the bank rows), '
+                     f'got {num_neighbors!r}')
+  if isinstance(ridge, (int, float)) and not ridge > 0:
+    raise ValueError(f'ridge must be > 0 (the K x K solve needs it), got {ridge!r}')
+
+
+def _solve_coefficients(neighbours: Array, query: Array, ridge) -> Array:
+  """w [B, K] with (G + ridge * (trace(G) / K + tiny) I) w = N q, G = N N^T; N [B, K, D]."""
+  k = neighbours.shape[-2]
+  gram = jnp.einsum('bkd,bld->bkl', neighbours, neighbours, precision=_HIGHEST)
+  rhs = jnp.einsum('bkd,bd->bk', neighbours, query, precision=_HIGHEST)
+  scale = jnp.trace(gram, axis1=-2, axis2=-1) / k + _TINY
+  gram = gram + (ridge * scale)[:, None, None] * jnp.eye(k, dtype=gram.dtype)
+  return jnp.linalg.solve(gram, rhs[..., None])[..., 0]
+
+
+def _nearest(query: Array, bank: Array, num_neighbors: int, ridge,
+             bank_mask: Array | None) -> tuple[Array, Array, Array]:
+  """(indices [B, K], weights [B, K], neighbours [B, K, D]): see `neighbour_coefficients`."""
+  _check_static(num_neighbors, ridge, bank.shape[0])
+  bank_sq = jnp.sum(jnp.square(bank), axis=-1)
+  score = 2 * jnp.matmul(query, bank.T, precision=_HIGHEST) - bank_sq  # ||q||^2 - distance
+  if bank_mask is not None:
+    score = jnp.where(bank_mask, score, -jnp.inf)
+  _, indices = jax.lax.top_k(score, num_neighbors)
+  neighbours = bank[indices]
+  if bank_mask is not None:
+    neighbours = jnp.where(bank_mask[indices][..., None], neighbours, 0)
+  return indices, _solve_coefficients(neighbours, query, ridge), neighbours
+
+
+def neighbour_coefficients(query: Array, bank: Array, *, num_neighbors: int = 10,
+                           ridge: float = 1e-3,
+                           bank_mask: Array | None = None) -> tuple[Array, Array]:
+  """The K nearest bank rows of each query and the coefficients that rebuild it from them.
+
+  Args:
+    query: [B, D] features of the effective modality.
+    bank: [N, D] the training set's features of the same modality.
+    num_neighbors: K (static under jit).
+    ridge: lam, relative to the neighbours' mean squared norm.
+    bank_mask: optional [N] bool, False for padding rows that must never be chosen.
+
+  Returns:
+    (indices [B, K] int32 into the bank, nearest first; weights [B, K], 0 for a padding row that
+    had to be taken because fewer than K rows are real).
+  """
+  indices, weights, _ = _nearest(query, bank, num_neighbors, ridge, bank_mask)
+  return indices, weights
+
+
+@functools.partial(jax.jit, static_argnames=('num_neighbors',))
+def regenerate(query: Array, bank: Array, linear_map: LinearMap, *, num_neighbors: int = 10,
+               ridge: float = 1e-3, bank_mask: Array | None = None) -> Array:
+  """Proxy features of modality j [B, Dj] for queries of modality i [B, Di] (module docstring).
+
+  `bank` [N, Di] holds the training set's modality-i features, `linear_map` = fit_linear_map(
+  bank, the paired modality-j features). Compiled once per shape and num_neighbors.
+  """
+  _, weights, neighbours = _nearest(query, bank, num_neighbors, ridge, bank_mask)
+  rebuilt = jnp.einsum('bk,bkd->bd', weights, neighbours, precision=_HIGHEST)
+  return (jnp.matmul(rebuilt, linear_map['kernel'], precision=_HIGHEST)
+          + jnp.sum(weights, axis=-1, keepdims=True) * linear_map['bias'])
+
+
+def regenerate_numpy_loop(query, bank, linear_map: LinearMap, *, num_neighbors: int = 10,
+                          ridge: float = 1e-3, bank_mask=None) -> np.ndarray:
+  """`regenerate`, one sample at a time in plain numpy: the reference for tests and benchmarks.
+
+  Computes in the inputs' dtype (float32 inputs: float32 throughout, like the compiled version).
+  """
+  query, bank = np.asarray(query), np.asarray(bank)
+  _check_static(num_neighbors, ridge, bank.shape[0])
+  k = num_neighbors
+  kernel, bias = np.asarray(linear_map['kernel']), np.asarray(linear_map['bias'])
+  dtype = np.result_type(query, bank, kernel)
+  bank_sq = np.sum(np.square(bank), axis=-1)
+  valid = np.ones(len(bank), bool) if bank_mask is None else np.asarray(bank_mask, bool)
+  out = np.empty((len(query), kernel.shape[1]), dtype)
+  for b, q in enumerate(query):
+    score = np.where(valid, 2 * (bank @ q) - bank_sq, -np.inf)
+    top = np.argpartition(-score, k - 1)[:k]
+    top = top[np.argsort(-score[top], kind='stable')]
+    nbrs = np.where(valid[top][:, None], bank[top], 0).astype(dtype)
+    gram = nbrs @ nbrs.T
+    scale = np.trace(gram) / k + _TINY
+    w = np.linalg.solve(gram + dtype.type(ridge * scale) * np.eye(k, dtype=dtype), nbrs @ q)
+    out[b] = (w @ nbrs) @ kernel + w.sum() * bias
+  return out
