@@ -9,6 +9,8 @@ the evaluated `train.Run` and `params` the selected checkpoint's parameters:
   recovery_pca      IMDer's picture: recovered (unconditional, conditional) vs. real projections
                     of a missing modality, PCA (PNG)
   mmgcn_adjacency   MMGCN's picture: the normalised adjacency around one utterance (PNG, JSON)
+  m3er_check_roc    M3ER's modality check against noise-replaced modalities: ROC over the
+                    threshold, precision and recall at the run's (JSON, PNG)
 
 They run after results.json is written and only add to it, so one that fails (a figure that
 cannot be drawn for this dataset, a full disk) is logged as a warning and the next one runs: the
@@ -27,6 +29,7 @@ _ANALYSES = {
     'imagination_mse': ('mmer_jax.analysis.imagination_mse', 'write'),
     'recovery_pca': ('mmer_jax.analysis.recovery_pca', 'write'),
     'mmgcn_adjacency': ('mmer_jax.analysis.mmgcn_adjacency', 'write'),
+    'm3er_check_roc': ('mmer_jax.analysis.m3er_check_roc', 'write'),
 }
 NAMES = tuple(_ANALYSES)
 

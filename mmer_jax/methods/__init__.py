@@ -20,6 +20,7 @@ _METHODS = {
     'mmin': ('mmer_jax.methods.mmin', 'MMINMethod', 'mmin_iemocap'),
     'imder': ('mmer_jax.methods.imder', 'IMDerMethod', 'imder_mosi'),
     'mmgcn': ('mmer_jax.methods.mmgcn', 'MMGCNMethod', 'mmgcn_iemocap'),
+    'm3er': ('mmer_jax.methods.m3er', 'M3ERMethod', 'm3er_iemocap'),
 }
 NAMES = tuple(_METHODS)
 

@@ -87,7 +87,35 @@ def _solve_coefficients(neighbours: Array, query: Array, ridge) -> Array:
   rhs = jnp.einsum('bkd,bd->bk', neighbours, query, precision=_HIGHEST)
   scale = jnp.trace(gram, axis1=-2, axis2=-1) / k + _TINY
   gram = gram + (ridge * scale)[:, None, None] * jnp.eye(k, dtype=gram.dtype)
-  return jnp.linalg.solve(gram, rhs[..., None])[..., 0]
+  return spd_solve(gram, rhs)
+
+
+def spd_solve(a: Array, b: Array) -> Array:
+  """x [B, K] with a x = b for symmetric positive definite a [B, K, K]: Cholesky, then the two
+  triangular solves, unrolled over the (small, static) K in plain jnp ops.
+
+  Not `jnp.linalg.solve`: on CPU its batched LAPACK kernel spreads the batch over XLA's intra-op
+  thread pool and waits for it, and two such solves running at once (one per source modality)
+  deadlocked a 2-thread pool (jaxlib 0.10.2, seen in training runs). Plain ops cannot, and they
+  compile the same way on every backend.
+  """
+  k = a.shape[-1]
+  chol = [[None] * k for _ in range(k)]  # chol[i][j], i >= j: [B]
+  for j in range(k):
+    diag = a[:, j, j] - sum((chol[j][m] ** 2 for m in range(j)), jnp.zeros_like(a[:, j, j]))
+    chol[j][j] = jnp.sqrt(diag)
+    for i in range(j + 1, k):
+      off = a[:, i, j] - sum((chol[i][m] * chol[j][m] for m in range(j)), jnp.zeros_like(diag))
+      chol[i][j] = off / chol[j][j]
+  y = []
+  for i in range(k):  # L y = b
+    y.append((b[:, i] - sum((chol[i][m] * y[m] for m in range(i)), jnp.zeros_like(b[:, i]))
+              ) / chol[i][i])
+  x = [None] * k
+  for i in reversed(range(k)):  # L^T x = y
+    x[i] = (y[i] - sum((chol[m][i] * x[m] for m in range(i + 1, k)), jnp.zeros_like(y[i]))
+            ) / chol[i][i]
+  return jnp.stack(x, axis=-1)
 
 
 def _nearest(query: Array, bank: Array, num_neighbors: int, ridge,

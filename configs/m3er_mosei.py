@@ -1,0 +1,22 @@
+"""python -m mmer_jax.main --config=configs/m3er_mosei.py:synthetic
+
+M3ER on CMU-MOSEI's six emotions (happy, sad, anger, fear, disgust, surprise; the dominant
+emotion of each segment), with MOSEI's aligned feature shapes (audio 74, visual 35, text 768, 50
+frames). Everything else, the variants included, as configs/m3er_iemocap.py. The synthetic
+stand-in is `synthetic/mosei_emotions`; the real labels need an emotion release of MOSEI in the
+generic feature-directory format (`--config.data.name=features_dir --config.data.features_dir=`).
+"""
+
+from configs import default
+from configs import m3er_iemocap
+
+
+def get_config(arg: str | None = None):
+  config = m3er_iemocap.get_config()
+  config.data.name = 'mosei_emotions'
+  config = default.apply_variant(config, arg)
+  if 'smoke' in (arg or ''):
+    config.train.patience = None
+    config.method.cca_components = 8
+    config.method.num_neighbors = 4
+  return config

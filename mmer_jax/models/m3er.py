@@ -1,0 +1,138 @@
+"""M3ER's classification network (Mittal et al., AAAI 2020): per-modality LSTMs, a gated memory
+updated by attention at every step, and one classifier head per modality.
+
+The network in the paper's words, with the choices it leaves open (docs/m3er.md lists them):
+
+* one single-layer LSTM (32) per modality over its frames (an utterance-level feature vector is
+  a sequence of one frame);
+* a memory (128, zero-initialised) updated at every step up to the sample's longest input, in
+  the style of the Memory Fusion Network (Zadeh et al., AAAI 2018): attention weights over the
+  concatenated previous and current LSTM outputs of every modality pick what changed
+  ("delta-memory attention"), a proposed memory is computed from the attended vector, and two
+  sigmoid gates mix it with the old memory (`MemoryFusionCell`);
+* per modality a head on [its last LSTM output; the memory] (32 + 128 = 160) -> Dense(64) ->
+  ReLU -> dropout -> Dense(classes), whose probabilities the multiplicative fusion losses
+  combine (`methods/m3er.py`).
+
+A modality that does not take part (`used` False: missing, or found ineffectual and not
+regenerated) is absent, not zero: its LSTM outputs are excluded from the memory's input and
+its head from the fusion, so the result equals the model without it. Each modality's LSTM
+stops at its own length (its state is held afterwards) and the memory stops at the longest, so
+padding never changes an output. The LSTMs' input projections run over all frames at once,
+outside the scan; the scan carries only the recurrent part.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def _mlp(x: Array, hidden: int, out: int, name: str) -> Array:
+  """Dense(hidden) -> ReLU -> Dense(out): the small nets of the memory's attention and gates."""
+  x = nn.relu(nn.Dense(hidden, name=f'{name}_hidden')(x))
+  return nn.Dense(out, name=f'{name}_out')(x)
+
+
+class MemoryFusionCell(nn.Module):
+  """One time step: every modality's LSTM, then the attention-gated memory update.
+
+  carry: (cells {m: [B, H]}, outputs {m: [B, H]}, memory [B, S]); inputs per step: the LSTMs'
+  input projections {m: [B, 4H]}, which modalities have a frame at this step {m: [B]}, and
+  `used` [B, M] (fixed over the steps).
+  """
+  modalities: Sequence[str]
+  lstm_hidden: int = 32
+  memory_dim: int = 128
+  attention_hidden: int = 64
+
+  @nn.compact
+  def __call__(self, carry, pregates, valid, used):
+    cells, outputs, memory = carry
+    new_cells, new_outputs, previous, current = {}, {}, [], []
+    for i, m in enumerate(self.modalities):
+      z = pregates[m] + nn.Dense(4 * self.lstm_hidden, use_bias=False, name=f'recurrent_{m}')(outputs[m])
+      gi, gf, gg, go = jnp.split(z, 4, axis=-1)
+      c = nn.sigmoid(gf) * cells[m] + nn.sigmoid(gi) * jnp.tanh(gg)
+      h = nn.sigmoid(go) * jnp.tanh(c)
+      keep = valid[m][:, None]
+      new_cells[m] = jnp.where(keep, c, cells[m])
+      new_outputs[m] = jnp.where(keep, h, outputs[m])
+      on = used[:, i:i + 1].astype(h.dtype)  # an absent modality never reaches the memory
+      previous.append(outputs[m] * on)
+      current.append(new_outputs[m] * on)
+    delta = jnp.concatenate(previous + current, axis=-1)  # [B, 2 M H]
+    attention = nn.softmax(_mlp(delta, self.attention_hidden, delta.shape[-1], 'attention'), axis=-1)
+    attended = delta * attention
+    proposal = jnp.tanh(_mlp(attended, self.attention_hidden, self.memory_dim, 'proposal'))
+    both = jnp.concatenate([attended, memory], axis=-1)
+    retain = nn.sigmoid(_mlp(both, self.attention_hidden, self.memory_dim, 'retain_gate'))
+    update = nn.sigmoid(_mlp(both, self.attention_hidden, self.memory_dim, 'update_gate'))
+    any_valid = jnp.any(jnp.stack([valid[m] for m in self.modalities], -1), -1, keepdims=True)
+    memory = jnp.where(any_valid, retain * memory + update * proposal, memory)
+    return (new_cells, new_outputs, memory), None
+
+
+class M3ERNetwork(nn.Module):
+  """Per-modality LSTMs + attention-gated memory + per-modality heads -> logits [B, M, C].
+
+  Attributes:
+    modalities: the modalities in the library's (audio, visual, text) order.
+    num_classes: C.
+    lstm_hidden, memory_dim: 32 and 128 in the paper.
+    attention_hidden: hidden width of the attention, proposal and gate nets (the paper: unset).
+    head_hidden: 64 in the paper (160 -> 64).
+    dropout: before each head's output layer.
+  """
+  modalities: Sequence[str]
+  num_classes: int
+  lstm_hidden: int = 32
+  memory_dim: int = 128
+  attention_hidden: int = 64
+  head_hidden: int = 64
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, features: Mapping[str, Array], lengths: Mapping[str, Array] | None,
+               used: Array, *, deterministic: bool = True) -> Array:
+    """features {m: [B, T_m, D_m] or [B, D_m]}; lengths {m: [B]} (None: every frame valid);
+    used bool [B, M] in `modalities` order. Returns per-modality logits [B, M, C]."""
+    first = features[self.modalities[0]]
+    batch = first.shape[0]
+    seqs = {m: features[m] if features[m].ndim == 3 else features[m][:, None, :] for m in self.modalities}
+    steps = max(x.shape[1] for x in seqs.values())
+    pregates, valid = {}, {}
+    for m in self.modalities:
+      x = seqs[m]
+      n = x.shape[1]
+      if lengths is not None and m in lengths and features[m].ndim == 3:
+        length = jnp.asarray(lengths[m])
+      else:
+        length = jnp.full((batch,), n, jnp.int32)
+      mask = jnp.arange(n)[None, :] < length[:, None]
+      x = jnp.where(mask[..., None], x, jnp.zeros((), x.dtype))  # padding cannot leak
+      z = nn.Dense(4 * self.lstm_hidden, name=f'input_{m}')(x)
+      pregates[m] = jnp.pad(z, ((0, 0), (0, steps - n), (0, 0)))
+      valid[m] = jnp.arange(steps)[None, :] < length[:, None]
+    dtype = jnp.result_type(*[pregates[m].dtype for m in self.modalities])
+    zeros = jnp.zeros((batch, self.lstm_hidden), dtype)
+    carry = ({m: zeros for m in self.modalities}, {m: zeros for m in self.modalities},
+             jnp.zeros((batch, self.memory_dim), dtype))
+    used = jnp.asarray(used, bool)
+    scan = nn.scan(MemoryFusionCell, variable_broadcast='params', split_rngs={'params': False},
+                   in_axes=(1, 1, nn.broadcast), out_axes=1)
+    (_, outputs, memory), _ = scan(
+        modalities=tuple(self.modalities), lstm_hidden=self.lstm_hidden, memory_dim=self.memory_dim,
+        attention_hidden=self.attention_hidden, name='memory_fusion')(carry, pregates, valid, used)
+    logits = []
+    for m in self.modalities:
+      x = jnp.concatenate([outputs[m], memory], axis=-1)  # 32 + 128 = 160
+      x = nn.relu(nn.Dense(self.head_hidden, name=f'head_{m}_hidden')(x))
+      x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+      logits.append(nn.Dense(self.num_classes, name=f'head_{m}_out')(x))
+    return jnp.stack(logits, axis=1)
