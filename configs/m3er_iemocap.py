@@ -19,9 +19,11 @@ The test grid has the shared missing conditions and rates plus rows `noise=<f>` 
 of the test samples has one modality replaced by white Gaussian noise (`config.eval.noise_*`,
 docs/protocol.md); `launch/m3er_table.py` runs the whole ablation table over seeds.
 
-Training as the paper reports it: batch 256, Adam lr 0.01, up to 500 epochs with early stopping
-on the validation split (patience 20 epochs: the paper does not give one). Everything else the
-paper leaves open, and the value chosen, is listed in docs/m3er.md.
+Training as the paper reports it: batch 256, Adam, up to 500 epochs with early stopping on the
+validation split (patience 10 epochs: the paper gives none), except the learning rate: 1e-3, not
+the paper's 0.01 (`--config.optimizer.learning_rate=0.01`), at which M3ER's loss drives every
+prediction to one class within a few epochs on our data (docs/m3er.md). Everything else the paper
+leaves open, and the value chosen, is listed in docs/m3er.md.
 
 Real data: without `:synthetic`, MMIN's h5 release from `--config.data.manual_dir`
 (`--config.data.options.fold=K`); any feature directory with
@@ -78,9 +80,10 @@ def get_config(arg: str | None = None):
   config.data.eval_batch_size = 256
   config.method = m3er_method()
   config.optimizer.name = 'adam'
-  config.optimizer.learning_rate = 0.01
+  # The paper's 0.01 collapses M3ER's loss on our data (docs/m3er.md): 1e-3 unless asked.
+  config.optimizer.learning_rate = 1e-3
   config.train.num_epochs = 500
-  config.train.patience = 20
+  config.train.patience = 10
   config.train.log_every_steps = 20
   config.train.checkpoint_every_steps = 1000
   # Rows with one modality of a share of the test samples replaced by noise (docs/protocol.md).

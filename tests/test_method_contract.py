@@ -24,8 +24,9 @@ import contract_checks
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CASES = contract_checks.cases()
 # Cases whose compilation takes minutes (IMDer's score U-Nets inside the sampler and the loss,
-# about 4 minutes a case on 2 cores): one of them runs by default, the others with -m slow.
-SLOW_CASES = ('imder:pretrain',)
+# about 4 minutes a case on 2 cores): one of them runs by default, the others with -m slow. M3ER's
+# check-only and neither rows run its network and paths that m3er and original_mult cover.
+SLOW_CASES = ('imder:pretrain', 'm3er:no_proxy', 'm3er:no_check_no_proxy')
 FAST_CASES = [c for c in CASES if c not in SLOW_CASES]
 TOL = 1e-5
 
