@@ -37,8 +37,10 @@ CONFIG = 'configs/m3er_iemocap.py'
 DATASETS = {  # --dataset -> (config, overrides)
     'iemocap_4': (CONFIG + ':synthetic', ()),
     'mosei_emotions': ('configs/m3er_mosei.py:synthetic', ()),
+    # 240 training clips: batches of 32 (the paper's 256 is one step per epoch), patience 20.
     'ravdess_av': (CONFIG, ('--config.data.name=features_dir', '--config.data.standardize=True',
-                            '--config.data.features_dir={data_root}/ravdess_av')),
+                            '--config.data.features_dir={data_root}/ravdess_av',
+                            '--config.data.batch_size=32', '--config.train.patience=20')),
 }
 # row -> (its variant, the trained row whose checkpoint it re-evaluates or None, own overrides)
 ROW_SPECS = {

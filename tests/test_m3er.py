@@ -1,12 +1,10 @@
 """M3ER: the fusion losses against hand values and finite differences, the network's masking and
 padding, the modality check and the proxy path, and learning on a toy directory."""
 
-import copy
 
 import jax
 import jax.numpy as jnp
 from jax.test_util import check_grads
-import ml_collections
 import numpy as np
 import pytest
 
@@ -16,7 +14,6 @@ from mmer_jax import train
 from mmer_jax.data import schema
 from mmer_jax.methods import m3er
 from mmer_jax.models import m3er as m3er_model
-from mmer_jax.ops import cca as cca_lib
 from mmer_jax.ops import proxy as proxy_lib
 
 MODS = ('audio', 'visual', 'text')
@@ -281,3 +278,22 @@ def test_m3er_learns_a_planted_signal(tmp_path):
   rows = {r['condition']: r['metrics'] for r in results['rows']}
   assert rows['full']['wa'] >= 0.75 and rows['a']['wa'] >= 0.6, rows
   assert 'noise=0.5' in rows
+
+
+def test_roc_matches_sklearn_and_finds_the_best_f1_threshold():
+  from sklearn import metrics as sk  # pylint: disable=g-import-not-at-top
+  from mmer_jax.analysis import m3er_check_roc  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  positive = rng.random(400) < 0.3
+  score = rng.normal(size=400) + 1.5 * positive
+  score[:50] = np.round(score[:50])  # ties
+  curve = m3er_check_roc.roc(score, positive)
+  assert curve['auc'] == pytest.approx(sk.roc_auc_score(positive, score), abs=1e-12)
+  fpr, tpr, _ = sk.roc_curve(positive, score, drop_intermediate=False)
+  np.testing.assert_allclose(curve['fpr'], fpr)
+  np.testing.assert_allclose(curve['tpr'], tpr)
+  best = curve['best_f1']
+  flagged = score >= best['threshold']
+  assert best['f1'] == pytest.approx(sk.f1_score(positive, flagged))
+  thresholds = np.unique(score)
+  assert best['f1'] >= max(sk.f1_score(positive, score >= t) for t in thresholds) - 1e-12
