@@ -92,6 +92,11 @@ def get_config(arg: str | None = None):
   # --mode=gradcheck: the 100-step gated recurrence has large third derivatives, so the central
   # difference needs a small step (1e-4 leaves 1e-3 truncation error in the memory's group).
   config.gradcheck.eps = 1e-6
+  return apply_variant(config, arg)
+
+
+def apply_variant(config, arg: str | None):
+  """`default.apply_variant`, and for `:smoke` no early stopping and small CCAs and banks."""
   config = default.apply_variant(config, arg)
   if 'smoke' in (arg or ''):
     config.train.patience = None

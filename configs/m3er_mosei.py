@@ -7,16 +7,10 @@ stand-in is `synthetic/mosei_emotions`; the real labels need an emotion release 
 generic feature-directory format (`--config.data.name=features_dir --config.data.features_dir=`).
 """
 
-from configs import default
 from configs import m3er_iemocap
 
 
 def get_config(arg: str | None = None):
   config = m3er_iemocap.get_config()
   config.data.name = 'mosei_emotions'
-  config = default.apply_variant(config, arg)
-  if 'smoke' in (arg or ''):
-    config.train.patience = None
-    config.method.cca_components = 8
-    config.method.num_neighbors = 4
-  return config
+  return m3er_iemocap.apply_variant(config, arg)

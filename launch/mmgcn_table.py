@@ -42,6 +42,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from mmer_jax import paired
+
 DEPTHS = (1, 2, 4, 8, 16, 32, 64)
 # name -> the row's own --config overrides, in table order.
 ROWS = {
@@ -70,9 +72,7 @@ CLAIMS = (
 )
 ORDERINGS = tuple(pair for _, pairs in CLAIMS for pair in pairs)
 PAPER_BEST_DEPTH = 4
-T_CRITICAL = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-              9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
-              17: 2.110, 18: 2.101, 19: 2.093}  # t_{0.975} by degrees of freedom (up to 20 seeds)
+T_CRITICAL = paired.T_CRITICAL
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
@@ -153,18 +153,6 @@ def row_scores(results: dict) -> dict[str, float]:
   return out
 
 
-def _paired(diff: np.ndarray) -> dict:
-  """Mean, sample std, seeds where better - worse > 0, paired t and its two-sided 5% verdict."""
-  # Undefined with one seed (or identical differences, up to rounding): None, valid JSON.
-  std = float(np.std(diff, ddof=1)) if len(diff) > 1 else None
-  t = float(diff.mean() / (std / np.sqrt(len(diff)))) if std and std > 1e-12 else None
-  crit = T_CRITICAL.get(len(diff) - 1)
-  return {'mean_diff': float(diff.mean()), 'std_diff': std, 'seeds_held': int((diff > 0).sum()),
-          'num_seeds': len(diff), 't': t, 't_critical': crit,
-          'significant': None if t is None or crit is None else bool(abs(t) > crit),
-          'holds': bool(diff.mean() > 0)}
-
-
 def orderings(per_seed: dict[str, list[dict]]) -> list[dict]:
   """The `ORDERINGS` among the tabulated rows: paired-by-seed differences of each metric."""
   out = []
@@ -173,7 +161,7 @@ def orderings(per_seed: dict[str, list[dict]]) -> list[dict]:
       continue
     for metric in ORDERING_METRICS:
       diff = np.array([b[metric] - w[metric] for b, w in zip(per_seed[better], per_seed[worse])])
-      out.append({'better': better, 'worse': worse, 'metric': metric, **_paired(diff)})
+      out.append({'better': better, 'worse': worse, 'metric': metric, **paired.paired_difference(diff)})
   return out
 
 
