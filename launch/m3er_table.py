@@ -10,8 +10,10 @@ Rows (`ROWS`): two trained networks per seed and four ways to run them.
   no_check_no_proxy    m3er's network with neither
   m3er_paper_check, no_proxy_paper_check
                        as m3er and no_proxy, with the paper's correlation statistic for the check
+  original_mult_check, original_mult_check_proxy
+                       original_mult's network with the check, and with the check and proxies
 The check and the proxies act at inference only (the network is trained on the batch's modality
-mask), so the rows after `m3er` re-evaluate its selected checkpoint (`--mode=evaluate` in a
+mask), so the rows after the two trained ones re-evaluate a selected checkpoint (`--mode=evaluate` in a
 workdir whose checkpoints link to m3er's) instead of training the same network again: their
 differences are the parts', not the seeds'.
 
@@ -50,13 +52,19 @@ ROW_SPECS = {
     'no_check_no_proxy': ('no_check_no_proxy', 'm3er', ()),
     'm3er_paper_check': ('m3er', 'm3er', ('--config.method.check_statistic=correlation',)),
     'no_proxy_paper_check': ('no_proxy', 'm3er', ('--config.method.check_statistic=correlation',)),
+    # The parts on the network trained with the original loss (which trains better here).
+    'original_mult_check': ('original_mult', 'original_mult', ('--config.method.modality_check=True',)),
+    'original_mult_check_proxy': ('original_mult', 'original_mult', (
+        '--config.method.modality_check=True', '--config.method.proxy=True')),
 }
 ROWS = tuple(ROW_SPECS)
 CONDITIONS = ('full', 'noise=0.3', 'noise=0.5', 'noise=1.0')
 METRICS = (('weighted_f1', 'wF1'), ('wa', 'WA'), ('mean_ovr_accuracy', 'MA'))
 # (better, worse) as the paper reports them; checked on every condition, on weighted F1 and MA.
 ORDERINGS = (('m3er', 'no_proxy'), ('no_proxy', 'no_check_no_proxy'),
-             ('m3er', 'no_check_no_proxy'), ('no_check_no_proxy', 'original_mult'))
+             ('m3er', 'no_check_no_proxy'), ('no_check_no_proxy', 'original_mult'),
+             ('original_mult_check_proxy', 'original_mult_check'),
+             ('original_mult_check', 'original_mult'))
 ORDERING_METRICS = ('weighted_f1', 'mean_ovr_accuracy')
 
 
