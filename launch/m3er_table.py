@@ -58,6 +58,9 @@ ROW_SPECS = {
         '--config.method.modality_check=True', '--config.method.proxy=True')),
 }
 ROWS = tuple(ROW_SPECS)
+# What a re-evaluated row takes from the trained one: its checkpoints and the standardisation
+# statistics it was trained with.
+LINKED = ('checkpoints', 'feature_stats.json')
 CONDITIONS = ('full', 'noise=0.3', 'noise=0.5', 'noise=1.0')
 METRICS = (('weighted_f1', 'wF1'), ('wa', 'WA'), ('mean_ovr_accuracy', 'MA'))
 # (better, worse) as the paper reports them; checked on every condition, on weighted F1 and MA.
@@ -97,13 +100,14 @@ def run(root: str, row: str, seed: str, **kwargs) -> dict:
   results = os.path.join(workdir, 'results.json')
   if not os.path.exists(results):
     trained_from = ROW_SPECS[row][1]
-    if trained_from:  # the trained row's checkpoints, linked
+    if trained_from:  # the trained row's checkpoints (and feature statistics), linked
       run(root, trained_from, seed, **kwargs)
       source = run_dir(root, trained_from, seed)
       os.makedirs(workdir, exist_ok=True)
-      link = os.path.join(workdir, 'checkpoints')
-      if not os.path.exists(link):
-        os.symlink(os.path.abspath(os.path.join(source, 'checkpoints')), link)
+      for name in LINKED:
+        link = os.path.join(workdir, name)
+        if os.path.exists(os.path.join(source, name)) and not os.path.lexists(link):
+          os.symlink(os.path.abspath(os.path.join(source, name)), link)
     cmd = command(root, row, seed, **kwargs)
     print('+', ' '.join(cmd), flush=True)
     subprocess.run(cmd, check=True)

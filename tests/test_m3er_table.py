@@ -45,6 +45,8 @@ def test_a_reevaluated_row_links_the_trained_rows_checkpoints(tmp_path, monkeypa
     workdir = next(a.split('=', 1)[1] for a in cmd if a.startswith('--workdir='))
     calls.append(os.path.basename(workdir))
     os.makedirs(os.path.join(workdir, 'checkpoints'), exist_ok=True)
+    if '--mode=evaluate' not in cmd:
+      pathlib.Path(workdir, 'feature_stats.json').write_text('{}')
     with open(os.path.join(workdir, 'results.json'), 'w', encoding='utf-8') as f:
       json.dump(_results(0.7), f)
   monkeypatch.setattr(m3er_table.subprocess, 'run', fake_run)
@@ -52,6 +54,8 @@ def test_a_reevaluated_row_links_the_trained_rows_checkpoints(tmp_path, monkeypa
   assert calls == ['m3er_seed0', 'no_proxy_seed0']
   link = tmp_path / 'no_proxy_seed0' / 'checkpoints'
   assert link.is_symlink() and os.path.samefile(link, tmp_path / 'm3er_seed0' / 'checkpoints')
+  stats = tmp_path / 'no_proxy_seed0' / 'feature_stats.json'  # the standardisation it was trained with
+  assert stats.is_symlink() and os.path.samefile(stats, tmp_path / 'm3er_seed0' / 'feature_stats.json')
   m3er_table.run(str(tmp_path), 'no_check_no_proxy', '0', dataset='iemocap_4', data_root='/d')
   assert calls[-1] == 'no_check_no_proxy_seed0'  # m3er is not trained again
 
