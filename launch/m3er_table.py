@@ -17,6 +17,9 @@ mask), so the rows after the two trained ones re-evaluate a selected checkpoint 
 workdir whose checkpoints link to m3er's) instead of training the same network again: their
 differences are the parts', not the seeds'.
 
+`--trained_in=DIR` trains nothing: every row re-evaluates the checkpoints of the table in DIR (the
+same parts under another corruption, e.g. `--override=--config.eval.noise_replace=True`).
+
 Each run is a plain `python -m mmer_jax.main` command in `<workdir>/<row>_seed<k>`; one whose
 results.json exists is not run again. Writes `<workdir>/table.md` and `table.json`: per row and
 condition (`CONDITIONS`: complete test data and the `noise=<f>` rows) weighted F1, WA and the
@@ -77,17 +80,21 @@ def define_flags():
   flags.DEFINE_enum('dataset', 'iemocap_4', list(DATASETS), 'Which data.')
   flags.DEFINE_string('data_root', '../shared/data', 'Where ravdess_av lives.')
   flags.DEFINE_multi_string('override', [], 'Extra --config.* flags for every run.')
+  flags.DEFINE_string('trained_in', None, 'Train nothing: take the trained rows\' checkpoints from '
+                      'this table workdir and re-evaluate every row (e.g. with another '
+                      '--override=--config.eval.noise_replace=True).')
 
 
 def run_dir(root: str, row: str, seed: str) -> str:
   return os.path.join(root, f'{row}_seed{seed}')
 
 
-def command(root: str, row: str, seed: str, *, dataset: str, data_root: str, overrides=()) -> list[str]:
+def command(root: str, row: str, seed: str, *, dataset: str, data_root: str, overrides=(),
+            trained_in: str | None = None) -> list[str]:
   """The `python -m mmer_jax.main` command of one row and seed."""
   config, data = DATASETS[dataset]
   variant, trained_from, own = ROW_SPECS[row]
-  mode = ['--mode=evaluate'] if trained_from else []
+  mode = ['--mode=evaluate'] if trained_from or trained_in else []
   return [sys.executable, '-m', 'mmer_jax.main', f'--config={config}', *mode,
           f'--workdir={run_dir(root, row, seed)}', f'--config.seed={seed}',
           *(d.format(data_root=data_root) for d in data), f'--config.method.variant={variant}',
@@ -100,9 +107,13 @@ def run(root: str, row: str, seed: str, **kwargs) -> dict:
   results = os.path.join(workdir, 'results.json')
   if not os.path.exists(results):
     trained_from = ROW_SPECS[row][1]
+    source = None
     if trained_from:  # the trained row's checkpoints (and feature statistics), linked
       run(root, trained_from, seed, **kwargs)
       source = run_dir(root, trained_from, seed)
+    elif kwargs.get('trained_in'):
+      source = run_dir(kwargs['trained_in'], row, seed)
+    if source:
       os.makedirs(workdir, exist_ok=True)
       for name in LINKED:
         link = os.path.join(workdir, name)
@@ -164,7 +175,8 @@ def markdown(table: dict, title: str) -> str:
 def main(argv):
   del argv
   f = flags.FLAGS
-  kwargs = {'dataset': f.dataset, 'data_root': f.data_root, 'overrides': tuple(f.override)}
+  kwargs = {'dataset': f.dataset, 'data_root': f.data_root, 'overrides': tuple(f.override),
+            'trained_in': f.trained_in}
   per_seed = {row: [scores(run(f.workdir, row, seed, **kwargs)) for seed in f.seeds] for row in ROWS}
   table = make_table(per_seed, f.seeds)
   os.makedirs(f.workdir, exist_ok=True)
