@@ -251,13 +251,13 @@ class M3ERMethod(base.Method):
     fitted = params[FITTED]
     eff = jnp.asarray(effective, jnp.float32)
     rebuilt = {}
-    for i, source in enumerate(self.modalities):
+    for source in self.modalities:
       bank = fitted['bank'][source]
       indices, weights = proxy_lib.neighbour_coefficients(
           pooled(batch, source), bank, num_neighbors=m.num_neighbors, ridge=m.proxy_ridge)
       rebuilt[source] = (jnp.einsum('bk,bkd->bd', weights, bank[indices]), weights.sum(-1, keepdims=True))
     out = {}
-    for j, target in enumerate(self.modalities):
+    for target in self.modalities:
       total, count = 0., 0.
       for i, source in enumerate(self.modalities):
         if source == target:
