@@ -381,6 +381,8 @@ BAD_CASES = {
                                'utterances.csv', 'split', 4),
     'empty_split': (lambda p: _remove_rows(p, [r[0] != 'valid' for r in SMALL_ROWS]),
                     'utterances.csv', 'split', None),
+    'split_in_some_rows_only': (lambda p: edit_csv(p, _set_cell(2, 'split', '')), 'utterances.csv',
+                                'split', 2),
     'not_utf8_csv': (lambda p: (p / 'utterances.csv').write_bytes(b'split,\xff\xfe\n'),
                      'utterances.csv', 'encoding', None),
     'wrong_dim': (lambda p: edit_npy(p, 'text.npy', lambda x: x[:, :3]), 'text.npy', 'text', None),
@@ -691,3 +693,26 @@ def test_random_valid_directories_build(params):
   with tempfile.TemporaryDirectory() as tmp:
     made = write_directory(pathlib.Path(tmp) / 'd', params)
     check_build(load(made.path, pathlib.Path(tmp) / 'tfds'), made)
+
+
+def test_no_split_of_its_own_is_cut_7_1_2_by_dialogue():
+  """An empty split column: whole dialogues, a fixed shuffle, 7:1:2 (M3ER's split)."""
+  ids = [f'd{i // 3}' for i in range(300)]  # 100 dialogues of 3 rows
+  splits = features_dir.ratio_split(ids)
+  assert splits == features_dir.ratio_split(ids)  # fixed
+  by_dialogue = {}
+  for d, s in zip(ids, splits):
+    assert by_dialogue.setdefault(d, s) == s  # a dialogue stays in one split
+  counts = {s: list(by_dialogue.values()).count(s) for s in schema.SPLITS}
+  assert counts == {'train': 70, 'valid': 10, 'test': 20}
+  small = features_dir.ratio_split(['a', 'b', 'c'])
+  assert sorted(small) == ['test', 'train', 'valid']  # one each
+  with pytest.raises(schema.DataError, match='at least 3 dialogues'):
+    features_dir.ratio_split(['a', 'a', 'b'])
+
+
+def test_a_csv_without_splits_loads_with_the_7_1_2_split(small, tmp_path):
+  edit_csv(small, lambda h, rows: [r.__setitem__(h.index('split'), '') for r in rows])
+  dataset = load(small, tmp_path / 'tfds')
+  counts = {split: len(read_split(dataset, split)) for split in schema.SPLITS}
+  assert sum(counts.values()) == len(SMALL_ROWS) and all(counts.values())

@@ -11,7 +11,9 @@ A directory holds one dataset in the common format of `schema.py`:
                                     "present": "x_present.npy" (optional)}},
                     "description": ... (optional)}
   utterances.csv   columns split (train | valid | test), dialogue_id, turn, speaker, label;
-                   one row per utterance; extra columns are ignored
+                   one row per utterance; extra columns are ignored. A split empty in every row
+                   means the data has none of its own: whole dialogues, shuffled with a fixed
+                   seed, are cut 7:1:2 (train : valid : test, M3ER's split; `ratio_split`)
   <file>.npy       per listed modality, row i = data row i of the csv: [N, D] (utterance level)
                    or [N, T, D] (sequence level) plus `<modality>_lengths.npy` [N] giving the valid
                    frames of each row (1 <= length <= T)
@@ -281,9 +283,9 @@ def read_utterances(path: str, meta: Meta) -> Utterances:
         raise DataError(file, 'row', f'{len(header)} fields like the header, got {len(fields)} '
                         f'(line {line})', row=row)
       split, dialogue_id, turn, speaker, label = (fields[index[c]].strip() for c in CSV_COLUMNS)
-      if split not in schema.SPLITS:
-        raise DataError(file, 'split', f'one of {", ".join(schema.SPLITS)}, got {split!r} '
-                        f'(line {line})', row=row)
+      if split not in schema.SPLITS and split:
+        raise DataError(file, 'split', f'one of {", ".join(schema.SPLITS)} (or empty in every row '
+                        f'for the 7:1:2 split), got {split!r} (line {line})', row=row)
       if not dialogue_id:
         raise DataError(file, 'dialogue_id', f'a non-empty dialogue id (line {line})', row=row)
       try:
@@ -308,6 +310,13 @@ def read_utterances(path: str, meta: Meta) -> Utterances:
       labels.append(label_value)
   except csv.Error as e:
     raise DataError(file, 'csv', f'well-formed csv: {e} (line {reader.line_num})') from e
+
+  if '' in splits:
+    if any(splits):
+      row = next(i for i, x in enumerate(splits) if bool(x) != bool(splits[0]))
+      raise DataError(file, 'split', 'a split in every row, or in none (then 7:1:2 by dialogue); '
+                      'some rows have one and some do not', row=row)
+    splits = ratio_split(dialogue_ids, file=file)
 
   # One split per dialogue, one row per (dialogue_id, turn); group and order the dialogues.
   first_row: dict[tuple[str, int], int] = {}
@@ -334,6 +343,25 @@ def read_utterances(path: str, meta: Meta) -> Utterances:
   label_dtype = np.int64 if meta.task == 'classification' else np.float32
   return Utterances(split=np.asarray(splits), dialogue_id=dialogue_ids, turn=turn_array,
                     speaker=speakers, label=np.asarray(labels, label_dtype), dialogues=dialogues)
+
+
+SPLIT_RATIO = (7, 1, 2)  # train : valid : test where the data has no split of its own (M3ER)
+
+
+def ratio_split(dialogue_ids: list[str], seed: int = 0, file: str = 'utterances.csv') -> list[str]:
+  """Each row's split when the csv gives none: whole dialogues, shuffled with a fixed seed, cut
+  7:1:2 (`SPLIT_RATIO`; at least one dialogue per split), so a dataset's split never changes."""
+  unique = list(dict.fromkeys(dialogue_ids))
+  if len(unique) < len(schema.SPLITS):
+    raise DataError(file, 'split', f'at least {len(schema.SPLITS)} dialogues for the '
+                    f'7:1:2 split, got {len(unique)}')
+  order = np.random.default_rng(seed).permutation(len(unique))
+  total = sum(SPLIT_RATIO)
+  valid = max(1, round(len(unique) * SPLIT_RATIO[1] / total))
+  test = max(1, round(len(unique) * SPLIT_RATIO[2] / total))
+  names = np.array(['train'] * (len(unique) - valid - test) + ['valid'] * valid + ['test'] * test)
+  assigned = dict(zip((unique[i] for i in order), names))
+  return [str(assigned[d]) for d in dialogue_ids]
 
 
 def _load_npy(file: str, field: str, what: str) -> np.ndarray:
