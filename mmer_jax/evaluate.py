@@ -99,6 +99,16 @@ def rate_key(rng, rate) -> jax.Array:
   return rng
 
 
+def configured_noise(eval_config) -> tuple[tuple[float, ...], float | None]:
+  """(noise fractions, SNR in dB or None for replacement) of a config's `eval` section:
+  `noise_fractions` plus `noise_fraction` when set; `noise_snr_db` unless `noise_replace`."""
+  fractions = tuple(eval_config.get('noise_fractions', ()))
+  if eval_config.get('noise_fraction') is not None:
+    fractions += (eval_config.noise_fraction,)
+  snr_db = None if eval_config.get('noise_replace', False) else eval_config.get('noise_snr_db', -10.0)
+  return fractions, snr_db
+
+
 _NOISE_TAG = 0x6E6F6973  # 'nois': noise keys never coincide with the rate keys of the same number
 
 

@@ -331,14 +331,11 @@ def evaluate_stage(run: Run, workdir: str, *, best_mgr=None, warnings=None) -> d
   params = restored['params']
   logging.info('evaluating the checkpoint of step %s (%s = %s)', meta.get('best_step'),
                selection(config, run.spec)[0], meta.get('best_metric'))
-  noise_fractions = tuple(config.eval.get('noise_fractions', ()))
-  if config.eval.get('noise_fraction') is not None:
-    noise_fractions += (config.eval.noise_fraction,)
+  noise_fractions, noise_snr_db = evaluate.configured_noise(config.eval)
   rows = evaluate.run_grid(run.spec, run.predict, run.device_params(params),
                            run.eval_batches(config.eval.split), conditions=config.eval.conditions,
                            rates=config.eval.rates, seed=config.seed, noise_fractions=noise_fractions,
-                           noise_snr_db=(None if config.eval.get('noise_replace', False)
-                                         else config.eval.get('noise_snr_db', -10.0)))
+                           noise_snr_db=noise_snr_db)
   results = evaluate.make_results(method=config.method.name, dataset=run.dataset.name, seed=config.seed,
                                   rows=rows, split=config.eval.split)
   if config.method.get('variant'):

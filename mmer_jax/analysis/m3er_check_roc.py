@@ -27,7 +27,6 @@ import jax
 import numpy as np
 
 from mmer_jax import evaluate
-from mmer_jax.methods import m3er as m3er_method
 
 STATISTICS = ('correlation', 'typicality')
 
@@ -61,23 +60,15 @@ def measure(run, params, split: str, *, fraction: float = 1.0) -> dict:
   method = run.method
   config = run.config
   check = jax.jit(method.modality_check)
-  best_partner, typicality, positive, flagged, cases = [], [], [], [], []
-  index = {x: i for i, x in enumerate(method.modalities)}
-  snr = None if config.eval.get('noise_replace') else config.eval.noise_snr_db
+  best_partner, typicality, positive, flagged = [], [], [], []
+  _, snr = evaluate.configured_noise(config.eval)
   for batch, noised in evaluate.noise_batches(
       run.eval_batches(split)(), rng=evaluate.noise_key(config.seed, fraction), fraction=fraction,
       snr_db=snr, available=run.spec.available):
     out = jax.device_get(check(params, batch))
     present = np.asarray(batch['modality_mask'])[:, method.column]
-    best = np.full(present.shape, -np.inf)
-    for a, b in method.pairs:
-      score = np.asarray(out['scores'][m3er_method.pair_name(a, b)])
-      both = present[:, index[a]] & present[:, index[b]]
-      for x in (a, b):
-        best[:, index[x]] = np.where(both, np.maximum(best[:, index[x]], score), best[:, index[x]])
     case = present & np.asarray(batch['example_mask'])[:, None]
-    cases.append(case[case].size)
-    best_partner.append(best[case])
+    best_partner.append(np.asarray(out['agreement'])[case])
     typicality.append(np.asarray(out['typicality'])[case])
     positive.append(np.asarray(noised)[:, method.column][case])
     flagged.append((present & ~np.asarray(out['effective']))[case])
@@ -102,7 +93,7 @@ def write(run, params, workdir: str) -> list[str]:
   splits = list(dict.fromkeys(['valid', config.eval.split]))
   results = {split: measure(run, params, split) for split in splits}
   tau = m.tau if m.check_statistic == 'correlation' else m.typicality_tau
-  report = {'fraction': 1.0, 'snr_db': None if config.eval.get('noise_replace') else config.eval.noise_snr_db,
+  report = {'fraction': 1.0, 'snr_db': evaluate.configured_noise(config.eval)[1],
             'statistic': m.check_statistic, 'tau': tau, 'modality_check': bool(m.modality_check),
             'splits': results}
   path = os.path.join(workdir, 'm3er_check_roc.json')

@@ -163,8 +163,12 @@ class M3ERMethod(base.Method):
   def _features(self, batch):
     return {m: jnp.asarray(batch[m]) for m in self.modalities}
 
+  def _present(self, batch):
+    """bool [B, M]: the batch's modality mask in `self.modalities` order."""
+    return jnp.asarray(batch['modality_mask'])[:, self.column]
+
   def init(self, rng, batch):
-    present = jnp.asarray(batch['modality_mask'])[:, self.column]
+    present = self._present(batch)
     network = self.network.init(rng, self._features(batch), batch.get('lengths'), present)['params']
     return {'network': network}  # `fit` adds the FITTED subtree
 
@@ -173,7 +177,7 @@ class M3ERMethod(base.Method):
 
   def loss(self, params, batch, rng, *, target_params=None):
     m = self.config.method
-    present = jnp.asarray(batch['modality_mask'])[:, self.column]
+    present = self._present(batch)
     features, lengths = self._features(batch), batch.get('lengths')
     log_probs = jax.nn.log_softmax(self._logits(params['network'], features, lengths, present, rng))
     if m.weight_gradient:
@@ -201,21 +205,23 @@ class M3ERMethod(base.Method):
 
   # -- modality check and proxy features --------------------------------------------------------
 
-  def modality_check(self, params, batch) -> dict:
-    """{'scores': {pair: [B]}, 'typicality': [B, M], 'effective': bool [B, M]} for the batch's
-    present modalities (`method.check_statistic`, module docstring).
+  def modality_check(self, params, batch, vectors=None) -> dict:
+    """{'scores': {pair: [B]}, 'agreement': [B, M], 'typicality': [B, M], 'effective': bool
+    [B, M]} for the batch's present modalities (`method.check_statistic`, module docstring).
 
-    Without `method.modality_check` every present modality is effective (the statistics are
-    still given, for the ROC analysis).
+    `agreement` is each modality's best score with a present partner (-inf without one): the
+    correlation rule flags a modality whose agreement is below `tau`. `vectors` are the batch's
+    utterance vectors when the caller has them (`pooled`). Without `method.modality_check` every
+    present modality is effective (the statistics are still given, for the ROC analysis).
     """
     m = self.config.method
     fitted = params[FITTED]
-    present = jnp.asarray(batch['modality_mask'])[:, self.column]
-    vectors = {x: pooled(batch, x) for x in self.modalities}
+    present = self._present(batch)
+    if vectors is None:
+      vectors = {x: pooled(batch, x) for x in self.modalities}
     index = {x: i for i, x in enumerate(self.modalities)}
     scores, typical = {}, [[] for _ in self.modalities]
-    agrees = jnp.zeros(present.shape, bool)  # passes with at least one present partner
-    has_partner = jnp.zeros(present.shape, bool)
+    agreement = [jnp.full(present.shape[:1], -jnp.inf) for _ in self.modalities]
     for a, b in self.pairs:
       cca = fitted['cca'][pair_name(a, b)]
       score = cca_lib.sample_correlation(cca, vectors[a], vectors[b], weighting=m.check_weighting)
@@ -223,16 +229,17 @@ class M3ERMethod(base.Method):
       typical[index[a]].append(cca_lib.typicality(cca, vectors[a], which='x'))
       typical[index[b]].append(cca_lib.typicality(cca, vectors[b], which='y'))
       both = present[:, index[a]] & present[:, index[b]]
-      ok = both & (score >= m.tau)
       for x in (a, b):
-        agrees = agrees.at[:, index[x]].set(agrees[:, index[x]] | ok)
-        has_partner = has_partner.at[:, index[x]].set(has_partner[:, index[x]] | both)
+        agreement[index[x]] = jnp.where(both, jnp.maximum(agreement[index[x]], score),
+                                        agreement[index[x]])
+    agreement = jnp.stack(agreement, -1)  # [B, M]
     typicality = jnp.stack([sum(t) / len(t) for t in typical], -1)  # [B, M]
-    out = {'scores': scores, 'typicality': typicality, 'effective': present}
+    out = {'scores': scores, 'agreement': agreement, 'typicality': typicality,
+           'effective': present}
     if not m.modality_check:
       return out
-    if m.check_statistic == 'correlation':
-      effective = present & (agrees | ~has_partner)
+    if m.check_statistic == 'correlation':  # a modality without a present partner passes
+      effective = present & ((agreement >= m.tau) | jnp.isneginf(agreement))
     elif m.check_statistic == 'typicality':
       effective = present & (typicality <= m.typicality_tau)
     else:
@@ -244,27 +251,24 @@ class M3ERMethod(base.Method):
     none_left = ~effective.any(-1, keepdims=True)
     return {**out, 'effective': jnp.where(none_left, keep, effective)}
 
-  def proxies(self, params, batch, effective) -> dict:
+  def proxies(self, params, vectors, effective) -> dict:
     """{m: [B, D_m]}: each modality regenerated from the sample's effective modalities (mean
-    over them of the nearest-neighbour reconstruction mapped to m; zeros where none)."""
+    over them of the nearest-neighbour reconstruction mapped to m; zeros where none), from the
+    batch's utterance vectors {m: [B, D_m]}."""
     m = self.config.method
     fitted = params[FITTED]
     eff = jnp.asarray(effective, jnp.float32)
-    rebuilt = {}
-    for source in self.modalities:
-      bank = fitted['bank'][source]
-      indices, weights = proxy_lib.neighbour_coefficients(
-          pooled(batch, source), bank, num_neighbors=m.num_neighbors, ridge=m.proxy_ridge)
-      rebuilt[source] = (jnp.einsum('bk,bkd->bd', weights, bank[indices]), weights.sum(-1, keepdims=True))
+    rebuilt = {source: proxy_lib.rebuild(vectors[source], fitted['bank'][source],
+                                         num_neighbors=m.num_neighbors, ridge=m.proxy_ridge)
+               for source in self.modalities}
     out = {}
     for target in self.modalities:
       total, count = 0., 0.
       for i, source in enumerate(self.modalities):
         if source == target:
           continue
-        linear = fitted['maps'][map_name(source, target)]
-        vector, weight = rebuilt[source]
-        total = total + eff[:, i:i + 1] * (vector @ linear['kernel'] + weight * linear['bias'])
+        mapped = proxy_lib.map_rebuilt(*rebuilt[source], fitted['maps'][map_name(source, target)])
+        total = total + eff[:, i:i + 1] * mapped
         count = count + eff[:, i:i + 1]
       out[target] = total / jnp.maximum(count, 1.)
     return out
@@ -274,14 +278,16 @@ class M3ERMethod(base.Method):
     'effective', 'regenerated'} (bool [B, M] each)."""
     m = self.config.method
     fitted = params[FITTED]
-    present = jnp.asarray(batch['modality_mask'])[:, self.column]
-    effective = self.modality_check(params, batch)['effective'] if m.modality_check else present
+    present = self._present(batch)
+    vectors = {x: pooled(batch, x) for x in self.modalities}  # the check's and the proxies'
+    effective = (self.modality_check(params, batch, vectors)['effective'] if m.modality_check
+                 else present)
     features = self._features(batch)
     lengths = dict(batch['lengths']) if batch.get('lengths') is not None else None
     regenerated = jnp.zeros_like(effective)
     if m.proxy:
       regenerated = ~effective & effective.any(-1, keepdims=True)
-      proxies = self.proxies(params, batch, effective)
+      proxies = self.proxies(params, vectors, effective)
       for j, x in enumerate(self.modalities):
         vector = proxies[x].astype(features[x].dtype)
         if features[x].ndim == 3:

@@ -153,6 +153,24 @@ def neighbour_coefficients(query: Array, bank: Array, *, num_neighbors: int = 10
   return indices, weights
 
 
+def rebuild(query: Array, bank: Array, *, num_neighbors: int = 10, ridge: float = 1e-3,
+            bank_mask: Array | None = None) -> tuple[Array, Array]:
+  """(sum_k w_k n_k [B, Di], sum_k w_k [B, 1]): each query rebuilt from its K nearest bank rows.
+
+  The part of `regenerate` that does not depend on the target modality, so one rebuild serves
+  every target (`map_rebuilt`).
+  """
+  _, weights, neighbours = _nearest(query, bank, num_neighbors, ridge, bank_mask)
+  rebuilt = jnp.einsum('bk,bkd->bd', weights, neighbours, precision=_HIGHEST)
+  return rebuilt, jnp.sum(weights, axis=-1, keepdims=True)
+
+
+def map_rebuilt(rebuilt: Array, weight_sum: Array, linear_map: LinearMap) -> Array:
+  """sum_k w_k T(n_k) = (sum_k w_k n_k) @ kernel + (sum_k w_k) bias: the mapped partners."""
+  return (jnp.matmul(rebuilt, linear_map['kernel'], precision=_HIGHEST)
+          + weight_sum * linear_map['bias'])
+
+
 @functools.partial(jax.jit, static_argnames=('num_neighbors',))
 def regenerate(query: Array, bank: Array, linear_map: LinearMap, *, num_neighbors: int = 10,
                ridge: float = 1e-3, bank_mask: Array | None = None) -> Array:
@@ -161,10 +179,9 @@ def regenerate(query: Array, bank: Array, linear_map: LinearMap, *, num_neighbor
   `bank` [N, Di] holds the training set's modality-i features, `linear_map` = fit_linear_map(
   bank, the paired modality-j features). Compiled once per shape and num_neighbors.
   """
-  _, weights, neighbours = _nearest(query, bank, num_neighbors, ridge, bank_mask)
-  rebuilt = jnp.einsum('bk,bkd->bd', weights, neighbours, precision=_HIGHEST)
-  return (jnp.matmul(rebuilt, linear_map['kernel'], precision=_HIGHEST)
-          + jnp.sum(weights, axis=-1, keepdims=True) * linear_map['bias'])
+  rebuilt, weight_sum = rebuild(query, bank, num_neighbors=num_neighbors, ridge=ridge,
+                                bank_mask=bank_mask)
+  return map_rebuilt(rebuilt, weight_sum, linear_map)
 
 
 def regenerate_numpy_loop(query, bank, linear_map: LinearMap, *, num_neighbors: int = 10,
