@@ -46,6 +46,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from mmer_jax import paired
+
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/mmin_table', 'Where the runs and the table go.')
 _CONFIG = flags.DEFINE_string('config', 'configs/mmin_iemocap.py:synthetic', 'The MMIN config.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (one run per row and seed).')
@@ -63,8 +65,7 @@ ORDERINGS = (('mmin', 'augmented'), ('augmented', 'full_baseline'), ('mmin', 'mm
 # (better, worse, metric, test): 'better' needs t > t_crit, 'not_worse' needs t > -t_crit.
 CRITERION = (('augmented', 'full_baseline', 'ua', 'better'), ('augmented', 'full_baseline', 'wa', 'better'),
              ('mmin', 'augmented', 'ua', 'not_worse'))
-T_CRITICAL = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-              9: 2.262}  # t_{0.975} by degrees of freedom
+T_CRITICAL = paired.T_CRITICAL  # t_{0.975} by degrees of freedom
 COLUMNS = (('a', '{a}'), ('v', '{v}'), ('t', '{t}'), ('av', '{a,v}'), ('at', '{a,t}'), ('vt', '{v,t}'))
 MISSING = tuple(c for c, _ in COLUMNS)
 
@@ -109,14 +110,10 @@ def orderings(per_seed: dict[str, list[dict]]) -> list[dict]:
     if better not in per_seed or worse not in per_seed:
       continue
     for metric in ('ua', 'wa'):
-      diff = np.array([b[metric]['average'] - w[metric]['average']
-                       for b, w in zip(per_seed[better], per_seed[worse])])
-      # Undefined with one seed (or identical differences): None, which stays valid JSON.
-      std = float(np.std(diff, ddof=1)) if len(diff) > 1 else None
-      t = float(diff.mean() / (std / np.sqrt(len(diff)))) if std else None
-      out.append({'better': better, 'worse': worse, 'metric': metric, 'mean_diff': float(diff.mean()),
-                  'std_diff': std, 'seeds_held': int((diff > 0).sum()), 'num_seeds': len(diff),
-                  't': t, 'holds': bool(diff.mean() > 0)})
+      diff = [b[metric]['average'] - w[metric]['average']
+              for b, w in zip(per_seed[better], per_seed[worse])]
+      out.append({'better': better, 'worse': worse, 'metric': metric,
+                  **paired.paired_difference(diff)})
   return out
 
 
