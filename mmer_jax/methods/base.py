@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from mmer_jax.data import schema
@@ -119,6 +120,27 @@ class Method(abc.ABC):
     """Pytree of bools: which parameters the optimiser updates (frozen teachers and fitted
     tables say False; the step does not differentiate those)."""
     return jax.tree_util.tree_map(lambda _: True, params)
+
+
+def training_tables(batches: Callable[[], Iterable[Batch]], compute: Callable[[Batch], Mapping],
+                    what: str) -> dict[str, np.ndarray]:
+  """{name: [N, ...]}: `compute(batch)`'s per-example rows ({name: [B, ...]}) over one pass of
+  `batches()` (a `fit`'s training split), real rows only, row i = the example whose `index` is i.
+
+  Raises ValueError (naming `what`) unless the batches hold every example 0..N-1 exactly once.
+  """
+  parts, indices = {}, []
+  for batch in batches():
+    valid = np.asarray(batch['example_mask'])
+    indices.append(np.asarray(batch['index'])[valid])
+    for name, rows in compute(batch).items():
+      parts.setdefault(name, []).append(np.asarray(rows)[valid])
+  index = np.concatenate(indices)
+  if not np.array_equal(np.sort(index), np.arange(len(index))):
+    raise ValueError(f'{what}: the training batches must hold every example once '
+                     f'(indices 0..{len(index) - 1})')
+  order = np.argsort(index)
+  return {name: np.concatenate(rows)[order] for name, rows in parts.items()}
 
 
 def example_rngs(rng: jax.Array, batch: Batch) -> jax.Array:

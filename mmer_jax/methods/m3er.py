@@ -322,25 +322,15 @@ class M3ERMethod(base.Method):
   def training_vectors(self, batches) -> dict:
     """Utterance-level vectors and sequence lengths of every training example, rows by `index`."""
     pool = jax.jit(lambda b: {x: pooled(b, x) for x in self.modalities})
-    parts = {x: [] for x in self.modalities}
-    lens = {x: [] for x in self.modalities}
-    indices = []
-    for batch in batches():
-      valid = np.asarray(batch['example_mask'])
-      indices.append(np.asarray(batch['index'])[valid])
+
+    def compute(batch):
+      lengths = batch.get('lengths') or {}
       out = pool({x: batch[x] for x in self.modalities} | {'lengths': batch.get('lengths')})
-      for x in self.modalities:
-        parts[x].append(np.asarray(out[x])[valid])
-        length = (batch['lengths'][x] if batch.get('lengths') is not None and x in batch['lengths']
-                  else np.ones(len(valid)))
-        lens[x].append(np.asarray(length, np.float32)[valid])
-    index = np.concatenate(indices)
-    if not np.array_equal(np.sort(index), np.arange(len(index))):
-      raise ValueError('M3ER fit: the training batches must hold every example once '
-                       f'(indices 0..{len(index) - 1})')
-    order = np.argsort(index)
-    return {'vectors': {x: np.concatenate(parts[x])[order] for x in self.modalities},
-            'lengths': {x: np.concatenate(lens[x])[order] for x in self.modalities}}
+      return {**{('vectors', x): v for x, v in out.items()},
+              **{('lengths', x): np.asarray(lengths.get(x, np.ones(len(batch['index']))), np.float32)
+                 for x in self.modalities}}
+    tables = base.training_tables(batches, compute, 'M3ER fit')
+    return {part: {x: tables[part, x] for x in self.modalities} for part in ('vectors', 'lengths')}
 
   def fit(self, params, batches):
     """Fits the CCAs, the linear maps and the neighbour banks on the training split."""

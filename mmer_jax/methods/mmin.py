@@ -257,22 +257,10 @@ class MMINMethod(base.Method):
     """
     embed = jax.jit(lambda p, b: self.model.teacher_embedding(
         p, {m: b[m] for m in self.modalities}, b.get('lengths')))
-    parts = {name: [] for name in self.table_names}
-    indices = []
-    for batch in batches():
-      valid = np.asarray(batch['example_mask'])
-      indices.append(np.asarray(batch['index'])[valid])
-      for name in self.table_names:
-        inputs = batch if name == 'full' else {
-            **batch, **{m: np.zeros_like(batch[m]) for m in self.modalities}}
-        parts[name].append(np.asarray(embed(teacher_params, inputs))[valid])
-    index = np.concatenate(indices)
-    if not np.array_equal(np.sort(index), np.arange(len(index))):
-      raise ValueError('MMIN teacher tables: the training batches must hold every example once '
-                       f'(indices 0..{len(index) - 1})')
-    tables = {}
-    for name, rows in parts.items():
-      table = np.zeros((len(index), rows[0].shape[-1]), rows[0].dtype)
-      table[index] = np.concatenate(rows)
-      tables[name] = jnp.asarray(table)
-    return tables
+
+    def compute(batch):
+      return {name: embed(teacher_params, batch if name == 'full' else {
+          **batch, **{m: np.zeros_like(batch[m]) for m in self.modalities}})
+              for name in self.table_names}
+    tables = base.training_tables(batches, compute, 'MMIN teacher tables')
+    return {name: jnp.asarray(table) for name, table in tables.items()}
