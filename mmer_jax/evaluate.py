@@ -71,7 +71,7 @@ def noise_name(fraction) -> str:
   f = float(fraction)
   if missing.rate_value(str(f)) is None:
     raise ValueError(f'noise fraction must be in [0, 1], got {fraction}')
-  return 'noise=' + (f'{f:.1f}' if abs(f * 10 - round(f * 10)) < 1e-9 else f'{f:g}')
+  return 'noise=' + missing.probability_text(f)
 
 
 def condition_names(spec: schema.DatasetSpec, conditions: Iterable[str]) -> list[str]:
@@ -110,6 +110,15 @@ def configured_noise(eval_config) -> tuple[tuple[float, ...], float | None]:
 
 
 _NOISE_TAG = 0x6E6F6973  # 'nois': noise keys never coincide with the rate keys of the same number
+
+
+def _positions(lead: tuple[int, ...], first_unit: int) -> tuple[np.ndarray, np.ndarray]:
+  """(unit, turn) of each row of a batch's leading axes ([B] or [B, L]), flattened: the example's
+  position in the split and its turn (0 for utterance batches). Rate masks and noise are keyed
+  by them, never by how the split was batched."""
+  grid = np.indices(lead).reshape(len(lead), -1)
+  unit = first_unit + grid[0]
+  return unit, (grid[1] if len(lead) > 1 else np.zeros_like(unit))
 
 
 def noise_key(rng, fraction) -> jax.Array:
@@ -153,9 +162,7 @@ def noise_batches(batches: Iterable[dict], *, rng, fraction: float, snr_db: floa
     mask = np.asarray(batch['modality_mask'], bool)
     lead = mask.shape[:-1]  # [B] utterances or [B, L] dialogue turns
     rows = int(np.prod(lead))
-    grid = np.indices(lead).reshape(len(lead), -1)
-    unit = first_unit + grid[0]
-    turn = grid[1] if len(lead) > 1 else np.zeros_like(unit)
+    unit, turn = _positions(lead, first_unit)
     feats = {m: np.asarray(batch[m]) for m in names if m in batch}
     flat = {m: x.reshape((rows,) + x.shape[len(lead):]) for m, x in feats.items()}
     lengths = {m: np.asarray(v).reshape(rows) for m, v in (batch.get('lengths') or {}).items()
@@ -186,9 +193,7 @@ def _mask_for(condition: str, batch_mask: np.ndarray, *, rng, available, first_u
   rows = int(np.prod(lead))
   if condition.startswith('rate='):
     rate = parse_rate(condition)
-    grid = np.indices(lead).reshape(len(lead), -1)
-    unit = first_unit + grid[0]
-    turn = grid[1] if len(lead) > 1 else np.zeros_like(unit)
+    unit, turn = _positions(lead, first_unit)
     own = batch_mask.reshape(rows, -1)
     own = np.where(own.any(-1, keepdims=True), own, np.asarray(available, bool))  # padding rows
     drawn = np.asarray(_rate_masks(rng, unit, turn, own, rate=rate,

@@ -264,12 +264,16 @@ def parse_rates(text: str) -> np.ndarray:
   return out
 
 
+def probability_text(r: float) -> str:
+  """A probability as results tables name it: one decimal unless more are needed (0.3, 0.25)."""
+  r = float(r)
+  return f'{r:.1f}' if abs(r * 10 - round(r * 10)) < 1e-9 else f'{r:g}'
+
+
 def rates_name(rates) -> str:
   """The canonical text of per-modality rates, e.g. 'a:0.1,v:0.5,t:0.0' (one decimal unless
   more are needed)."""
-  def fmt(r):
-    return f'{r:.1f}' if abs(r * 10 - round(r * 10)) < 1e-9 else f'{r:g}'
-  return ','.join(f'{m[0]}:{fmt(float(r))}' for m, r in zip(MODALITIES, rates))
+  return ','.join(f'{m[0]}:{probability_text(r)}' for m, r in zip(MODALITIES, rates))
 
 
 def effective_missing_fractions(rates, available=None) -> np.ndarray:
