@@ -32,3 +32,11 @@ def get_config(arg: str | None = None):
   config.train.log_every_steps = 20
   config.train.select_metric = 'valid/weighted_f1'
   return default.apply_variant(config, arg, conversational=True)
+
+
+def sweep():
+  """python launch/sweep.py --config=configs/bclstm_iemocap.py:synthetic --workdir=runs/sweep
+
+  5 seeds, one compiled program (docs/scaling.md).
+  """
+  return [{'seed': s} for s in range(5)]

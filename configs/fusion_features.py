@@ -49,3 +49,11 @@ def get_config(arg: str | None = None):
     if 'smoke' in variants:
       config.train.patience = None
   return config
+
+
+def sweep():
+  """python launch/sweep.py --config=configs/fusion_features.py:synthetic --workdir=runs/sweep
+
+  5 seeds, one compiled program (docs/scaling.md).
+  """
+  return [{'seed': s} for s in range(5)]

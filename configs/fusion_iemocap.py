@@ -31,3 +31,13 @@ def get_config(arg: str | None = None):
   config.optimizer.clip_norm = 5.0
   config.train.num_epochs = 20
   return default.apply_variant(config, arg)
+
+
+def sweep():
+  """python launch/sweep.py --config=configs/fusion_iemocap.py:synthetic --workdir=runs/sweep
+
+  8 seeds, one compiled program (the vmapped sweep; docs/scaling.md). A grid of seeds x learning
+  rates is also one program: `[{'seed': s, 'optimizer.learning_rate': lr} for s in range(4) for
+  lr in (1e-4, 2e-4, 5e-4)]`; a structural field (`method.name`) would make separate jobs.
+  """
+  return [{'seed': s} for s in range(8)]

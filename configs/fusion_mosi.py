@@ -25,3 +25,11 @@ def get_config(arg: str | None = None):
   config.optimizer.clip_norm = 5.0
   config.train.num_epochs = 20
   return default.apply_variant(config, arg)
+
+
+def sweep():
+  """python launch/sweep.py --config=configs/fusion_mosi.py:synthetic --workdir=runs/sweep
+
+  5 seeds, one compiled program (docs/scaling.md).
+  """
+  return [{'seed': s} for s in range(5)]

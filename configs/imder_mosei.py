@@ -25,3 +25,6 @@ def get_config(arg: str | None = None):
   config.optimizer.clip_value = 0.6
   config.optimizer.plateau_patience = 5
   return imder_mosi.apply_variants(config, arg)
+
+
+sweep = imder_mosi.sweep  # the same seeds (docs/scaling.md)

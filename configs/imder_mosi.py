@@ -117,3 +117,11 @@ def apply_variants(config, arg):
     config.train.num_epochs, config.train.patience = 2, None
     config.stages.stage1.train.num_epochs = 2
   return config
+
+
+def sweep():
+  """python launch/sweep.py --config=configs/imder_mosi.py:synthetic --workdir=runs/sweep
+
+  5 seeds, one compiled program (docs/scaling.md).
+  """
+  return [{'seed': s} for s in range(5)]

@@ -103,3 +103,11 @@ def apply_variant(config, arg: str | None):
     config.method.cca_components = 8
     config.method.num_neighbors = 4
   return config
+
+
+def sweep():
+  """python launch/sweep.py --config=configs/m3er_iemocap.py:synthetic --workdir=runs/sweep
+
+  5 seeds, one compiled program (docs/scaling.md).
+  """
+  return [{'seed': s} for s in range(5)]

@@ -14,3 +14,6 @@ def get_config(arg: str | None = None):
   config = m3er_iemocap.get_config()
   config.data.name = 'mosei_emotions'
   return m3er_iemocap.apply_variant(config, arg)
+
+
+sweep = m3er_iemocap.sweep  # the same seeds (docs/scaling.md)

@@ -78,3 +78,11 @@ def apply_variant(config, arg: str | None):
   if arg and 'smoke' in arg:
     config.method.num_layers = 2
   return config
+
+
+def sweep():
+  """python launch/sweep.py --config=configs/mmgcn_iemocap.py:synthetic --workdir=runs/sweep
+
+  5 seeds, one compiled program (docs/scaling.md).
+  """
+  return [{'seed': s} for s in range(5)]

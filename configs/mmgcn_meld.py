@@ -34,3 +34,6 @@ def get_config(arg: str | None = None):
   config.train.select_metric = 'valid/weighted_f1'
   config.analysis = ('mmgcn_adjacency',)
   return mmgcn_iemocap.apply_variant(config, arg)
+
+
+sweep = mmgcn_iemocap.sweep  # the same seeds (docs/scaling.md)

@@ -148,3 +148,12 @@ def smoke_stages(config):
   config.optimizer.constant_epochs = 1
   if 'data' in stage1:
     del stage1['data']  # the smoke batch size for both stages
+
+
+def sweep():
+  """python launch/sweep.py --config=configs/mmin_iemocap.py:synthetic --workdir=runs/sweep
+
+  5 seeds. MMIN's config has stages (a teacher, then MMIN), so each seed is a job of its own
+  (docs/scaling.md).
+  """
+  return [{'seed': s} for s in range(5)]

@@ -40,3 +40,6 @@ def get_config(arg: str | None = None):
   if 'smoke' in (arg or '').split(','):
     mmin_iemocap.smoke_stages(config)
   return config
+
+
+sweep = mmin_iemocap.sweep  # the same seeds (docs/scaling.md)

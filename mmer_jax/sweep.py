@@ -1,0 +1,567 @@
+"""Vmapped sweeps: members of one config that differ only in numeric hyperparameters train as ONE
+compiled program.
+
+  python launch/sweep.py --config=configs/fusion_iemocap.py:synthetic --workdir=runs/sweep_fusion
+
+A config file's `sweep()` returns a list of override dicts, `{dotted field: value}` (big_vision's
+and the Flax examples' way). Members whose overrides differ only in *vmapped* fields form a group:
+
+  seed                      each member's initialisation, data order, dropout and masking keys,
+                            and evaluation keys (host side: nothing is traced)
+  optimizer.learning_rate   the member's optimiser is built inside the traced step
+  train.missing_rate        the training modality dropout rate (traced)
+  method.<float field>      loss weights, dropout rates, ...: the method is built inside the
+                            traced step from a config whose swept fields are the member's values
+
+A group's parameters and optimiser states are stacked on a leading `sweep` axis, the train step is
+`jax.vmap`ped over it, and the stacked state is sharded over a 2-D mesh `sweep` x `batch`
+(`create_sweep_mesh`). Each member keeps its own PRNG stream, data order, model selection,
+early stopping and test grid, so its `results.json` equals that of a separate run with its
+overrides. Anything else (depth, modalities, method, a staged config, a field a method reads in
+Python) makes separate groups, which `launch/sweep.py` runs as separate jobs.
+
+A group's directory holds one directory per member (`results.json`, `config.json`, the feature
+statistics and `checkpoints/best`, so `mmer_jax.main --mode=evaluate` re-evaluates a member on its
+own), the stacked latest state for resuming (`checkpoints/latest`), and `sweep.json` /
+`sweep.md`: every grid row per member and its mean and std over the members.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import json
+import math
+import os
+import re
+from typing import Any, Callable, Iterable, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mmer_jax import checkpoint
+from mmer_jax import diagnostics
+from mmer_jax import evaluate
+from mmer_jax import methods
+from mmer_jax import metrics as metrics_lib
+from mmer_jax import optim
+from mmer_jax import parallel
+from mmer_jax import stages as stages_lib
+from mmer_jax import steps
+from mmer_jax import train
+from mmer_jax import writers
+
+SWEEP_AXIS = 'sweep'
+# Fields a group's members may differ in besides float fields under `method.`.
+VMAPPED_FIELDS = ('seed', 'optimizer.learning_rate', 'train.missing_rate')
+
+
+# -- overrides and groups -----------------------------------------------------------------------
+
+def _get(config: ml_collections.ConfigDict, field: str) -> Any:
+  node = config
+  for part in field.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      raise KeyError(f'sweep override {field!r}: the config has no field {field!r}')
+    node = node[part]
+  return node
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  """A copy of `config` with `{dotted field: value}` set (type-checked by ml_collections, like
+  `--config.field=value`); an unknown field is an error naming it."""
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    for field, value in overrides.items():
+      _get(config, field)  # exists
+      parent, _, leaf = field.rpartition('.')
+      node = _get(config, parent) if parent else config
+      try:
+        node[leaf] = value
+      except TypeError as e:
+        raise TypeError(f'sweep override {field}={value!r}: {e}') from e
+  return config
+
+
+def is_vmapped(config: ml_collections.ConfigDict, field: str, value: Any) -> bool:
+  """Whether members may differ in `field` inside one compiled group (see the module doc)."""
+  if field in VMAPPED_FIELDS:
+    return True
+  if not field.startswith('method.') or field.endswith('.name') or field == 'method.variant':
+    return False
+  current = _get(config, field)
+  return (isinstance(value, float) and not isinstance(value, bool)
+          and isinstance(current, float) and not isinstance(current, bool))
+
+
+@dataclasses.dataclass
+class Group:
+  """Members compiled together: the overrides they share (`fixed`) and each member's own."""
+  fixed: dict
+  members: list[dict]
+
+  @property
+  def vmapped(self) -> bool:
+    return len(self.members) > 1
+
+
+def member_name(overrides: dict) -> str:
+  """A directory name for a member: its overrides as `field=value` joined by ','."""
+  if not overrides:
+    return 'base'
+  text = ','.join(f'{k}={v}' for k, v in overrides.items())
+  return re.sub(r'[^A-Za-z0-9_.,=+-]', '_', text)
+
+
+def split_groups(config: ml_collections.ConfigDict, members: Sequence[dict],
+                 separate: Iterable[str] = ()) -> list[Group]:
+  """Groups the members of a sweep: members differing only in vmapped fields share a group.
+
+  `separate` names fields to treat as structural anyway (e.g. a `method.` float the method reads
+  in Python). A staged config (MMIN) trains each member as its own job: its stages chain
+  checkpoints per member."""
+  separate = set(separate)
+  staged = bool(stages_lib.resolve(config).stages)
+  groups: dict[str, Group] = {}
+  for i, overrides in enumerate(members):
+    if not isinstance(overrides, dict):
+      raise TypeError(f'sweep(): member {i} must be a dict of overrides, got {overrides!r}')
+    fixed = {k: v for k, v in overrides.items()
+             if staged or k in separate or not is_vmapped(config, k, v)}
+    key = json.dumps(fixed, sort_keys=True, default=str) + (f'#{i}' if staged else '')
+    groups.setdefault(key, Group(fixed=fixed, members=[])).members.append(dict(overrides))
+  return list(groups.values())
+
+
+def load_sweep(config_module) -> list[dict]:
+  """The override dicts of a config file's `sweep()` (a module without one has no sweep)."""
+  fn = getattr(config_module, 'sweep', None)
+  if fn is None:
+    raise ValueError(f'{config_module.__file__}: no sweep() defined; add `def sweep(): return '
+                     "[{'seed': 0}, {'seed': 1}, ...]`")
+  members = list(fn())
+  if not members:
+    raise ValueError(f'{config_module.__file__}: sweep() returned no members')
+  return members
+
+
+# -- the traced member config -------------------------------------------------------------------
+
+def traced_fields(group_members: Sequence[dict]) -> tuple[str, ...]:
+  """The fields whose per-member values enter the compiled step (all vmapped fields but `seed`,
+  which only acts on the host)."""
+  fields = {k for m in group_members for k in m if k != 'seed'}
+  return tuple(sorted(fields))
+
+
+def member_config(config: ml_collections.ConfigDict, hyper: dict) -> ml_collections.ConfigDict:
+  """`config` with the traced fields set to `hyper`'s values (tracers inside the step).
+
+  ml_collections type-checks overrides, so the config is rebuilt from its dict with the values
+  in place (a fresh ConfigDict accepts any value); it is locked like the run's own."""
+  if not hyper:
+    return config
+  tree = config.to_dict()
+  for field, value in hyper.items():
+    node = tree
+    *parents, leaf = field.split('.')
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  out = ml_collections.ConfigDict(tree)
+  out.lock()
+  return out
+
+
+def create_sweep_mesh(num_members: int, devices=None) -> Mesh:
+  """A 2-D mesh `sweep` x `batch` over the devices: the members split over as many devices as
+  divide both their number and the device count, each member's batch over the rest."""
+  devices = jax.devices() if devices is None else list(devices)
+  sweep = math.gcd(num_members, len(devices))
+  return Mesh(np.asarray(devices).reshape(sweep, len(devices) // sweep), (SWEEP_AXIS, parallel.AXIS))
+
+
+def stack(trees: Sequence[Any]) -> Any:
+  return jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+def unstack(tree: Any, index: int) -> Any:
+  return jax.tree_util.tree_map(lambda x: np.asarray(x[index]), tree)
+
+
+class SweepRun:
+  """The members of one group: their Runs (data, method, init), the stacked state, and the
+  vmapped compiled steps."""
+
+  def __init__(self, config: ml_collections.ConfigDict, members: Sequence[dict], workdir: str, *,
+               devices=None):
+    config = stages_lib.resolve(config)
+    if config.stages:
+      raise ValueError('a vmapped sweep group runs single-stage configs; this config has stages '
+                       f'{sorted(config.stages)}: launch/sweep.py runs its members as separate jobs')
+    if config.parallel != 'jit':
+      raise ValueError(f"a vmapped sweep runs with parallel='jit', got {config.parallel!r}")
+    self.config, self.workdir = config, workdir
+    self.overrides = [dict(m) for m in members]
+    self.names = [member_name(m) for m in self.overrides]
+    if len(set(self.names)) != len(self.names):
+      raise ValueError(f'sweep members must differ; got the same overrides twice: {self.names}')
+    self.fields = traced_fields(self.overrides)
+    self.configs = [stages_lib.resolve(apply_overrides(config, m)) for m in self.overrides]
+    self.mesh = create_sweep_mesh(len(members), devices)
+    first = train.Run(self.configs[0], devices=self.mesh.devices[0],
+                      workdir=self.member_dir(0))
+    self.runs = [first] + [train.Run(c, devices=self.mesh.devices[0], dataset=first.dataset,
+                                     workdir=self.member_dir(i + 1))
+                           for i, c in enumerate(self.configs[1:])]
+    self.spec, self.template = first.spec, first
+    # Per member [S] arrays of the traced fields, in `self.fields` order.
+    self.hyper = {f: np.asarray([float(_get(c, f)) for c in self.configs], np.float32)
+                  for f in self.fields}
+    self._compile()
+
+  def member_dir(self, i: int) -> str:
+    return os.path.join(self.workdir, self.names[i])
+
+  @property
+  def size(self) -> int:
+    return len(self.configs)
+
+  # -- the member's method and optimiser, built inside the trace --------------------------------
+
+  def _member(self, hyper: dict):
+    config = member_config(self.configs[0], hyper)
+    return config, methods.create_method(config, self.spec)
+
+  def _compile(self):
+    template = self.template
+    missing_mode = self.configs[0].train.missing
+
+    def train_one(state, batch, hyper):
+      config, method = self._member(hyper)
+      tx = optim.create_optimizer(config.optimizer, template.steps_per_epoch,
+                                  config.train.num_epochs, method.trainable_mask(state.params))
+      rate = steps.training_rate(config)
+      state, metrics = steps.train_step(state.replace(tx=tx), batch, method=method,
+                                        missing_mode=missing_mode, rate=rate)
+      return state.replace(tx=self._tx), metrics
+
+    def predict_one(params, batch, rng, hyper):
+      _, method = self._member(hyper)
+      return method.predict(params, batch, rng)
+
+    mesh = self.mesh
+    members = NamedSharding(mesh, P(SWEEP_AXIS))
+    batches = NamedSharding(mesh, P(SWEEP_AXIS, parallel.AXIS))
+    shared = NamedSharding(mesh, P(parallel.AXIS))
+    self._train = jax.jit(jax.vmap(train_one), donate_argnums=(0,))
+    self._predict_all = jax.jit(jax.vmap(predict_one, in_axes=(0, None, 0, 0)))
+    self._predict_one = jax.jit(predict_one)
+    self._members_sharding, self._batch_sharding, self._shared_sharding = members, batches, shared
+
+  # -- state ------------------------------------------------------------------------------------
+
+  def init_states(self):
+    """Each member's fresh state (its own seed and config), stacked on the sweep axis."""
+    states = [run.init_state() for run in self.runs]
+    self._tx = states[0].tx
+    return stack([s.replace(tx=self._tx) for s in states])
+
+  def abstract_states(self, params_shapes):
+    state = self.runs[0].abstract_state(params_shapes)
+    self._tx = state.tx
+    return stack([state] * self.size)
+
+  def place_states(self, states):
+    return jax.device_put(states, self._members_sharding)
+
+  def train_step(self, states, member_batches: Sequence[dict]):
+    batch = jax.device_put(stack(member_batches), self._batch_sharding)
+    hyper = jax.device_put(self.hyper, self._members_sharding)
+    with jax.set_mesh(self.mesh):
+      return self._train(states, batch, hyper)
+
+  def predict_all(self, params, batch: dict) -> np.ndarray:
+    """[S, B, ...] outputs of every member on one host batch (validation: the same for all)."""
+    rngs = np.stack([np.asarray(run.predict_rng) for run in self.runs])
+    with jax.set_mesh(self.mesh):
+      return np.asarray(self._predict_all(params, jax.device_put(batch, self._shared_sharding),
+                                          jax.device_put(rngs, self._members_sharding),
+                                          jax.device_put(self.hyper, self._members_sharding)))
+
+  def member_predict(self, i: int) -> Callable:
+    """`predict(params, batch)` of member i alone (compiled once for all members)."""
+    hyper = {f: v[i] for f, v in self.hyper.items()}
+    rng = self.runs[i].predict_rng
+    return lambda params, batch: np.asarray(self._predict_one(params, batch, rng, hyper))
+
+
+def validation_metrics(sweep_run: SweepRun, params) -> list[tuple[dict, tuple]]:
+  """Each member's validation metrics (and the pooled outputs, labels, mask they came from),
+  pooled over the run's validation conditions. Every eval batch is predicted once for all
+  members: the member axis is moved behind the example axes, so `evaluate.pooled_outputs`
+  flattens it like one output of shape [S, ...] per example."""
+  def predict(params, batch):
+    out = sweep_run.predict_all(params, batch)
+    return np.moveaxis(out, 0, np.ndim(batch['example_mask']))
+  outputs, labels, mask = evaluate.pooled_outputs(
+      sweep_run.spec, predict, params, sweep_run.template.eval_batches('valid'),
+      sweep_run.template.valid_conditions)
+  task = sweep_run.spec.task
+  return [(metrics_lib.compute(task, outputs[:, i], labels, mask), (outputs[:, i], labels, mask))
+          for i in range(sweep_run.size)]
+
+
+def _fresh_meta() -> dict:
+  return {'best_metric': None, 'best_step': None, 'epoch_done': 0}
+
+
+def train_group(config: ml_collections.ConfigDict, members: Sequence[dict], workdir: str, *,
+                devices=None) -> list[dict | None]:
+  """Trains one group of members as one vmapped program, resuming from `workdir`; evaluates each
+  member's selected checkpoint on the test grid; returns each member's results (None for a
+  member that diverged before any validation)."""
+  sweep_run = SweepRun(config, members, workdir, devices=devices)
+  size, spe = sweep_run.size, sweep_run.template.steps_per_epoch
+  num_steps = sweep_run.template.num_steps
+  for i, member in enumerate(sweep_run.configs):
+    train._write_config(member, sweep_run.member_dir(i))  # pylint: disable=protected-access
+  latest_mgr, _ = checkpoint.create_managers(workdir)
+  saved = checkpoint.saved_params_shapes(latest_mgr)
+  if saved is None:
+    states = sweep_run.init_states()
+    best_params = jax.tree_util.tree_map(np.zeros_like, jax.device_get(states.eval_params))
+    metas = [_fresh_meta() for _ in range(size)]
+  else:
+    member_shapes = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), saved)
+    target = sweep_run.abstract_states(member_shapes)
+    items, meta = checkpoint.restore(latest_mgr, {**target.checkpoint_items(),
+                                                  'best_params': target.params})
+    best_params = items.pop('best_params')
+    states = target.restore_items(items)
+    metas = meta['members']
+    logging.info('sweep resumed from step %d', int(states.step[0]))
+  tc = sweep_run.configs[0].train
+  select, mode = train.selection(sweep_run.configs[0], sweep_run.spec)
+  step = int(np.asarray(states.step)[0])
+  warnings = [list(m.get('warnings', [])) for m in metas]
+  stopped = [bool(m.get('stopped')) for m in metas]  # patience spent or diverged: selection frozen
+  writers_ = [writers.MetricWriter(sweep_run.member_dir(i)) for i in range(size)]
+  progress = writers.Progress(num_steps, step)
+  states = sweep_run.place_states(states)
+
+  def warn(i, kind, message):
+    logging.warning('member %s: %s', sweep_run.names[i], message)
+    if not any(w.startswith(kind) for w in warnings[i]):
+      warnings[i].append(f'{kind}: {message}')
+
+  def save_latest():
+    host = jax.device_get(states)
+    checkpoint.save(latest_mgr, step, {**host.checkpoint_items(), 'best_params': best_params},
+                    {'members': [{**m, 'warnings': w, 'stopped': s}
+                                 for m, w, s in zip(metas, warnings, stopped)]})
+
+  try:
+    while step < num_steps and not all(stopped):
+      epoch, start = divmod(step, spe)
+      streams = [run.train_batches(epoch, start) for run in sweep_run.runs]
+      for member_batches in zip(*streams):
+        states, metrics = sweep_run.train_step(states, member_batches)
+        metrics = jax.device_get(metrics)
+        step += 1
+        for i in range(size):
+          loss = float(metrics['loss'][i])
+          if stopped[i]:
+            continue
+          if not math.isfinite(loss):
+            warn(i, 'diverged', f'training loss is {loss} at step {step}: this member stopped; '
+                 f'its selection keeps its last best checkpoint')
+            stopped[i] = True
+            continue
+          message = diagnostics.check_loss(loss, step, bound=tc.get('loss_bound'),
+                                                 workdir=sweep_run.member_dir(i))
+          if message:
+            warn(i, 'loss_bound', message)
+        if step % tc.log_every_steps == 0 or step == num_steps:
+          rate = progress(step, float(np.mean(metrics['loss'])))
+          for i in range(size):
+            writers_[i].write_scalars(step, {f'train/{k}': v[i] for k, v in metrics.items()} | rate)
+        end_of_epoch = step % spe == 0 or step == num_steps
+        if step % tc.checkpoint_every_steps == 0 and not end_of_epoch:
+          save_latest()
+        if step >= num_steps:
+          break
+      epoch_done = -(-step // spe)
+      if epoch_done % tc.eval_every_epochs == 0 or step == num_steps:
+        eval_params = jax.device_get(states.eval_params)
+        for i, (valid, pooled) in enumerate(validation_metrics(sweep_run, states.eval_params)):
+          valid = {f'valid/{k}': v for k, v in valid.items()}
+          writers_[i].write_scalars(step, valid)
+          if stopped[i]:
+            continue
+          collapse = diagnostics.prediction_collapse(sweep_run.spec.task, *pooled)
+          if collapse:
+            warn(i, 'collapse', f'epoch {epoch_done}: {collapse}')
+          if train._is_better(valid[select], metas[i]['best_metric'], mode):  # pylint: disable=protected-access
+            metas[i] = {**metas[i], 'best_metric': float(valid[select]), 'best_step': step,
+                        'best_epoch': epoch_done}
+            best_params = jax.tree_util.tree_map(
+                lambda b, p, i=i: np.concatenate([b[:i], p[i:i + 1], b[i + 1:]]),
+                best_params, eval_params)
+        logging.info('epoch %d valid %s = %s', epoch_done, select,
+                     [round(m['best_metric'] or float('nan'), 4) for m in metas])
+      for i in range(size):
+        metas[i] = {**metas[i], 'epoch_done': epoch_done}
+        if not stopped[i] and train._patience_spent(metas[i], tc.get('patience')):  # pylint: disable=protected-access
+          logging.info('member %s: early stopping after epoch %d', sweep_run.names[i], epoch_done)
+          stopped[i] = True
+      save_latest()
+  finally:
+    for w in writers_:
+      w.close()
+  return _evaluate_members(sweep_run, best_params, metas, warnings)
+
+
+def _evaluate_members(sweep_run: SweepRun, best_params, metas, warnings) -> list[dict | None]:
+  """Saves each member's selected parameters as its own best checkpoint and evaluates them on
+  the test grid (`train.evaluate_stage`), with the group's compiled predict."""
+  results = []
+  for i, run in enumerate(sweep_run.runs):
+    if metas[i]['best_step'] is None:
+      logging.warning('member %s has no selected checkpoint (diverged before validation)',
+                      sweep_run.names[i])
+      results.append(None)
+      continue
+    _, best_mgr = checkpoint.create_managers(sweep_run.member_dir(i))
+    checkpoint.save(best_mgr, metas[i]['best_step'], {'params': unstack(best_params, i)},
+                    {**metas[i], 'warnings': warnings[i]})
+    run.predict = sweep_run.member_predict(i)  # one compilation serves every member
+    results.append(train.evaluate_stage(run, sweep_run.member_dir(i), best_mgr=best_mgr,
+                                        warnings=warnings[i]))
+  return results
+
+
+# -- the sweep's table --------------------------------------------------------------------------
+
+def _mean_std(values: Sequence[dict], keys) -> tuple[dict, dict]:
+  arrays = {k: np.asarray([v[k] for v in values if k in v], np.float64) for k in keys}
+  return ({k: float(a.mean()) for k, a in arrays.items() if len(a)},
+          {k: float(a.std(ddof=1)) if len(a) > 1 else 0.0 for k, a in arrays.items() if len(a)})
+
+
+def _grid(results: Sequence[dict], names: Sequence[str]) -> list[dict]:
+  """Rows by condition (the union, in order of appearance): each member's metrics, and their
+  mean and std (ddof=1, the sample std; 0 for one member) over the members that have the row."""
+  conditions = list(dict.fromkeys(row['condition'] for r in results for row in r['rows']))
+  rows = []
+  for condition in conditions:
+    per_member = {n: row['metrics'] for n, r in zip(names, results) for row in r['rows']
+                  if row['condition'] == condition}
+    keys = list(dict.fromkeys(k for m in per_member.values() for k in m))
+    mean, std = _mean_std(list(per_member.values()), keys)
+    rows.append({'condition': condition, 'mean': mean, 'std': std, 'num_members': len(per_member),
+                 'members': per_member})
+  return rows
+
+
+def summarize(names: Sequence[str], overrides: Sequence[dict], results: Sequence[dict | None],
+              workdirs: Sequence[str] | None = None) -> dict:
+  """sweep.json: every grid row with each member's metrics and their mean and std over all
+  members, and `settings`: the same per setting (a member's overrides but the seed), i.e. mean
+  and std over the seeds of each hyperparameter setting."""
+  done = [(n, o, r) for n, o, r in zip(names, overrides, results) if r is not None]
+  if not done:
+    raise ValueError('no member of the sweep has results (all diverged before validation)')
+  first = done[0][2]
+  settings: dict[str, list] = {}
+  for n, o, r in done:
+    setting = {k: v for k, v in o.items() if k != 'seed'}
+    settings.setdefault(json.dumps(setting, sort_keys=True, default=str), []).append((n, setting, r))
+  return {'method': first['method'], 'dataset': first['dataset'], 'task': first['task'],
+          'split': first['split'], 'num_members': len(done),
+          'members': [{'name': n, 'workdir': w, 'overrides': o, 'has_results': r is not None}
+                      for n, o, r, w in zip(names, overrides, results, workdirs or names)],
+          'rows': _grid([r for _, _, r in done], [n for n, _, _ in done]),
+          'settings': [{'overrides': group[0][1], 'members': [n for n, _, _ in group],
+                        'rows': [{k: row[k] for k in ('condition', 'mean', 'std', 'num_members')}
+                                 for row in _grid([r for _, _, r in group], [n for n, _, _ in group])]}
+                       for group in settings.values()]}
+
+
+def _mean_std_table(rows: Sequence[dict], cols) -> list[str]:
+  lines = ['| condition | ' + ' | '.join(cols) + ' | n |', '|---|' + '---|' * (len(cols) + 1)]
+  for row in rows:
+    lines.append(f"| {row['condition']} | " + ' | '.join(
+        f"{row['mean'][c]:.4f} ± {row['std'][c]:.4f}" if c in row['mean'] else '' for c in cols)
+        + f" | {row['num_members']} |")
+  return lines
+
+
+def sweep_markdown(table: dict) -> str:
+  """sweep.md: mean ± std per grid row and metric (over all members, then per setting when there
+  are several), then each member's first metric per row."""
+  cols = evaluate.columns(table['task'])
+  lines = [f"# {table['method']} on {table['dataset']}: sweep of {table['num_members']} members "
+           f"({table['split']}; mean ± sample std over members, n members)", '']
+  lines += _mean_std_table(table['rows'], cols)
+  if len(table['settings']) > 1:
+    for setting in table['settings']:
+      lines += ['', f"## {member_name(setting['overrides'])} (over seeds)", '']
+      lines += _mean_std_table(setting['rows'], cols)
+  main = cols[0]
+  names = [m['name'] for m in table['members'] if m['has_results']]
+  lines += ['', f'## {main} per member', '', '| condition | ' + ' | '.join(names) + ' |',
+            '|---|' + '---|' * len(names)]
+  for row in table['rows']:
+    lines.append(f"| {row['condition']} | " + ' | '.join(
+        f"{row['members'][n][main]:.4f}" if n in row['members'] else '' for n in names) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def gather(workdir: str, jobs: Sequence[tuple[str | None, Group]]) -> dict:
+  """The whole sweep's table over every job's members, written to `<workdir>/sweep.json|md`.
+
+  `jobs`: (the group's directory, or None for a single member run in `<workdir>/<member>`, group).
+  """
+  names, overrides, results, workdirs = [], [], [], []
+  for directory, group in jobs:
+    for member in group.members:
+      name = member_name(member)
+      rel = os.path.relpath(os.path.join(directory, name) if directory else
+                            os.path.join(workdir, name), workdir)
+      path = os.path.join(workdir, rel, 'results.json')
+      result = None
+      if os.path.exists(path):
+        with open(path, encoding='utf-8') as f:
+          result = json.load(f)
+      names.append(rel)
+      overrides.append(member)
+      results.append(result)
+      workdirs.append(rel)
+  table = summarize(names, overrides, results, workdirs)
+  write_table(workdir, table)
+  return table
+
+
+def write_table(workdir: str, table: dict) -> None:
+  """Writes sweep.json and sweep.md atomically."""
+  os.makedirs(workdir, exist_ok=True)
+  for name, text in (('sweep.json', json.dumps(table, indent=2)), ('sweep.md', sweep_markdown(table))):
+    path = os.path.join(workdir, name)
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      f.write(text)
+    os.replace(path + '.tmp', path)
+
+
+def run_group(config: ml_collections.ConfigDict, members: Sequence[dict], workdir: str, *,
+              devices=None) -> dict:
+  """Trains and evaluates a group and writes its sweep.json / sweep.md; returns the table."""
+  results = train_group(config, members, workdir, devices=devices)
+  table = summarize([member_name(m) for m in members], members, results)
+  write_table(workdir, table)
+  return table
