@@ -4,6 +4,12 @@ Both are `ocp.CheckpointManager`s under `<workdir>/checkpoints/`; orbax writes e
 temporary directory and renames it when complete, so a run killed mid-save leaves the previous
 checkpoint intact. The loop's own bookkeeping (best metric so far, its step) is saved as JSON
 beside the state, so a resumed run makes the same selection as an uninterrupted one.
+
+Several processes (`jax.distributed`): every process calls the same functions in the same order
+(orbax synchronises them); the state is replicated, so each passes its own host copy and orbax
+lets process 0 write it (its numpy handler), and every process reads it back. The files are the
+same as a single process writes, so a run can resume, or be evaluated, on another number of hosts.
+The workdir must be on a filesystem that all hosts share.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from mmer_jax import parallel
 
 
 def create_managers(workdir: str) -> tuple[ocp.CheckpointManager, ocp.CheckpointManager]:
@@ -39,7 +47,7 @@ def save(manager: ocp.CheckpointManager, step: int, items: Any, meta: dict) -> N
   if int(step) in manager.all_steps():
     return
   manager.save(int(step), args=ocp.args.Composite(
-      state=ocp.args.StandardSave(jax.device_get(items)), meta=ocp.args.JsonSave(meta)), force=True)
+      state=ocp.args.StandardSave(parallel.to_host(items)), meta=ocp.args.JsonSave(meta)), force=True)
   manager.wait_until_finished()
 
 
@@ -48,7 +56,7 @@ def restore(manager: ocp.CheckpointManager, target: Any, step: int | None = None
   step = manager.latest_step() if step is None else step
   if step is None:
     return None
-  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, jax.device_get(target))
+  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, parallel.to_host(target))
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
   return restored.state, dict(restored.meta)

@@ -7,6 +7,13 @@
 
 This is the only module of the library that defines flags. `--workdir` defaults to
 `runs/<config name>[_<variant>]`.
+
+Multi-host data parallelism (docs/scaling.md): the same command on every host, one process per
+host, joined into one job by `jax.distributed.initialize()`:
+
+  python -m mmer_jax.main --config=... --distributed          # SLURM (srun), TPU VM pod, Open MPI
+  python -m mmer_jax.main --config=... --coordinator_address=HOST0:1234 --num_processes=2 --process_id=0
+  (launch/slurm.sh, launch/tpu_vm.sh)
 """
 
 import logging as std_logging
@@ -21,6 +28,7 @@ from ml_collections import config_flags
 
 from mmer_jax import diagnostics
 from mmer_jax import gradcheck
+from mmer_jax import parallel
 from mmer_jax import train
 from mmer_jax.data import schema
 
@@ -31,6 +39,18 @@ _STAGE = flags.DEFINE_string('stage', None, 'Run only this stage of a staged con
                              'a later stage needs its init_from stage finished.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'gradcheck'],
                           'train (then evaluate), evaluate the best checkpoint, or gradcheck the loss.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Join a multi-process job (one process per host): '
+    'jax.distributed.initialize(), which detects SLURM, TPU VM pods and Open MPI; the three '
+    'flags below, where given, override what it detects.')
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0, which hosts the coordinator (every '
+    'process passes the same); with --num_processes and --process_id: a plain cluster, no '
+    'detection.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job (one per host).',
+                                      lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_processes - 1.',
+                                   lower_bound=0)
 flags.mark_flags_as_required(['config'])
 
 
@@ -47,10 +67,38 @@ def default_workdir(config_arg: str) -> str:
   return os.path.join('runs', f'{name}_{variant}' if variant else name)
 
 
+def initialize_distributed() -> None:
+  """`jax.distributed.initialize` as the flags ask (nothing without them); before any other JAX
+  call. With all three of --coordinator_address, --num_processes and --process_id the cluster is
+  not detected (a plain cluster, or local processes on one machine).
+
+  On CPU, cross-process collectives use gloo: jax's default (`jax_cpu_collectives_implementation`
+  is 'gloo' unless set otherwise, e.g. JAX_CPU_COLLECTIVES_IMPLEMENTATION=mpi)."""
+  explicit = {'coordinator_address': _COORDINATOR_ADDRESS.value,
+              'num_processes': _NUM_PROCESSES.value, 'process_id': _PROCESS_ID.value}
+  given = {k: v for k, v in explicit.items() if v is not None}
+  if not _DISTRIBUTED.value and not given:
+    return
+  if not _DISTRIBUTED.value and len(given) < len(explicit):
+    raise app.UsageError(f'--{" --".join(sorted(set(explicit) - set(given)))}: needed with '
+                         f'--{" --".join(sorted(given))} (or pass --distributed to detect the rest)')
+  if _PROCESS_ID.value is not None and _NUM_PROCESSES.value is not None and (
+      _PROCESS_ID.value >= _NUM_PROCESSES.value):
+    raise app.UsageError(f'--process_id={_PROCESS_ID.value}: expected 0 .. {_NUM_PROCESSES.value - 1}')
+  if len(given) == len(explicit):
+    jax.distributed.initialize(**given, cluster_detection_method='deactivate')
+  else:
+    jax.distributed.initialize(**given)
+  parallel.join_collectives()
+  logging.info('process %d of %d; %d local of %d devices', jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietLibraryInfo())
+  initialize_distributed()
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS['config']))
   logging.info('devices: %s', jax.devices())

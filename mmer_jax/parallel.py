@@ -5,18 +5,32 @@ replicated; XLA inserts the gradient all-reduce. Under pmap, batches are reshape
 [devices, per_device, ...] and the step reduces with `psum` over the same axis name. A dialogue
 graph (jraph) comes with one graph per device stacked on its leading axis
 (`data/graphs.py`), so it is split like every other batch field.
+
+Several processes (`jax.distributed.initialize`, one per host: docs/scaling.md): the mesh spans
+every process's devices. Every process reads the same global batch (same seed, same order) and
+places only the rows of its own devices (`shard_batch`); the replicated state is built the same on
+every process and each fills its own devices' copies (`replicate`). What the host reads back goes
+through `to_host`: a replicated array from this process's own copy, a batch-sharded one (eval
+outputs) gathered from all processes. With one process every function here does what it always did.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any, Callable
+import zlib
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = 'batch'
+# How long `barrier` waits for the other processes (process 0 may be building a dataset).
+BARRIER_TIMEOUT_S = 6 * 3600
+_barrier_ids = itertools.count()  # every process creates the same barriers in the same order
 
 
 def create_mesh(devices=None) -> Mesh:
@@ -30,13 +44,106 @@ def check_batch_size(batch_size: int, num_devices: int, what: str = 'data.batch_
                      'that data parallelism splits it over')
 
 
+def is_main_process() -> bool:
+  """Whether this process writes the run's files (process 0; the only one without
+  `jax.distributed`)."""
+  return jax.process_index() == 0
+
+
+def _from_global_host_value(x, sharding: NamedSharding) -> jax.Array:
+  """A global array from a host value every process holds whole: each process fills only its
+  own devices' slices (no cross-process traffic, no equality check)."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
-  """Places a host batch on the mesh: every leaf split along its leading axis."""
-  return jax.device_put(batch, NamedSharding(mesh, P(AXIS)))
+  """Places a host batch on the mesh: every leaf split along its leading axis.
+
+  A mesh over several processes: every process passes the same global batch and contributes the
+  rows of its own devices."""
+  sharding = NamedSharding(mesh, P(AXIS))
+  if not mesh.is_multi_process:
+    return jax.device_put(batch, sharding)
+  return jax.tree_util.tree_map(lambda x: _from_global_host_value(x, sharding), batch)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  """A copy of `tree` on every device of the mesh.
+
+  A mesh over several processes: each process holds the same values (the same seed and data
+  built them) and fills its own devices' copies; arrays already spread over the processes are
+  resharded (or kept) as they are."""
+  sharding = NamedSharding(mesh, P())
+  if not mesh.is_multi_process:
+    return jax.device_put(tree, sharding)
+
+  def place(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return jax.device_put(x, sharding)
+    return _from_global_host_value(jax.device_get(x), sharding)
+  return jax.tree_util.tree_map(place, tree)
+
+
+def to_host(tree: Any) -> Any:
+  """Numpy values of (device) arrays: `jax.device_get` with one process. With several, an array
+  that spans processes is read from this process's own copy when replicated, and gathered from
+  all processes when sharded (a collective: every process must call this in the same order)."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+
+  def get(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+      return multihost_utils.process_allgather(x, tiled=True)
+    return jax.device_get(x)
+  return jax.tree_util.tree_map(get, tree)
+
+
+def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
+  """Waits until every process has reached this barrier (nothing with one process).
+
+  The distributed runtime's own barrier, not a device collective: on CPU, gloo gives a process
+  only 30 s to join the *first* collective, shorter than, e.g., building a dataset."""
+  if jax.process_count() > 1:
+    key = f'mmer_jax/{name}/{next(_barrier_ids)}'
+    ocp.multihost.get_barrier_sync_fn()(key=key, timeout_ms=int(timeout_s * 1000))
+
+
+def join_collectives() -> None:
+  """A first collective over all devices, right after `jax.distributed.initialize` while the
+  processes are still together: it sets up the cross-process communicator (gloo on CPU waits only
+  30 s for every process to join it; once set up, a collective waits as long as it takes)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('mmer_jax/join_collectives')
+
+
+def first_process_first(fn: Callable[[], Any], name: str) -> Any:
+  """`fn()` on process 0, then, after a barrier, on the others: for steps that write shared files
+  (building a dataset, fitting feature statistics into the workdir), so that the other processes
+  read what process 0 wrote instead of racing it on the same files."""
+  if jax.process_count() == 1:
+    return fn()
+  if is_main_process():
+    out = fn()
+  barrier(name)
+  if not is_main_process():
+    out = fn()
+  return out
+
+
+def check_same_on_processes(tree: Any, what: str) -> None:
+  """Fails unless every process holds the same host values in `tree` (a checksum of their bytes
+  is compared): e.g. an initial state that two hosts built from different data or code."""
+  if jax.process_count() == 1:
+    return
+  checksum = 0
+  for x in jax.tree_util.tree_leaves(to_host(tree)):
+    x = np.ascontiguousarray(x)
+    checksum = zlib.crc32(x.tobytes(), zlib.crc32(str((x.shape, x.dtype)).encode(), checksum))
+  multihost_utils.assert_equal(np.uint32(checksum), f'{what} differs between the processes: '
+                               'every process must run the same code, config and data')
 
 
 def split_for_pmap(batch: dict, num_devices: int) -> dict:

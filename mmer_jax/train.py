@@ -10,6 +10,14 @@ and flags collapsed predictions (`diagnostics.py`), checkpoints the latest state
 `checkpoint_every_steps` and at each epoch end, resumes from its workdir after any interruption
 with the same results as an uninterrupted run, and finally evaluates the selected checkpoint once
 over the missing-modality grid of the test split. A finished stage is skipped.
+
+Several processes (`jax.distributed`, one per host; docs/scaling.md) run this same loop in step:
+every process reads the same global batches and places its own devices' rows (`parallel.py`),
+the state is replicated, and what the loop reads back (step metrics, predictions, checkpointed
+state) comes to every host through `parallel.to_host`. Process 0 alone writes the run's files
+(config.json, metrics, results, analysis figures); the others compute the same and discard it.
+The first to build the dataset and to fit the feature statistics is process 0, the others then
+read what it wrote. The workdir must be on a filesystem all hosts share.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import functools
 import json
 import os
 import shutil
+import tempfile
 from typing import Any
 
 from absl import logging
@@ -56,11 +65,17 @@ class Run:
     if config.stages:
       raise ValueError('train.Run runs one stage; this config lists stages '
                        f'{sorted(config.stages)}: use train.train_and_evaluate')
+    if config.parallel == 'pmap' and jax.process_count() > 1:
+      raise ValueError(f"parallel='pmap' runs in one process; this job has {jax.process_count()} "
+                       "(jax.distributed): use parallel='jit' (the default)")
     self.config = config
-    self.dataset = dataset or streams_lib.load_dataset(config)
+    # Process 0 first: it builds the dataset and stores the statistics, the others read them.
+    self.dataset = dataset or parallel.first_process_first(
+        lambda: streams_lib.load_dataset(config), 'load_dataset')
     self.spec = self.dataset.spec
     self.method = methods.create_method(config, self.spec)
-    self.feature_stats = standardize.for_run(config, self.dataset, workdir)
+    self.feature_stats = parallel.first_process_first(
+        lambda: standardize.for_run(config, self.dataset, workdir), 'feature_stats')
     self.mesh = parallel.create_mesh(devices)
     n = self.mesh.devices.size
     # A graph method builds one graph per device (`Method.host_batch`).
@@ -125,7 +140,7 @@ class Run:
 
   def predict(self, params, batch) -> np.ndarray:
     """Eval outputs of a host batch on the devices, back on the host in the batch's layout."""
-    out = np.asarray(self._eval_step(params, self.place(batch), self.predict_rng))
+    out = np.asarray(parallel.to_host(self._eval_step(params, self.place(batch), self.predict_rng)))
     if self.is_pmap:
       out = out.reshape((-1,) + out.shape[2:])
     return out
@@ -180,6 +195,8 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  if not parallel.is_main_process():
+    return
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'config.json')
   with open(path + '.tmp', 'w', encoding='utf-8') as f:
@@ -217,7 +234,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     if len(plan) > 1:
       _write_config(s.config, s.workdir)
     results = train_stage(s.config, s.workdir, devices=devices)
-  if len(plan) > 1 and (stage is None or stage == plan[-1].name):
+  if len(plan) > 1 and (stage is None or stage == plan[-1].name) and parallel.is_main_process():
     for name in ('results.json', 'results.md'):
       shutil.copyfile(os.path.join(plan[-1].workdir, name), os.path.join(workdir, name + '.tmp'))
       os.replace(os.path.join(workdir, name + '.tmp'), os.path.join(workdir, name))
@@ -244,10 +261,11 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None
     items, meta = checkpoint.restore(latest_mgr, target.checkpoint_items())
     state = target.restore_items(items)
     logging.info('resumed from step %d', int(state.step))
-  writer = writers.MetricWriter(workdir)
+  writer = writers.for_process(workdir, parallel.is_main_process())
   tc = config.train
   step = int(state.step)
   progress = writers.Progress(run.num_steps, step)
+  parallel.check_same_on_processes(state, 'the initial (or restored) state')
   state = run.to_devices(state)
   select, mode = selection(config, run.spec)
   warnings = list(meta.get('warnings', []))  # what results.json reports: the first of each kind
@@ -261,7 +279,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None
       epoch, start = divmod(step, run.steps_per_epoch)
       for batch in run.train_batches(epoch, start):
         state, metrics = run.train_step(state, run.place(batch))
-        metrics = jax.device_get(metrics)  # block on each step: no overlapping collectives
+        metrics = parallel.to_host(metrics)  # block on each step: no overlapping collectives
         if run.is_pmap:
           metrics = jax.tree_util.tree_map(lambda x: x[0], metrics)
         step += 1
@@ -311,7 +329,7 @@ def evaluate_best(config: ml_collections.ConfigDict, workdir: str, *, devices=No
   plan = stages_lib.plan(config, workdir)
   final = plan[-1]
   results = evaluate_stage(Run(final.config, devices=devices, workdir=final.workdir), final.workdir)
-  if len(plan) > 1:
+  if len(plan) > 1 and parallel.is_main_process():
     evaluate.write_results(workdir, results, results['task'])
   return results
 
@@ -359,8 +377,14 @@ def evaluate_stage(run: Run, workdir: str, *, best_mgr=None, warnings=None) -> d
   warnings = meta.get('warnings', []) if warnings is None else warnings
   if warnings:
     results['warnings'] = list(warnings)
-  evaluate.write_results(workdir, results, run.spec.task)
-  for path in analysis.run_all(config.analysis, run, params, workdir):
-    logging.info('wrote %s', path)
+  if parallel.is_main_process():
+    evaluate.write_results(workdir, results, run.spec.task)
+    for path in analysis.run_all(config.analysis, run, params, workdir):
+      logging.info('wrote %s', path)
+  elif config.analysis:
+    # An analysis may predict (collectives every process takes part in): the others run it too,
+    # into a scratch directory that is then removed.
+    with tempfile.TemporaryDirectory() as scratch:
+      analysis.run_all(config.analysis, run, params, scratch)
   logging.info('\n%s', evaluate.results_markdown(results, run.spec.task))
   return results

@@ -2,6 +2,8 @@
 and a progress line with step, loss, steps/s and ETA on the log.
 
 (clu's metric_writers import TensorFlow at package import time, so they are not used here.)
+With several processes (`jax.distributed`), only process 0 writes the files (`for_process`);
+every process still logs its progress line.
 """
 
 from __future__ import annotations
@@ -34,6 +36,21 @@ class MetricWriter:
   def close(self) -> None:
     self._tb.close()
     self._jsonl.close()
+
+
+class NullWriter:
+  """A `MetricWriter` that writes nothing (the processes other than 0 of a multi-process run)."""
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    del step, scalars
+
+  def close(self) -> None:
+    pass
+
+
+def for_process(workdir: str, main: bool) -> MetricWriter | NullWriter:
+  """The writer of this process: a `MetricWriter` on the `main` process, else a `NullWriter`."""
+  return MetricWriter(workdir) if main else NullWriter()
 
 
 class Progress:
