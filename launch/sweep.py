@@ -68,13 +68,14 @@ def _flag(field: str, value) -> str:
   return f'--config.{field}={text}'
 
 
-def job_command(index: int, group: sweep.Group, workdir: str) -> list[str]:
-  """The command of group `index`: a vmapped group through this script, one member through main."""
+def job_command(index: int, group: sweep.Group, workdir: str, python: str = 'python') -> list[str]:
+  """The command of group `index` (run from the repository's root): a vmapped group through this
+  script, one member through main."""
   if group.vmapped:
-    return [sys.executable, os.path.abspath(__file__), *_base_args(), f'--workdir={workdir}',
+    return [python, 'launch/sweep.py', *_base_args(), f'--workdir={workdir}',
             f'--group={index}', *[f'--separate={f}' for f in _SEPARATE.value]]
   member = group.members[0]
-  return [sys.executable, '-m', 'mmer_jax.main', *_base_args(),
+  return [python, '-m', 'mmer_jax.main', *_base_args(),
           *[_flag(k, v) for k, v in member.items()],
           f'--workdir={os.path.join(workdir, sweep.member_name(member))}']
 
@@ -116,7 +117,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
-  path = config_flags.get_config_filename(flags.FLAGS['config'])
+  path = config_flags.get_config_filename(flags.FLAGS['config']).partition(':')[0]
   members = sweep.load_sweep(_config_module(path))
   groups = sweep.split_groups(config, members, separate=_SEPARATE.value)
   workdir = _WORKDIR.value
@@ -124,7 +125,8 @@ def main(argv):
     group = groups[_GROUP.value]
     sweep.run_group(config, group.members, group_dir(workdir, group))
     return
-  commands = [job_command(k, g, workdir) for k, g in enumerate(groups)]
+  commands = [job_command(k, g, workdir, 'python' if _PRINT.value else sys.executable)
+              for k, g in enumerate(groups)]
   if _PRINT.value:
     for command in commands:
       print(shlex.join(command))

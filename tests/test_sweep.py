@@ -1,0 +1,115 @@
+"""Vmapped sweeps (mmer_jax/sweep.py, launch/sweep.py): grouping, tables, and members equal to
+separate runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import fusion_iemocap
+from configs import mmin_iemocap
+from mmer_jax import sweep
+from mmer_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_fusion(**overrides):
+  """fusion_iemocap:smoke with small encoders: a sweep and its separate runs in seconds."""
+  config = fusion_iemocap.get_config('smoke')
+  config.method.encoders.embed_dim = 16
+  config.method.encoders.num_filters = 8
+  config.method.head.hidden = (16,)
+  config.eval.rates = (0.0, 0.5)
+  return sweep.apply_overrides(config, overrides)
+
+
+def test_split_groups_vmaps_numeric_fields_and_separates_structure():
+  config = tiny_fusion()
+  members = [{'seed': 0}, {'seed': 1, 'optimizer.learning_rate': 1e-3},
+             {'seed': 0, 'method.head.dropout': 0.1}, {'seed': 0, 'train.missing_rate': 0.5},
+             {'seed': 0, 'method.name': 'late_fusion'}, {'seed': 1, 'method.name': 'late_fusion'},
+             {'seed': 2, 'method.encoders.embed_dim': 32}]
+  groups = sweep.split_groups(config, members)
+  assert [len(g.members) for g in groups] == [4, 2, 1]
+  assert groups[1].fixed == {'method.name': 'late_fusion'} and groups[1].vmapped
+  assert groups[2].fixed == {'method.encoders.embed_dim': 32} and not groups[2].vmapped
+  # A field named in `separate` makes its own groups although it could be vmapped.
+  groups = sweep.split_groups(config, members[:3], separate=['method.head.dropout'])
+  assert [len(g.members) for g in groups] == [2, 1]
+
+
+def test_staged_config_runs_each_member_as_its_own_job():
+  groups = sweep.split_groups(mmin_iemocap.get_config('smoke'), mmin_iemocap.sweep())
+  assert len(groups) == len(mmin_iemocap.sweep()) and not any(g.vmapped for g in groups)
+
+
+def test_overrides_name_the_bad_field():
+  with pytest.raises(KeyError, match='optimizer.learning_rat'):
+    sweep.apply_overrides(tiny_fusion(), {'optimizer.learning_rat': 1e-3})
+  with pytest.raises(TypeError, match='optimizer.learning_rate'):
+    sweep.apply_overrides(tiny_fusion(), {'optimizer.learning_rate': 'fast'})
+  with pytest.raises(TypeError, match='member 1'):
+    sweep.split_groups(tiny_fusion(), [{'seed': 0}, 3])
+
+
+def test_summary_means_and_stds_over_members_and_settings():
+  def result(wa):
+    return {'method': 'm', 'dataset': 'd', 'task': 'classification', 'split': 'test',
+            'rows': [{'condition': 'full', 'metrics': {'wa': wa, 'ua': wa / 2}}]}
+  overrides = [{'seed': 0}, {'seed': 1}, {'seed': 0, 'optimizer.learning_rate': 0.1},
+               {'seed': 1, 'optimizer.learning_rate': 0.1}]
+  values = [0.5, 0.7, 0.2, 0.3]
+  table = sweep.summarize(['a', 'b', 'c', 'd'], overrides, [result(v) for v in values] + [])
+  row = table['rows'][0]
+  np.testing.assert_allclose(row['mean']['wa'], np.mean(values))
+  np.testing.assert_allclose(row['std']['wa'], np.std(values, ddof=1))
+  assert [s['overrides'] for s in table['settings']] == [{}, {'optimizer.learning_rate': 0.1}]
+  np.testing.assert_allclose(table['settings'][1]['rows'][0]['std']['ua'], np.std([0.1, 0.15], ddof=1))
+  text = sweep.sweep_markdown(table)
+  assert '0.4250 ± ' in text and 'optimizer.learning_rate=0.1 (over seeds)' in text
+
+
+def _max_difference(a: dict, b: dict) -> float:
+  assert [r['condition'] for r in a['rows']] == [r['condition'] for r in b['rows']]
+  return max(abs(x['metrics'][k] - y['metrics'][k]) for x, y in zip(a['rows'], b['rows'])
+             for k in x['metrics'])
+
+
+def test_members_equal_separate_runs(tmp_path):
+  """Each member of a vmapped group (its own seed, learning rate and dropout) gives the results of
+  a separate run with its overrides, to 1e-5, and its own selected step."""
+  config = tiny_fusion()
+  members = [{'seed': 0}, {'seed': 1, 'optimizer.learning_rate': 5e-3},
+             {'seed': 2, 'method.head.dropout': 0.1, 'train.missing_rate': 0.6}]
+  config = sweep.apply_overrides(config, {'train.missing': 'rate'})
+  table = sweep.run_group(config, members, str(tmp_path / 'sweep'))
+  assert table['num_members'] == 3
+  for member in members:
+    name = sweep.member_name(member)
+    with open(tmp_path / 'sweep' / name / 'results.json', encoding='utf-8') as f:
+      swept = json.load(f)
+    alone = train.train_and_evaluate(sweep.apply_overrides(config, member), str(tmp_path / name))
+    assert _max_difference(swept, alone) <= 1e-5, name
+    assert swept['selected_step'] == alone['selected_step']
+    assert swept['seed'] == member['seed']
+  assert (tmp_path / 'sweep' / 'sweep.md').exists()
+
+
+def test_launcher_prints_one_command_per_job(tmp_path):
+  out = subprocess.run(
+      [sys.executable, 'launch/sweep.py', '--config=configs/mmin_iemocap.py:smoke',
+       f'--workdir={tmp_path}', '--print'], cwd=REPO, capture_output=True, text=True, timeout=120,
+      check=True).stdout.splitlines()
+  assert len(out) == len(mmin_iemocap.sweep())
+  assert all('mmer_jax.main' in line and '--config.seed=' in line for line in out)
+  out = subprocess.run(
+      [sys.executable, 'launch/sweep.py', '--config=configs/fusion_iemocap.py:smoke',
+       f'--workdir={tmp_path}', '--print'], cwd=REPO, capture_output=True, text=True, timeout=120,
+      check=True).stdout.splitlines()
+  assert len(out) == 1 and '--group=0' in out[0]
