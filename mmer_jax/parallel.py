@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 from typing import Any, Callable
 import zlib
 
@@ -122,15 +123,55 @@ def join_collectives() -> None:
 def first_process_first(fn: Callable[[], Any], name: str) -> Any:
   """`fn()` on process 0, then, after a barrier, on the others: for steps that write shared files
   (building a dataset, fitting feature statistics into the workdir), so that the other processes
-  read what process 0 wrote instead of racing it on the same files."""
+  read what process 0 wrote instead of racing it on the same files. An exception on any process
+  stops them all after that turn (none is left waiting for the others)."""
   if jax.process_count() == 1:
     return fn()
-  if is_main_process():
-    out = fn()
-  barrier(name)
-  if not is_main_process():
-    out = fn()
+  out = None
+  for first in (True, False):
+    error = None
+    if is_main_process() == first:
+      try:
+        out = fn()
+      except Exception as e:  # pylint: disable=broad-except
+        error = e
+    barrier(name)
+    failed = multihost_utils.process_allgather(np.int32(error is not None))
+    if error is not None:
+      raise error
+    if failed.any():
+      raise RuntimeError(f'{name} failed on processes {np.flatnonzero(failed).tolist()} '
+                         '(see their logs)')
   return out
+
+
+def check_shared_directory(path: str) -> None:
+  """Fails on a process that does not see in `path` what process 0 writes there: a run's
+  checkpoints and statistics are written once, by process 0, for every process to read, so the
+  workdir must be on a filesystem that all hosts share (nothing with one process)."""
+  if jax.process_count() == 1:
+    return
+  marker = os.path.join(path, '.shared_check')
+  token = np.uint32(0)
+  if is_main_process():
+    token = np.uint32(np.random.default_rng().integers(1, 2**32))
+    os.makedirs(path, exist_ok=True)
+    with open(marker, 'w', encoding='utf-8') as f:
+      f.write(str(int(token)))
+  token = int(multihost_utils.broadcast_one_to_all(token))
+  try:
+    with open(marker, encoding='utf-8') as f:
+      seen = f.read()
+  except FileNotFoundError:
+    seen = None
+  # Every process learns which ones failed and all stop together (none waits for the others).
+  sees = multihost_utils.process_allgather(np.int32(seen == str(token)))
+  if is_main_process():
+    os.remove(marker)
+  if not sees.all():
+    raise ValueError(f'processes {np.flatnonzero(sees == 0).tolist()} do not see in {path} what '
+                     'process 0 wrote there: with several processes the workdir must be on a '
+                     'filesystem that all hosts share (NFS, Filestore, ...)')
 
 
 def check_same_on_processes(tree: Any, what: str) -> None:

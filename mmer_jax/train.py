@@ -213,6 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
   """
   config = stages_lib.resolve(config)
   _write_config(config, workdir)
+  parallel.check_shared_directory(workdir)
   plan = stages_lib.plan(config, workdir)
   names = [s.name for s in plan]
   if stage is not None and stage not in names:
