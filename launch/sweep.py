@@ -80,14 +80,15 @@ def job_command(index: int, group: sweep.Group, workdir: str, python: str = 'pyt
           f'--workdir={os.path.join(workdir, sweep.member_name(member))}']
 
 
-def group_dir(workdir: str, group: sweep.Group) -> str:
-  """A vmapped group's directory: named by the overrides its members share."""
-  return os.path.join(workdir, sweep.member_name(group.fixed))
+def group_dir(workdir: str, group: sweep.Group, groups: list) -> str:
+  """A vmapped group's directory: the workdir itself when it is the only job, else named by the
+  overrides its members share."""
+  return workdir if len(groups) == 1 else os.path.join(workdir, sweep.member_name(group.fixed))
 
 
-def _done(workdir: str, group: sweep.Group) -> bool:
+def _done(workdir: str, group: sweep.Group, groups: list) -> bool:
   if group.vmapped:
-    return os.path.exists(os.path.join(group_dir(workdir, group), 'sweep.json'))
+    return os.path.exists(os.path.join(group_dir(workdir, group, groups), 'sweep.json'))
   return os.path.exists(os.path.join(workdir, sweep.member_name(group.members[0]), 'results.json'))
 
 
@@ -123,7 +124,7 @@ def main(argv):
   workdir = _WORKDIR.value
   if _GROUP.value is not None:
     group = groups[_GROUP.value]
-    sweep.run_group(config, group.members, group_dir(workdir, group))
+    sweep.run_group(config, group.members, group_dir(workdir, group, groups))
     return
   commands = [job_command(k, g, workdir, 'python' if _PRINT.value else sys.executable)
               for k, g in enumerate(groups)]
@@ -131,8 +132,9 @@ def main(argv):
     for command in commands:
       print(shlex.join(command))
     return
-  _run_jobs([c for c, g in zip(commands, groups) if not _done(workdir, g)])
-  table = sweep.gather(workdir, [(group_dir(workdir, g) if g.vmapped else None, g) for g in groups])
+  _run_jobs([c for c, g in zip(commands, groups) if not _done(workdir, g, groups)])
+  table = sweep.gather(workdir, [(group_dir(workdir, g, groups) if g.vmapped else None, g)
+                                for g in groups])
   print(f'wrote {os.path.join(workdir, "sweep.md")} ({table["num_members"]} members, '
         f'{len(groups)} jobs)')
 

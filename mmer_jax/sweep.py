@@ -17,8 +17,10 @@ A group's parameters and optimiser states are stacked on a leading `sweep` axis,
 `jax.vmap`ped over it, and the stacked state is sharded over a 2-D mesh `sweep` x `batch`
 (`create_sweep_mesh`). Each member keeps its own PRNG stream, data order, model selection,
 early stopping and test grid, so its `results.json` equals that of a separate run with its
-overrides. Anything else (depth, modalities, method, a staged config, a field a method reads in
-Python) makes separate groups, which `launch/sweep.py` runs as separate jobs.
+overrides. A staged config (MMIN, IMDer) trains stage by stage, each stage one vmapped program,
+each member's stage initialised from its own earlier stage. Anything else (depth, modalities,
+method, a field a method reads in Python) makes separate groups, which `launch/sweep.py` runs as
+separate jobs.
 
 A group's directory holds one directory per member (`results.json`, `config.json`, the feature
 statistics and `checkpoints/best`, so `mmer_jax.main --mode=evaluate` re-evaluates a member on its
@@ -30,16 +32,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import json
 import math
 import os
 import re
+import shutil
 from typing import Any, Callable, Iterable, Sequence
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -123,17 +124,14 @@ def split_groups(config: ml_collections.ConfigDict, members: Sequence[dict],
   """Groups the members of a sweep: members differing only in vmapped fields share a group.
 
   `separate` names fields to treat as structural anyway (e.g. a `method.` float the method reads
-  in Python). A staged config (MMIN) trains each member as its own job: its stages chain
-  checkpoints per member."""
+  in Python)."""
   separate = set(separate)
-  staged = bool(stages_lib.resolve(config).stages)
   groups: dict[str, Group] = {}
   for i, overrides in enumerate(members):
     if not isinstance(overrides, dict):
       raise TypeError(f'sweep(): member {i} must be a dict of overrides, got {overrides!r}')
-    fixed = {k: v for k, v in overrides.items()
-             if staged or k in separate or not is_vmapped(config, k, v)}
-    key = json.dumps(fixed, sort_keys=True, default=str) + (f'#{i}' if staged else '')
+    fixed = {k: v for k, v in overrides.items() if k in separate or not is_vmapped(config, k, v)}
+    key = json.dumps(fixed, sort_keys=True, default=str)
     groups.setdefault(key, Group(fixed=fixed, members=[])).members.append(dict(overrides))
   return list(groups.values())
 
@@ -198,35 +196,31 @@ class SweepRun:
   """The members of one group: their Runs (data, method, init), the stacked state, and the
   vmapped compiled steps."""
 
-  def __init__(self, config: ml_collections.ConfigDict, members: Sequence[dict], workdir: str, *,
-               devices=None):
-    config = stages_lib.resolve(config)
-    if config.stages:
-      raise ValueError('a vmapped sweep group runs single-stage configs; this config has stages '
-                       f'{sorted(config.stages)}: launch/sweep.py runs its members as separate jobs')
-    if config.parallel != 'jit':
-      raise ValueError(f"a vmapped sweep runs with parallel='jit', got {config.parallel!r}")
-    self.config, self.workdir = config, workdir
-    self.overrides = [dict(m) for m in members]
-    self.names = [member_name(m) for m in self.overrides]
-    if len(set(self.names)) != len(self.names):
-      raise ValueError(f'sweep members must differ; got the same overrides twice: {self.names}')
-    self.fields = traced_fields(self.overrides)
-    self.configs = [stages_lib.resolve(apply_overrides(config, m)) for m in self.overrides]
-    self.mesh = create_sweep_mesh(len(members), devices)
-    first = train.Run(self.configs[0], devices=self.mesh.devices[0],
-                      workdir=self.member_dir(0))
+  def __init__(self, configs: Sequence[ml_collections.ConfigDict], member_dirs: Sequence[str],
+               workdir: str, *, fields: Sequence[str], devices=None):
+    """`configs`: each member's resolved single-stage config (they differ in vmapped fields
+    only); `member_dirs`: where each member's run goes; `workdir`: the group's own directory
+    (the stacked latest state); `fields`: the traced fields (`traced_fields`)."""
+    if any(c.stages for c in configs):
+      raise ValueError('SweepRun trains one stage; train_group runs a staged config stage by stage')
+    if configs[0].parallel != 'jit':
+      raise ValueError(f"a vmapped sweep runs with parallel='jit', got {configs[0].parallel!r}")
+    self.configs, self.member_dirs, self.workdir = list(configs), list(member_dirs), workdir
+    self.names = [os.path.relpath(d, workdir) for d in member_dirs]
+    self.fields = tuple(fields)
+    self.mesh = create_sweep_mesh(len(configs), devices)
+    first = train.Run(self.configs[0], devices=self.mesh.devices[0], workdir=member_dirs[0])
     self.runs = [first] + [train.Run(c, devices=self.mesh.devices[0], dataset=first.dataset,
-                                     workdir=self.member_dir(i + 1))
-                           for i, c in enumerate(self.configs[1:])]
+                                     workdir=d)
+                           for c, d in zip(self.configs[1:], member_dirs[1:])]
     self.spec, self.template = first.spec, first
-    # Per member [S] arrays of the traced fields, in `self.fields` order.
+    # Per member [S] arrays of the traced fields.
     self.hyper = {f: np.asarray([float(_get(c, f)) for c in self.configs], np.float32)
                   for f in self.fields}
     self._compile()
 
   def member_dir(self, i: int) -> str:
-    return os.path.join(self.workdir, self.names[i])
+    return self.member_dirs[i]
 
   @property
   def size(self) -> int:
@@ -323,15 +317,59 @@ def _fresh_meta() -> dict:
 
 def train_group(config: ml_collections.ConfigDict, members: Sequence[dict], workdir: str, *,
                 devices=None) -> list[dict | None]:
-  """Trains one group of members as one vmapped program, resuming from `workdir`; evaluates each
-  member's selected checkpoint on the test grid; returns each member's results (None for a
-  member that diverged before any validation)."""
-  sweep_run = SweepRun(config, members, workdir, devices=devices)
+  """Trains one group of members, stage by stage, each stage as one vmapped program; returns each
+  member's results (None for a member that diverged before any validation).
+
+  Member i runs in `<workdir>/<member_name>/` exactly as `train.train_and_evaluate` would lay it
+  out (a staged config: one directory per stage, the final table copied up); finished stages
+  are skipped and an interrupted one resumes from the group's stacked checkpoint."""
+  names = [member_name(m) for m in members]
+  if len(set(names)) != len(names):
+    raise ValueError(f'sweep members must differ; got the same overrides twice: {names}')
+  configs = [stages_lib.resolve(apply_overrides(config, m)) for m in members]
+  dirs = [os.path.join(workdir, n) for n in names]
+  plans = [stages_lib.plan(c, d) for c, d in zip(configs, dirs)]
+  for c, d in zip(configs, dirs):
+    train._write_config(c, d)  # pylint: disable=protected-access
+  staged = len(plans[0]) > 1
+  results = None
+  for k, stage in enumerate(plans[0]):
+    stage_dirs = [p[k].workdir for p in plans]
+    if staged and all(stages_lib.is_finished(d) for d in stage_dirs):
+      logging.info('stage %s: finished for every member, skipped', stage.name)
+      continue
+    if staged:
+      for p in plans:
+        train._write_config(p[k].config, p[k].workdir)  # pylint: disable=protected-access
+    sweep_run = SweepRun([p[k].config for p in plans], stage_dirs,
+                         os.path.join(workdir, stage.name) if staged else workdir,
+                         fields=traced_fields(members), devices=devices)
+    results = _train_stage(sweep_run)
+  if staged:
+    for d, p in zip(dirs, plans):
+      for name in ('results.json', 'results.md'):
+        if os.path.exists(os.path.join(p[-1].workdir, name)):
+          shutil.copyfile(os.path.join(p[-1].workdir, name), os.path.join(d, name + '.tmp'))
+          os.replace(os.path.join(d, name + '.tmp'), os.path.join(d, name))
+  if results is None:  # every stage had finished
+    results = [_load_results(d) for d in dirs]
+  return results
+
+
+def _load_results(workdir: str) -> dict | None:
+  path = os.path.join(workdir, 'results.json')
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def _train_stage(sweep_run: SweepRun) -> list[dict | None]:
+  """Trains one stage of a group as one vmapped program, resuming from the group's stacked
+  checkpoint; evaluates each member's selected checkpoint on the test grid."""
   size, spe = sweep_run.size, sweep_run.template.steps_per_epoch
   num_steps = sweep_run.template.num_steps
-  for i, member in enumerate(sweep_run.configs):
-    train._write_config(member, sweep_run.member_dir(i))  # pylint: disable=protected-access
-  latest_mgr, _ = checkpoint.create_managers(workdir)
+  latest_mgr, _ = checkpoint.create_managers(sweep_run.workdir)
   saved = checkpoint.saved_params_shapes(latest_mgr)
   if saved is None:
     states = sweep_run.init_states()
@@ -535,10 +573,7 @@ def gather(workdir: str, jobs: Sequence[tuple[str | None, Group]]) -> dict:
       rel = os.path.relpath(os.path.join(directory, name) if directory else
                             os.path.join(workdir, name), workdir)
       path = os.path.join(workdir, rel, 'results.json')
-      result = None
-      if os.path.exists(path):
-        with open(path, encoding='utf-8') as f:
-          result = json.load(f)
+      result = _load_results(os.path.dirname(path))
       names.append(rel)
       overrides.append(member)
       results.append(result)

@@ -44,9 +44,9 @@ def test_split_groups_vmaps_numeric_fields_and_separates_structure():
   assert [len(g.members) for g in groups] == [2, 1]
 
 
-def test_staged_config_runs_each_member_as_its_own_job():
+def test_staged_config_seeds_form_one_group():
   groups = sweep.split_groups(mmin_iemocap.get_config('smoke'), mmin_iemocap.sweep())
-  assert len(groups) == len(mmin_iemocap.sweep()) and not any(g.vmapped for g in groups)
+  assert len(groups) == 1 and len(groups[0].members) == len(mmin_iemocap.sweep())
 
 
 def test_overrides_name_the_bad_field():
@@ -102,14 +102,53 @@ def test_members_equal_separate_runs(tmp_path):
 
 
 def test_launcher_prints_one_command_per_job(tmp_path):
+  (tmp_path / 'configs').mkdir()
+  (tmp_path / 'configs' / 'depths.py').write_text(
+      'from configs.fusion_iemocap import get_config  # noqa: F401\n\n\ndef sweep():\n'
+      "  return [{'seed': 0}, {'seed': 1}, {'seed': 0, 'method.encoders.embed_dim': 8}]\n")
   out = subprocess.run(
-      [sys.executable, 'launch/sweep.py', '--config=configs/mmin_iemocap.py:smoke',
+      [sys.executable, 'launch/sweep.py', f'--config={tmp_path}/configs/depths.py:smoke',
        f'--workdir={tmp_path}', '--print'], cwd=REPO, capture_output=True, text=True, timeout=120,
       check=True).stdout.splitlines()
-  assert len(out) == len(mmin_iemocap.sweep())
-  assert all('mmer_jax.main' in line and '--config.seed=' in line for line in out)
+  assert len(out) == 2 and '--group=0' in out[0]
+  assert 'mmer_jax.main' in out[1] and '--config.method.encoders.embed_dim=8' in out[1]
   out = subprocess.run(
       [sys.executable, 'launch/sweep.py', '--config=configs/fusion_iemocap.py:smoke',
        f'--workdir={tmp_path}', '--print'], cwd=REPO, capture_output=True, text=True, timeout=120,
       check=True).stdout.splitlines()
   assert len(out) == 1 and '--group=0' in out[0]
+
+
+SHARDED_SCRIPT = r'''
+import jax, numpy as np
+from tests.test_sweep import tiny_fusion
+from mmer_jax import sweep
+assert len(jax.devices()) == 4, jax.devices()
+config = tiny_fusion()
+members = [{'seed': 0}, {'seed': 1, 'optimizer.learning_rate': 5e-3}]
+out = {}
+for name, devices in (('one', jax.devices()[:1]), ('mesh', jax.devices())):
+  configs = [sweep.stages_lib.resolve(sweep.apply_overrides(config, m)) for m in members]
+  run = sweep.SweepRun(configs, ['/tmp/unused/' + sweep.member_name(m) for m in members],
+                       '/tmp/unused', fields=sweep.traced_fields(members), devices=devices)
+  states = run.place_states(run.init_states())
+  losses = []
+  for batches in zip(*[r.train_batches(0) for r in run.runs]):
+    states, metrics = run.train_step(states, batches)
+    losses.append(np.asarray(metrics['loss']))
+  out[name] = (dict(run.mesh.shape), np.stack(losses), jax.device_get(states.params))
+assert out['one'][0] == {'sweep': 1, 'batch': 1} and out['mesh'][0] == {'sweep': 2, 'batch': 2}
+np.testing.assert_allclose(out['one'][1], out['mesh'][1], rtol=1e-5, atol=1e-6)
+for a, b in zip(jax.tree.leaves(out['one'][2]), jax.tree.leaves(out['mesh'][2])):
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+print('OK', out['one'][1].shape)
+'''
+
+
+def test_sweep_sharded_over_a_sweep_x_batch_mesh_matches_one_device():
+  """Two members on four (forced host) devices, a 2 x 2 mesh: the same losses and parameters as
+  on one device after an epoch of steps."""
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4', 'PYTHONPATH': REPO}
+  result = subprocess.run([sys.executable, '-c', SHARDED_SCRIPT], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
