@@ -146,9 +146,10 @@ def first_process_first(fn: Callable[[], Any], name: str) -> Any:
 
 
 def check_shared_directory(path: str) -> None:
-  """Fails on a process that does not see in `path` what process 0 writes there: a run's
-  checkpoints and statistics are written once, by process 0, for every process to read, so the
-  workdir must be on a filesystem that all hosts share (nothing with one process)."""
+  """Fails, on every process, unless every process sees in `path` a file process 0 has just
+  written there: a run's checkpoints and statistics are written once, by process 0, for every
+  process to read, so the workdir must be on a filesystem that all hosts share (nothing with one
+  process)."""
   if jax.process_count() == 1:
     return
   marker = os.path.join(path, '.shared_check')
