@@ -7,7 +7,8 @@ A config file's `sweep()` returns a list of override dicts, `{dotted field: valu
 and the Flax examples' way). Members whose overrides differ only in *vmapped* fields form a group:
 
   seed                      each member's initialisation, data order, dropout and masking keys,
-                            and evaluation keys (host side: nothing is traced)
+                            and evaluation keys (host side: nothing is traced); utterance-level
+                            methods only (a dialogue batch's shape depends on its dialogues)
   optimizer.learning_rate   the member's optimiser is built inside the traced step
   train.missing_rate        the training modality dropout rate (traced)
   method.<float field>      loss weights, dropout rates, ...: the method is built inside the
@@ -90,7 +91,14 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_co
 
 
 def is_vmapped(config: ml_collections.ConfigDict, field: str, value: Any) -> bool:
-  """Whether members may differ in `field` inside one compiled group (see the module doc)."""
+  """Whether members may differ in `field` inside one compiled group (see the module doc).
+
+  A dialogue-level method's batches are padded to the length bucket of the dialogues they hold
+  (and MMGCN's graphs to their edge budget), so members with their own data order (seed) see
+  batches of different shapes at the same step: for those methods the seed makes separate jobs."""
+  if field == 'seed':
+    method = stages_lib.resolve(config).method.name
+    return methods.get_method_class(method).level == 'utterance'
   if field in VMAPPED_FIELDS:
     return True
   if not field.startswith('method.') or field.endswith('.name') or field == 'method.variant':
@@ -130,7 +138,8 @@ def split_groups(config: ml_collections.ConfigDict, members: Sequence[dict],
   for i, overrides in enumerate(members):
     if not isinstance(overrides, dict):
       raise TypeError(f'sweep(): member {i} must be a dict of overrides, got {overrides!r}')
-    fixed = {k: v for k, v in overrides.items() if k in separate or not is_vmapped(config, k, v)}
+    member = apply_overrides(config, overrides)
+    fixed = {k: v for k, v in overrides.items() if k in separate or not is_vmapped(member, k, v)}
     key = json.dumps(fixed, sort_keys=True, default=str)
     groups.setdefault(key, Group(fixed=fixed, members=[])).members.append(dict(overrides))
   return list(groups.values())
@@ -326,6 +335,11 @@ def train_group(config: ml_collections.ConfigDict, members: Sequence[dict], work
   names = [member_name(m) for m in members]
   if len(set(names)) != len(names):
     raise ValueError(f'sweep members must differ; got the same overrides twice: {names}')
+  groups = split_groups(config, members)
+  if len(groups) > 1:
+    raise ValueError('these members cannot share one compiled program (they differ in '
+                     f'{sorted({k for g in groups for k in g.fixed})}); launch/sweep.py runs them '
+                     'as separate groups')
   configs = [stages_lib.resolve(apply_overrides(config, m)) for m in members]
   dirs = [os.path.join(workdir, n) for n in names]
   plans = [stages_lib.plan(c, d) for c, d in zip(configs, dirs)]

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from configs import bclstm_iemocap
 from configs import fusion_iemocap
 from configs import mmin_iemocap
 from mmer_jax import sweep
@@ -42,6 +43,16 @@ def test_split_groups_vmaps_numeric_fields_and_separates_structure():
   # A field named in `separate` makes its own groups although it could be vmapped.
   groups = sweep.split_groups(config, members[:3], separate=['method.head.dropout'])
   assert [len(g.members) for g in groups] == [2, 1]
+
+
+def test_dialogue_level_seeds_are_separate_jobs():
+  """A dialogue batch's padded length depends on its dialogues, so only members sharing the data
+  order (the seed) of a dialogue-level method can be stacked."""
+  config = bclstm_iemocap.get_config('smoke')
+  assert len(sweep.split_groups(config, [{'seed': 0}, {'seed': 1}])) == 2
+  assert len(sweep.split_groups(config, [{'seed': 0}, {'seed': 0, 'optimizer.learning_rate': 1e-2}])) == 1
+  with pytest.raises(ValueError, match='separate groups'):
+    sweep.train_group(config, [{'seed': 0}, {'seed': 1}], '/tmp/never_written')
 
 
 def test_staged_config_seeds_form_one_group():
@@ -152,3 +163,29 @@ def test_sweep_sharded_over_a_sweep_x_batch_mesh_matches_one_device():
   result = subprocess.run([sys.executable, '-c', SHARDED_SCRIPT], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_to_the_uninterrupted_results(tmp_path, monkeypatch):
+  """A sweep killed mid-epoch (after a mid-epoch checkpoint) resumes from its stacked state and
+  ends with the same member results as an uninterrupted sweep."""
+  config = sweep.apply_overrides(tiny_fusion(), {'train.checkpoint_every_steps': 4})
+  members = [{'seed': 0}, {'seed': 1, 'optimizer.learning_rate': 5e-3}]
+  whole = sweep.run_group(config, members, str(tmp_path / 'whole'))
+  calls = {'n': 0}
+  original = sweep.SweepRun.train_step
+
+  def failing(self, states, batches):
+    calls['n'] += 1
+    if calls['n'] == 9:
+      raise KeyboardInterrupt('killed')
+    return original(self, states, batches)
+  monkeypatch.setattr(sweep.SweepRun, 'train_step', failing)
+  with pytest.raises(KeyboardInterrupt):
+    sweep.run_group(config, members, str(tmp_path / 'resumed'))
+  monkeypatch.setattr(sweep.SweepRun, 'train_step', original)
+  resumed = sweep.run_group(config, members, str(tmp_path / 'resumed'))
+  for a, b in zip(whole['rows'], resumed['rows']):
+    for name in a['members']:
+      for key, value in a['members'][name].items():
+        assert abs(value - b['members'][name][key]) <= 1e-6, (a['condition'], name, key)
