@@ -117,6 +117,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.noise_replace = False
 
   config.parallel = 'jit'  # 'jit' (NamedSharding over a Mesh axis `batch`) | 'pmap'
+  # Mixed precision (docs/training.md): 'float32' | 'bfloat16' (activations and matmuls in
+  # bfloat16; parameters, optimiser state, losses and metrics stay float32). --mode=gradcheck
+  # ignores it and checks in float64.
+  config.precision = 'float32'
   config.gradcheck = ml_collections.ConfigDict()
   config.gradcheck.batch_size = 4
   config.gradcheck.eps = 1e-4

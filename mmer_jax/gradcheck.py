@@ -7,6 +7,10 @@ the parameter tree), the derivative along a random unit direction in that group 
 differences, forward mode and reverse mode; the report gives their max relative error. Then
 `jax.test_util.check_grads` (fwd and rev) over all parameters at once. Every function is compiled
 once, so this takes seconds, not minutes, on the LSTM models.
+
+The check always runs in float64: `config.precision` (mixed precision) is ignored, i.e. set to
+'float32' so the models compute in the promotion of their float64 inputs and parameters; a
+bfloat16 setting is logged and named in the report (`precision_ignored`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import functools
 import zlib
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -41,14 +46,19 @@ def _groups(params) -> dict[str, tuple]:
 
 
 def run(config: ml_collections.ConfigDict, *, seed: int = 0) -> dict:
-  """Returns {'ok': bool, 'groups': {name: {'rel_error', 'ok', 'size'}}}."""
+  """Returns {'ok': bool, 'groups': {name: {'rel_error', 'ok', 'size'}}, 'dtype': the loss's dtype
+  (float64), and 'precision_ignored' when config.precision asked for another}."""
   jax.config.update('jax_enable_x64', True)
   try:
     cfg = stages.main_stage(config)  # the loss of the main stage, near its initialisation
+    ignored = cfg.get('precision', 'float32')
     with cfg.unlocked():
       cfg.data.batch_size = cfg.data.eval_batch_size = cfg.gradcheck.batch_size
       cfg.data.prefetch = 0
       cfg.parallel = 'jit'
+      cfg.precision = 'float32'  # the models promote to the float64 inputs and parameters
+    if ignored != 'float32':
+      logging.warning('gradcheck: config.precision=%r is ignored; the check runs in float64', ignored)
     run_ = train.Run(cfg, devices=jax.devices()[:1])
     batch = _to64(next(iter(run_.streams.epoch('train', 0, train=True))))
     rng = jax.random.PRNGKey(seed)
@@ -78,7 +88,9 @@ def run(config: ml_collections.ConfigDict, *, seed: int = 0) -> dict:
     jvp = jax.jit(lambda p, v: jax.jvp(loss, (p,), (v,))[1])
     grad = jax.jit(jax.grad(loss))
     gradient = grad(params)
-    report = {'ok': True, 'groups': {}}
+    report = {'ok': True, 'groups': {}, 'dtype': str(jnp.asarray(loss(params)).dtype)}
+    if ignored != 'float32':
+      report['precision_ignored'] = ignored
     for name, paths in _groups(params).items():
       # A unit direction inside this group (zero elsewhere): central difference vs jvp vs vjp.
       key = jax.random.fold_in(rng, zlib.crc32(name.encode()))
@@ -123,5 +135,8 @@ def format_report(report: dict) -> str:
     lines.append(f"{name:48s} {r['size']:9d} {r['rel_error']:12.3e}  {'yes' if r['ok'] else 'NO'}")
   lines.append(f"jax.test_util.check_grads (fwd, rev) on all parameters: "
                f"{'passed' if report.get('check_grads') else 'FAILED'}")
+  if report.get('precision_ignored'):
+    lines.append(f"config.precision={report['precision_ignored']} ignored: checked in "
+                 f"{report.get('dtype', 'float64')}")
   lines.append('gradcheck ' + ('passed' if report['ok'] else 'FAILED'))
   return '\n'.join(lines)

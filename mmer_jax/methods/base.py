@@ -15,6 +15,12 @@ The life of a method's parameters in one run (`train.Run.init_state`):
   loss / predict            pure functions of (params, batch, rng), compiled by `steps.py`
 Variants of a method are resolved into config fields before any of this (`resolve_config`), so
 the workdir's config.json says what ran.
+
+Mixed precision (`config.precision`, docs/training.md): a method builds its modules with
+`self.dtype` (`compute_dtype`: None for 'float32', i.e. Flax's promotion, bfloat16 for
+'bfloat16'), and casts what its models return to float32 (`full_precision`) before any loss,
+reduction or prediction, so losses, metrics, fitted tables and predictions are float32 and the
+parameters and optimiser state stay float32 whatever the compute dtype.
 """
 
 from __future__ import annotations
@@ -34,6 +40,30 @@ from mmer_jax.models import encoders as encoders_lib
 Params = Any
 Batch = Mapping[str, Any]
 
+# config.precision -> the models' compute dtype (None: Flax's promotion of inputs and parameters,
+# float32 in training and float64 in the gradient check).
+PRECISIONS = {'float32': None, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(config: ml_collections.ConfigDict, method: str | None = None):
+  """The compute dtype `config.precision` asks for (None for 'float32'; a config without the
+  field is float32). Raises ValueError naming the field (and `method`) for any other value."""
+  precision = config.get('precision', 'float32')
+  if precision not in PRECISIONS:
+    raise ValueError(f'config.precision: expected one of {tuple(PRECISIONS)}, got {precision!r}'
+                     + (f' (method {method})' if method else ''))
+  return PRECISIONS[precision]
+
+
+def full_precision(tree):
+  """Every floating array of `tree` in at least float32 (bfloat16 -> float32, float32 and the
+  gradient check's float64 unchanged); other leaves and None as they are."""
+  def cast(x):
+    if hasattr(x, 'dtype') and jnp.issubdtype(x.dtype, jnp.floating):
+      return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return x
+  return jax.tree_util.tree_map(cast, tree)
+
 
 class Method(abc.ABC):
   """Base class; subclasses set `level` and implement `init`, `loss` and `predict`."""
@@ -46,6 +76,8 @@ class Method(abc.ABC):
   def __init__(self, config: ml_collections.ConfigDict, spec: schema.DatasetSpec):
     self.config = config  # the whole resolved (locked) config; `config.method` holds the knobs
     self.spec = spec
+    # The models' compute dtype (`config.precision`; module docstring).
+    self.dtype = compute_dtype(config, config.method.get('name'))
 
   @classmethod
   def resolve_config(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -162,6 +194,7 @@ def create_encoders(config: ml_collections.ConfigDict, spec: schema.DatasetSpec,
       kwargs[key] = tuple(kwargs[key])
   if isinstance(kwargs.get('kinds'), list):
     kwargs['kinds'] = tuple(kwargs['kinds'])
+  kwargs.setdefault('dtype', compute_dtype(config, config.method.get('name')))
   return encoders_lib.ModalityEncoders(modalities=tuple(spec.ordered_modalities()), **kwargs)
 
 
@@ -169,8 +202,9 @@ def supervised_loss(task: str, outputs: jax.Array, label: jax.Array) -> tuple[ja
   """Per-example task loss: cross-entropy (classification) or L1 (regression, as MMSA and IMDer).
 
   `outputs` are logits [..., C] or scores [..., 1] / [...]; aux holds per-example accuracy or
-  absolute error for the training log.
+  absolute error for the training log. Computed in at least float32 (`full_precision`).
   """
+  outputs = full_precision(outputs)
   if task == 'classification':
     loss = optax.softmax_cross_entropy_with_integer_labels(outputs, label.astype(jnp.int32))
     return loss, {'accuracy': (outputs.argmax(-1) == label).astype(jnp.float32)}
@@ -185,5 +219,7 @@ def regression_output(outputs: jax.Array) -> jax.Array:
 
 
 def task_output(task: str, outputs: jax.Array) -> jax.Array:
-  """What `predict` returns for raw model outputs: logits as they are, regression scores [...]."""
+  """What `predict` returns for raw model outputs: logits as they are, regression scores [...],
+  in at least float32."""
+  outputs = full_precision(outputs)
   return outputs if task == 'classification' else regression_output(outputs)

@@ -47,14 +47,16 @@ class _UtteranceFusion(_Supervised):
     head = m.head.to_dict()
     head['hidden'] = tuple(head['hidden'])
     self.model = self.model_cls(encoders=base.create_encoders(config, spec),
-                                head=layers.MLPHead(num_outputs=self.num_outputs, **head),
-                                missing_input=m.missing_input)
+                                head=layers.MLPHead(num_outputs=self.num_outputs, dtype=self.dtype,
+                                                    **head),
+                                missing_input=m.missing_input, dtype=self.dtype)
 
   def _apply(self, params, batch, rng=None):
     features = {k: batch[k] for k in self.modalities}
     rngs = {'dropout': rng} if rng is not None else None
-    return self.model.apply({'params': params}, features, batch.get('lengths'), batch['modality_mask'],
-                            deterministic=rng is None, rngs=rngs)
+    return base.full_precision(self.model.apply(
+        {'params': params}, features, batch.get('lengths'), batch['modality_mask'],
+        deterministic=rng is None, rngs=rngs))
 
   def init(self, rng, batch):
     features = {k: jnp.asarray(batch[k]) for k in self.modalities}
@@ -84,13 +86,14 @@ class BcLSTMMethod(_Supervised):
     m = config.method
     self.model = bclstm.BCLSTM(modalities=self.modalities, utterance_dim=m.utterance_dim,
                                lstm_hidden=m.lstm_hidden, dense_dim=m.dense_dim, dropout=m.dropout,
-                               num_outputs=self.num_outputs)
+                               num_outputs=self.num_outputs, dtype=self.dtype)
 
   def _apply(self, params, batch, rng=None):
     features = {k: batch[k] for k in self.modalities}
     rngs = {'dropout': rng} if rng is not None else None
-    return self.model.apply({'params': params}, features, batch['turn_mask'], batch['modality_mask'],
-                            deterministic=rng is None, rngs=rngs)
+    return base.full_precision(self.model.apply(
+        {'params': params}, features, batch['turn_mask'], batch['modality_mask'],
+        deterministic=rng is None, rngs=rngs))
 
   def init(self, rng, batch):
     features = {k: jnp.asarray(batch[k]) for k in self.modalities}

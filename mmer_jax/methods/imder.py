@@ -85,7 +85,7 @@ class IMDerMethod(base.Method):
         score_channels=tuple(m.score_channels), time_embed_dim=m.time_embed_dim,
         score_attn_layers=m.score_attn_layers,
         refine_blocks=m.refine_blocks, refine_reduction=m.refine_reduction,
-        utterance_tokens=m.utterance_tokens)
+        utterance_tokens=m.utterance_tokens, dtype=self.dtype)
     self.score_module = score_net.ScoreNet(**self.model.score_net_kwargs())
     self.chunk_fraction = float(m.chunk_fraction)
     self.eval_sampler = (m.sampler, int(m.num_steps), float(m.sampler_eps),
@@ -95,8 +95,10 @@ class IMDerMethod(base.Method):
   # -- pieces --------------------------------------------------------------------------------
 
   def _apply(self, params, method, *args, rng=None, **kwargs):
+    """A piece of the model; its outputs in at least float32, so the projections, conditions,
+    draws, targets and losses (the diffusion's arithmetic) are float32 under any precision."""
     rngs = {'dropout': rng} if rng is not None else None
-    return self.model.apply(params, *args, rngs=rngs, method=method, **kwargs)
+    return base.full_precision(self.model.apply(params, *args, rngs=rngs, method=method, **kwargs))
 
   def project(self, params, batch, rng=None):
     """Modality -> its projection [B, L, d] (frozen in stage `imder`, as the authors')."""
@@ -128,7 +130,8 @@ class IMDerMethod(base.Method):
     stacked = {'params': params['params']['score'], 'constants': params['constants']['score']}
 
     def per_modality(variables, keys_m, condition_m):
-      network = lambda x, t, c: self.score_module.apply(variables, x, t, c)  # noqa: E731
+      network = lambda x, t, c: base.full_precision(  # noqa: E731
+          self.score_module.apply(variables, x, t, c))
 
       def one(key, cond):  # cond [L, d]
         sample_key, condition_key = jax.random.split(key)

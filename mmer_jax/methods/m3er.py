@@ -149,16 +149,17 @@ class M3ERMethod(base.Method):
     self.network = m3er_model.M3ERNetwork(
         modalities=self.modalities, num_classes=self.num_outputs, lstm_hidden=m.lstm_hidden,
         memory_dim=m.memory_dim, attention_hidden=m.attention_hidden, head_hidden=m.head_hidden,
-        dropout=m.dropout)
+        dropout=m.dropout, dtype=self.dtype)
     self.column = np.array([schema.MODALITIES.index(x) for x in self.modalities])
     self.pairs = tuple(itertools.combinations(self.modalities, 2))
 
   # -- the network ------------------------------------------------------------------------------
 
   def _logits(self, params, features, lengths, used, rng=None):
+    """Per-modality logits [B, M, C], in at least float32 (the losses and the fusion are)."""
     rngs = {'dropout': rng} if rng is not None else None
-    return self.network.apply({'params': params}, features, lengths, used,
-                              deterministic=rng is None, rngs=rngs)
+    return base.full_precision(self.network.apply({'params': params}, features, lengths, used,
+                                                  deterministic=rng is None, rngs=rngs))
 
   def _features(self, batch):
     return {m: jnp.asarray(batch[m]) for m in self.modalities}

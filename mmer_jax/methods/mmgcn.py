@@ -96,7 +96,7 @@ class MMGCNMethod(base.Method):
         gcn_hidden=m.gcn_hidden, gcn_layers=m.num_layers, gcn_alpha=m.alpha, gcn_lambda=m.lamda,
         gcn_concat_input=m.gcn_form == 'authors', gcn_remat=m.remat,
         cross_modal_weight=m.cross_modal_weight, cos_scale=m.cos_scale, dropout=m.dropout,
-        message_passing=m.message_passing)
+        message_passing=m.message_passing, dtype=self.dtype)
 
   def host_batch(self, batch, num_shards: int = 1):
     """Edge-list message passing needs the batch's graphs (one per device); blocks need none."""
@@ -107,9 +107,9 @@ class MMGCNMethod(base.Method):
   def _apply(self, params, batch, rng=None, model=None, **kwargs):
     features = {k: batch[k] for k in self.modalities}
     rngs = {'dropout': rng} if rng is not None else None
-    return (model or self.model).apply(
+    return base.full_precision((model or self.model).apply(
         {'params': params['model']}, features, batch['speaker'], batch['turn_mask'],
-        batch['modality_mask'], batch.get('graph'), deterministic=rng is None, rngs=rngs, **kwargs)
+        batch['modality_mask'], batch.get('graph'), deterministic=rng is None, rngs=rngs, **kwargs))
 
   def init(self, rng, batch):
     features = {k: jnp.asarray(batch[k]) for k in self.modalities}

@@ -140,12 +140,13 @@ class MMINMethod(base.Method):
     if missing_slot not in MISSING_SLOTS:
       raise ValueError(f'method.missing_slot: expected one of {MISSING_SLOTS}, got {missing_slot!r}')
     if self.variant == 'mmin_ae':
-      forward_net = cra.PlainAE(layers=tuple(m.ae.layers), output_relu=m.ae.output_relu)
+      forward_net = cra.PlainAE(layers=tuple(m.ae.layers), output_relu=m.ae.output_relu,
+                                dtype=self.dtype)
     else:
       forward_net = cra.CascadeResidualAE(num_blocks=m.cra.num_blocks, layers=tuple(m.cra.layers),
-                                          transition=m.cra.transition)
+                                          transition=m.cra.transition, dtype=self.dtype)
     classifier = layers.MLPHead(hidden=tuple(m.classifier.hidden), dropout=m.classifier.dropout,
-                                num_outputs=self.num_outputs)
+                                num_outputs=self.num_outputs, dtype=self.dtype)
     self.model = mmin_model.MMIN(encoders=base.create_encoders(config, spec), forward_net=forward_net,
                                  classifier=classifier, cycle=self.has_cycle,
                                  share_weights=bool(m.share_weights),
@@ -154,11 +155,13 @@ class MMINMethod(base.Method):
   # -- the Method interface ---------------------------------------------------------------------
 
   def _apply(self, params, batch, rng=None, **kwargs):
+    """The model's outputs, in at least float32 (the losses and the tables are)."""
     features = {k: batch[k] for k in self.modalities}
     rngs = {'dropout': rng} if rng is not None else None
     model_params = {k: v for k, v in params.items() if k != TABLES}
-    return self.model.apply({'params': model_params}, features, batch.get('lengths'),
-                            batch['modality_mask'], deterministic=rng is None, rngs=rngs, **kwargs)
+    return base.full_precision(self.model.apply(
+        {'params': model_params}, features, batch.get('lengths'), batch['modality_mask'],
+        deterministic=rng is None, rngs=rngs, **kwargs))
 
   def init(self, rng, batch):
     features = {k: jnp.asarray(batch[k]) for k in self.modalities}
@@ -255,8 +258,8 @@ class MMINMethod(base.Method):
     `zero` (complement target only): of the all-zero input with the example's lengths, which
     fills the complement's available slots.
     """
-    embed = jax.jit(lambda p, b: self.model.teacher_embedding(
-        p, {m: b[m] for m in self.modalities}, b.get('lengths')))
+    embed = jax.jit(lambda p, b: base.full_precision(self.model.teacher_embedding(
+        p, {m: b[m] for m in self.modalities}, b.get('lengths'))))
 
     def compute(batch):
       return {name: embed(teacher_params, batch if name == 'full' else {

@@ -20,6 +20,7 @@ the logits of padded turns are set to 0.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 
 from mmer_jax.data.schema import MODALITIES
 from mmer_jax.models import encoders
+from mmer_jax.models import layers
 
 Array = jax.Array
 Dtype = Any
@@ -44,6 +46,7 @@ class BCLSTM(nn.Module):
     dropout: dropout after the utterance features, the LSTM and the dense layer.
     num_outputs: classes (logits) or 1 (regression).
     param_dtype: parameter dtype (the carry takes the promoted input/parameter dtype).
+    dtype: compute dtype (None: promoted; `layers` docstring); the features are cast to it.
   """
   modalities: Sequence[str] = MODALITIES
   utterance_dim: int = 100
@@ -52,6 +55,7 @@ class BCLSTM(nn.Module):
   dropout: float = 0.5
   num_outputs: int = 6
   param_dtype: Dtype = jnp.float32
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], turn_mask: Array, modality_mask: Array | None = None,
@@ -65,25 +69,28 @@ class BCLSTM(nn.Module):
     if modality_mask.ndim == 2:
       modality_mask = jnp.broadcast_to(modality_mask[:, None, :], (batch, num_turns, modality_mask.shape[-1]))
 
+    features = layers.cast_inputs({m: features[m] for m in self.modalities}, self.dtype)
+    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
     utterances = []
     for m in self.modalities:
       present = (turn_mask & modality_mask[..., MODALITIES.index(m)])[..., None]
       x = jnp.where(present, features[m], jnp.zeros((), features[m].dtype))
-      u = nn.relu(nn.Dense(self.utterance_dim, param_dtype=self.param_dtype, name=f'utterance_{m}')(x))
+      u = nn.relu(dense(self.utterance_dim, name=f'utterance_{m}')(x))
       utterances.append(jnp.where(present, u, jnp.zeros((), u.dtype)))
     u = jnp.concatenate(utterances, axis=-1)
-    u = nn.Dropout(self.dropout)(u, deterministic=deterministic)
+    u = layers.Dropout(self.dropout)(u, deterministic=deterministic)
 
     lengths = turn_mask.sum(axis=1).astype(jnp.int32)
 
     def lstm(name):  # the cell holds the parameters, named after the direction
-      return nn.RNN(nn.OptimizedLSTMCell(self.lstm_hidden, param_dtype=self.param_dtype, name=name))
+      return nn.RNN(nn.OptimizedLSTMCell(self.lstm_hidden, param_dtype=self.param_dtype,
+                                         dtype=self.dtype, name=name))
 
     carry = encoders.zero_lstm_carry(batch, self.lstm_hidden, u.dtype, self.param_dtype)
     context = nn.Bidirectional(lstm('lstm_forward'), lstm('lstm_backward'))(
         u, initial_carry=(carry, carry), seq_lengths=lengths)
-    context = nn.Dropout(self.dropout)(context, deterministic=deterministic)
-    h = nn.relu(nn.Dense(self.dense_dim, param_dtype=self.param_dtype, name='dense')(context))
-    h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
-    logits = nn.Dense(self.num_outputs, param_dtype=self.param_dtype, name='classifier')(h)
+    context = layers.Dropout(self.dropout)(context, deterministic=deterministic)
+    h = nn.relu(dense(self.dense_dim, name='dense')(context))
+    h = layers.Dropout(self.dropout)(h, deterministic=deterministic)
+    logits = dense(self.num_outputs, name='classifier')(h)
     return jnp.where(turn_mask[..., None], logits, jnp.zeros((), logits.dtype))

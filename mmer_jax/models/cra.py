@@ -34,6 +34,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmer_jax.models import layers as layers_lib
+
 Array = jax.Array
 
 
@@ -46,20 +48,21 @@ class ResidualAEBlock(nn.Module):
   """
   layers: Sequence[int] = (256, 128, 64)
   dropout: float = 0.0
+  dtype: layers_lib.Dtype | None = None  # compute dtype (None: promoted); parameters float32
 
   @nn.compact
   def __call__(self, x: Array, *, deterministic: bool = True) -> tuple[Array, Array]:
-    h = x
+    h = x = layers_lib.cast_inputs(x, self.dtype)
     for i, features in enumerate(self.layers):
-      h = nn.Dense(features, name=f'enc_{i}')(h)
+      h = nn.Dense(features, dtype=self.dtype, name=f'enc_{i}')(h)
       if i < len(self.layers) - 1:
         h = nn.leaky_relu(h, negative_slope=0.01)
-        h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+        h = layers_lib.Dropout(self.dropout)(h, deterministic=deterministic)
     latent = h
     for i, features in enumerate(tuple(reversed(self.layers[:-1]))):
-      h = nn.relu(nn.Dense(features, name=f'dec_{i}')(h))
-      h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
-    reconstruction = nn.Dense(x.shape[-1], name=f'dec_{len(self.layers) - 1}')(h)
+      h = nn.relu(nn.Dense(features, dtype=self.dtype, name=f'dec_{i}')(h))
+      h = layers_lib.Dropout(self.dropout)(h, deterministic=deterministic)
+    reconstruction = nn.Dense(x.shape[-1], dtype=self.dtype, name=f'dec_{len(self.layers) - 1}')(h)
     return reconstruction, latent
 
 
@@ -76,26 +79,29 @@ class CascadeResidualAE(nn.Module):
     layers: encoder widths of each block (MMIN: (256, 128, 64)); D is inferred from x.
     dropout: dropout inside the blocks (MMIN: 0).
     transition: apply the authors' Dense(D) ReLU Dense(D) to the residual stream.
+    dtype: compute dtype (None: promoted); the residual stream runs in it too.
   """
   num_blocks: int = 5
   layers: Sequence[int] = (256, 128, 64)
   dropout: float = 0.0
   transition: bool = True
+  dtype: layers_lib.Dtype | None = None
 
   @nn.compact
   def __call__(self, x: Array, *, deterministic: bool = True) -> tuple[Array, Array]:
-    stream = x
+    stream = x = layers_lib.cast_inputs(x, self.dtype)
     latents = []
     for k in range(self.num_blocks):
       self.sow('intermediates', 'block_inputs', stream)
-      out, latent = ResidualAEBlock(tuple(self.layers), self.dropout, name=f'block_{k}')(
-          stream, deterministic=deterministic)
+      out, latent = ResidualAEBlock(tuple(self.layers), self.dropout, dtype=self.dtype,
+                                    name=f'block_{k}')(stream, deterministic=deterministic)
       stream = stream + out
       latents.append(latent)
     imagined = stream
     if self.transition:
       dim = x.shape[-1]
-      imagined = nn.Dense(dim, name='transition_1')(nn.relu(nn.Dense(dim, name='transition_0')(imagined)))
+      dense = lambda name: nn.Dense(dim, dtype=self.dtype, name=name)  # noqa: E731
+      imagined = dense('transition_1')(nn.relu(dense('transition_0')(imagined)))
     return imagined, jnp.concatenate(latents, axis=-1)
 
 
@@ -110,20 +116,21 @@ class PlainAE(nn.Module):
   layers: Sequence[int] = (256, 128, 64)
   dropout: float = 0.0
   output_relu: bool = True
+  dtype: layers_lib.Dtype | None = None  # compute dtype (None: promoted); parameters float32
 
   @nn.compact
   def __call__(self, x: Array, *, deterministic: bool = True) -> tuple[Array, Array]:
-    h = x
+    h = x = layers_lib.cast_inputs(x, self.dtype)
     for i, features in enumerate(self.layers):
-      h = nn.leaky_relu(nn.Dense(features, name=f'enc_{i}')(h), negative_slope=0.01)
-      h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+      h = nn.leaky_relu(nn.Dense(features, dtype=self.dtype, name=f'enc_{i}')(h), negative_slope=0.01)
+      h = layers_lib.Dropout(self.dropout)(h, deterministic=deterministic)
     latent = h
     widths = (*reversed(self.layers[:-1]), x.shape[-1])
     for i, features in enumerate(widths):
-      h = nn.Dense(features, name=f'dec_{i}')(h)
+      h = nn.Dense(features, dtype=self.dtype, name=f'dec_{i}')(h)
       if i < len(widths) - 1:
         h = nn.leaky_relu(h, negative_slope=0.01)
-        h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+        h = layers_lib.Dropout(self.dropout)(h, deterministic=deterministic)
     if self.output_relu:
       h = nn.relu(h)
     return h, latent

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from mmer_jax.data.schema import MODALITIES
+from mmer_jax.models import layers
 
 Array = jax.Array
 Dtype = Any
@@ -83,11 +84,13 @@ class PairedBiasLSTMCell(nn.RNNCellBase):
   """
   features: int
   param_dtype: Dtype = jnp.float32
+  dtype: Dtype | None = None  # compute dtype of the products (the carry keeps its own)
 
   @nn.compact
   def __call__(self, carry, inputs):
     c, h = carry
-    dense = functools.partial(nn.Dense, 4 * self.features, param_dtype=self.param_dtype)
+    dense = functools.partial(nn.Dense, 4 * self.features, dtype=self.dtype,
+                              param_dtype=self.param_dtype)
     z = dense(name='input')(inputs) + dense(name='hidden')(h)
     i, f, g, o = jnp.split(z, 4, axis=-1)
     c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
@@ -120,31 +123,36 @@ class LSTMEncoder(nn.Module):
     pool_padding: run over the (zeroed) padded frames and max-pool over every frame, as the
       authors' code does (see the module docstring).
     biases: 1 (`nn.OptimizedLSTMCell`) or 2 (`PairedBiasLSTMCell`, PyTorch's b_ih and b_hh).
+    dtype: compute dtype of the cell's products (None: promoted); with bfloat16 the carry
+      stays float32 (the promotion with the parameters), the embedding is cast to `dtype`.
   """
   hidden: int = 128
   unroll: int = 1
   param_dtype: Dtype = jnp.float32
   pool_padding: bool = False
   biases: int = 1
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x: Array, lengths: Array | None = None, *, deterministic: bool = True) -> Array:
     """x: [B, T, D]; lengths: int [B] or None (all valid); `deterministic` is unused (no dropout)."""
     del deterministic
+    x = layers.cast_inputs(x, self.dtype)
     batch, max_len = x.shape[:2]
     mask = valid_mask(lengths, max_len, batch)
     x = zero_padding(x, mask)
     if self.biases not in (1, 2):
       raise ValueError(f'method.encoders.lstm_biases: expected 1 or 2, got {self.biases!r}')
     cell_type = nn.OptimizedLSTMCell if self.biases == 1 else PairedBiasLSTMCell
-    cell = cell_type(self.hidden, param_dtype=self.param_dtype, name='lstm')
+    cell = cell_type(self.hidden, param_dtype=self.param_dtype, dtype=self.dtype, name='lstm')
     carry = zero_lstm_carry(batch, self.hidden, x.dtype, self.param_dtype)
     outputs = nn.RNN(cell, unroll=self.unroll)(  # [B, T, H]
         x, initial_carry=carry, seq_lengths=None if self.pool_padding else lengths)
     if self.pool_padding:
-      return jnp.max(outputs, axis=1)
+      return layers.cast_inputs(jnp.max(outputs, axis=1), self.dtype)
     pooled = masked_max(outputs, mask, axis=1)
-    return jnp.where(mask.any(axis=1, keepdims=True), pooled, jnp.zeros((), pooled.dtype))
+    pooled = jnp.where(mask.any(axis=1, keepdims=True), pooled, jnp.zeros((), pooled.dtype))
+    return layers.cast_inputs(pooled, self.dtype)
 
 
 class TextCNN(nn.Module):
@@ -167,16 +175,19 @@ class TextCNN(nn.Module):
     dropout: dropout rate on the pooled features (MMIN: 0.5).
     pool_padding: max-pool over every window, those over the (zeroed) padding included, as the
       authors' code does.
+    dtype: compute dtype (None: promoted); parameters stay float32.
   """
   num_filters: int = 128
   kernel_sizes: Sequence[int] = (3, 4, 5)
   out_dim: int = 128
   dropout: float = 0.5
   pool_padding: bool = False
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x: Array, lengths: Array | None = None, *, deterministic: bool) -> Array:
     """x: [B, T, D]; lengths: int [B] or None (all valid) -> [B, out_dim]."""
+    x = layers.cast_inputs(x, self.dtype)
     batch, max_len = x.shape[:2]
     mask = valid_mask(lengths, max_len, batch)
     x = zero_padding(x, mask)
@@ -188,13 +199,14 @@ class TextCNN(nn.Module):
       lengths = jnp.full_like(lengths, x.shape[1])
     pooled = []
     for k in self.kernel_sizes:
-      h = nn.relu(nn.Conv(self.num_filters, (k,), padding='VALID', name=f'conv_{k}')(x))
+      h = nn.relu(nn.Conv(self.num_filters, (k,), padding='VALID', dtype=self.dtype,
+                          name=f'conv_{k}')(x))
       num_windows = jnp.maximum(lengths - k + 1, 1)  # >= 1: short sequences keep window 0
       windows = jnp.arange(h.shape[1])[None, :] < num_windows[:, None]
       pooled.append(masked_max(h, windows, axis=1))
     h = jnp.concatenate(pooled, axis=-1)
-    h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
-    return nn.relu(nn.Dense(self.out_dim, name='embed')(h))
+    h = layers.Dropout(self.dropout)(h, deterministic=deterministic)
+    return nn.relu(nn.Dense(self.out_dim, dtype=self.dtype, name='embed')(h))
 
 
 class MLPEncoder(nn.Module):
@@ -206,14 +218,16 @@ class MLPEncoder(nn.Module):
   hidden: Sequence[int] = ()
   out_dim: int = 128
   dropout: float = 0.3
+  dtype: Dtype | None = None  # compute dtype (None: promoted); parameters stay float32
 
   @nn.compact
   def __call__(self, x: Array, lengths: Array | None = None, *, deterministic: bool) -> Array:
     """x: [B, D] (or [..., D]); `lengths` is accepted for a uniform interface and ignored."""
     del lengths
+    x = layers.cast_inputs(x, self.dtype)
     for i, features in enumerate((*self.hidden, self.out_dim)):
-      x = nn.relu(nn.Dense(features, name=f'dense_{i}')(x))
-      x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+      x = nn.relu(nn.Dense(features, dtype=self.dtype, name=f'dense_{i}')(x))
+      x = layers.Dropout(self.dropout)(x, deterministic=deterministic)
     return x
 
 
@@ -272,6 +286,8 @@ class ModalityEncoders(nn.Module):
     padding: 'masked' (padded frames never reach an output) or 'included' (the authors' way:
       the LSTM and TextCNN pools run over the zeroed padding too).
     lstm_biases: 1, or 2 for PyTorch's pair of LSTM biases (`PairedBiasLSTMCell`).
+    dtype: compute dtype of every encoder (None: promoted; `layers` module docstring); the
+      features are cast to it at the entry, the parameters stay `param_dtype`.
   """
   modalities: Sequence[str] = MODALITIES
   embed_dim: int = 128
@@ -283,6 +299,7 @@ class ModalityEncoders(nn.Module):
   param_dtype: Dtype = jnp.float32
   padding: str = 'masked'
   lstm_biases: int = 1
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], lengths: Mapping[str, Array] | None = None, *,
@@ -295,17 +312,19 @@ class ModalityEncoders(nn.Module):
       raise ValueError(f'method.encoders.padding: expected one of {PADDING}, got {self.padding!r}')
     pool_padding = self.padding == 'included'
     lengths = lengths or {}
+    features = layers.cast_inputs({m: features[m] for m in self.modalities}, self.dtype)
     kinds = resolve_kinds(self.modalities, self.kinds, {m: features[m].ndim for m in self.modalities})
     out = {}
     for m in self.modalities:
       kind = kinds[m]
       if kind == 'lstm':
         encoder = LSTMEncoder(self.embed_dim, param_dtype=self.param_dtype, pool_padding=pool_padding,
-                              biases=self.lstm_biases, name=m)
+                              biases=self.lstm_biases, dtype=self.dtype, name=m)
       elif kind == 'textcnn':
         encoder = TextCNN(self.num_filters, tuple(self.kernel_sizes), self.embed_dim, self.dropout,
-                          pool_padding=pool_padding, name=m)
+                          pool_padding=pool_padding, dtype=self.dtype, name=m)
       else:
-        encoder = MLPEncoder(tuple(self.mlp_hidden), self.embed_dim, self.dropout, name=m)
+        encoder = MLPEncoder(tuple(self.mlp_hidden), self.embed_dim, self.dropout, dtype=self.dtype,
+                             name=m)
       out[m] = encoder(features[m], lengths.get(m), deterministic=deterministic)
     return out

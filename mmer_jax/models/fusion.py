@@ -20,6 +20,10 @@ leak into values or gradients). What happens next is `missing_input`:
   trained on complete data then meets inputs it never saw, which is what the "augmented"
   baseline (training with random missing patterns) of the MMIN paper repairs.
 Modalities the dataset does not have are simply not listed in `modalities`.
+
+Mixed precision: the caller builds `encoders` and `head` with the compute `dtype` it wants; the
+model's own layers (gated attention's gates and scorer) take `dtype` (`layers` docstring), and
+the attention softmax runs in float32.
 """
 
 from __future__ import annotations
@@ -45,10 +49,12 @@ class _FusionBase(nn.Module):
     head: a `layers.MLPHead` with the task's `num_outputs` (subtree `head`, or `head_<m>` per
       modality for late fusion).
     missing_input: 'zero_embedding' | 'zero_features' (see the module docstring).
+    dtype: compute dtype of the model's own layers (None: promoted).
   """
   encoders: nn.Module
   head: nn.Module
   missing_input: str = 'zero_embedding'
+  dtype: layers.Dtype | None = None
 
   @property
   def modalities(self) -> tuple[str, ...]:
@@ -130,19 +136,19 @@ class GatedAttentionFusion(_FusionBase):
                modality_mask: Array | None = None, *, deterministic: bool, return_aux: bool = False):
     embeddings, present = self._encode(features, lengths, modality_mask, deterministic)
     gate_dim = self.gate_dim or self.encoders.embed_dim
-    scorer = nn.Dense(1, use_bias=False, name='score')
+    scorer = nn.Dense(1, use_bias=False, dtype=self.dtype, name='score')
     gated, scores = [], []
     for m in self.modalities:
       h = embeddings[m]
-      gate = nn.sigmoid(nn.Dense(gate_dim, name=f'gate_{m}')(h))
-      g = gate * jnp.tanh(nn.Dense(gate_dim, name=f'value_{m}')(h))
+      gate = nn.sigmoid(nn.Dense(gate_dim, dtype=self.dtype, name=f'gate_{m}')(h))
+      g = gate * jnp.tanh(nn.Dense(gate_dim, dtype=self.dtype, name=f'value_{m}')(h))
       gated.append(g)
       scores.append(scorer(g)[:, 0])
     gated = jnp.stack(gated, axis=1)  # [B, M, G]
     scores = jnp.stack(scores, axis=1)  # [B, M]
     mask = jnp.stack([present[m] for m in self.modalities], axis=1)
-    attention = layers.masked_softmax(scores, mask, axis=1)
-    fused = jnp.einsum('bm,bmg->bg', attention, gated)
+    attention = layers.masked_softmax(scores.astype(layers.stat_dtype(scores.dtype)), mask, axis=1)
+    fused = jnp.einsum('bm,bmg->bg', attention.astype(gated.dtype), gated)
     outputs = self.head(fused, deterministic=deterministic)
     if return_aux:
       return outputs, {'embeddings': embeddings, 'attention': attention, 'fused': fused}

@@ -21,6 +21,10 @@ module only holds the parameters and the pure pieces it calls, each exposed as a
 
 `init_all` touches every piece once, so `init` creates all the parameters. Modalities are named
 as in the library ('audio', 'visual', 'text'); any two or three of them.
+
+Mixed precision: `dtype` is every piece's compute dtype (None: promoted; `layers.py` docstring);
+the parameters and the `constants` stay float32, and the score networks return their scores in
+at least float32 (`score_net.py`), so the diffusion around them runs in float32.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import jax.numpy as jnp
 
 from mmer_jax.models import imder_head
 from mmer_jax.models import imder_refine
+from mmer_jax.models import layers
 from mmer_jax.models import score_net
 
 Array = jax.Array
@@ -50,10 +55,12 @@ class UtteranceTokens(nn.Module):
   """[B, D] -> [B, tokens, d]: an utterance vector spread over `tokens` learned tokens."""
   tokens: int
   d: int
+  dtype: layers.Dtype | None = None  # compute dtype (None: promoted)
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    h = imder_head.torch_linear(self.tokens * self.d, x.shape[-1], name='dense')(x)
+    x = layers.cast_inputs(x, self.dtype)
+    h = imder_head.torch_linear(self.tokens * self.d, x.shape[-1], dtype=self.dtype, name='dense')(x)
     return h.reshape(x.shape[:-1] + (self.tokens, self.d))
 
 
@@ -65,6 +72,7 @@ class Projections(nn.Module):
   utterance_level: Sequence[str] = ()
   utterance_tokens: int = 8
   text_dropout: float = 0.
+  dtype: layers.Dtype | None = None  # compute dtype (None: promoted)
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], *, deterministic: bool) -> dict[str, Array]:
@@ -72,11 +80,12 @@ class Projections(nn.Module):
     out = {}
     if sequences:
       out.update(imder_head.IMDerProjections(
-          self.d, {m: SEQUENCE_KERNEL for m in sequences}, self.text_dropout, name='conv')(
-              sequences, deterministic=deterministic))
+          self.d, {m: SEQUENCE_KERNEL for m in sequences}, self.text_dropout, self.dtype,
+          name='conv')(sequences, deterministic=deterministic))
     for m in self.utterance_level:
       if m in features:
-        out[m] = UtteranceTokens(self.utterance_tokens, self.d, name=f'tokens_{m}')(features[m])
+        out[m] = UtteranceTokens(self.utterance_tokens, self.d, self.dtype, name=f'tokens_{m}')(
+            features[m])
     return out
 
 
@@ -96,6 +105,7 @@ class IMDer(nn.Module):
       the width, where narrower).
     refine_blocks, refine_reduction: the refinement networks (20 RCABs, 16).
     utterance_tokens: tokens an utterance vector is spread over (a multiple of 8).
+    dtype: compute dtype of every piece (module docstring).
   """
   modalities: Sequence[str]
   utterance_level: Sequence[str] = ()
@@ -114,12 +124,14 @@ class IMDer(nn.Module):
   refine_blocks: int = 20
   refine_reduction: int = 16
   utterance_tokens: int = 8
+  dtype: layers.Dtype | None = None
 
   def setup(self):
     self.projections = Projections(self.d_model, tuple(self.utterance_level),
-                                   self.utterance_tokens, self.text_dropout)
+                                   self.utterance_tokens, self.text_dropout, self.dtype)
     # A dict of submodules is named <attribute>_<key>: cat_lv, cat_la, cat_va.
-    self.cat = {PAIR_CONDITIONS[m][0].removeprefix('cat_'): imder_head.PairCondition(self.d_model)
+    self.cat = {PAIR_CONDITIONS[m][0].removeprefix('cat_'): imder_head.PairCondition(self.d_model,
+                                                                                       self.dtype)
                 for m in self.modalities
                 if all(o in self.modalities for o in PAIR_CONDITIONS[m][1:])}
     # One score network and one refinement network per modality, stacked on a leading modality
@@ -129,17 +141,18 @@ class IMDer(nn.Module):
                    in_axes=0, out_axes=0, axis_size=len(self.modalities))
     self.score = nn.vmap(score_net.ScoreNet, **stacked)(**self.score_net_kwargs())
     self.refine = nn.vmap(imder_refine.RefineNet, **stacked)(
-        num_blocks=self.refine_blocks, reduction=self.refine_reduction)
+        num_blocks=self.refine_blocks, reduction=self.refine_reduction, dtype=self.dtype)
     self.head = imder_head.IMDerFusionHead(
         num_outputs=self.num_outputs, num_heads=self.num_heads, nlevels=self.nlevels,
-        mem_layers=self.mem_levels, attn_mask=self.attn_mask, **dict(self.dropouts or {}))
+        mem_layers=self.mem_levels, attn_mask=self.attn_mask, dtype=self.dtype,
+        **dict(self.dropouts or {}))
 
   def score_net_kwargs(self) -> dict:
     """The keyword arguments of one modality's `ScoreNet` (the stacked `score` holds M of them)."""
     return dict(channels=tuple(self.score_channels), embed_dim=self.time_embed_dim,
                 sigma=self.sigma, num_heads=self.num_heads, attn_layers=self.score_attn_layers,
                 attn_mask=self.attn_mask, enc_groups=_groups(self.score_channels, first=4),
-                dec_groups=_groups(self.score_channels[:-1][::-1], first=32))
+                dec_groups=_groups(self.score_channels[:-1][::-1], first=32), dtype=self.dtype)
 
   def project(self, features: Mapping[str, Array], *, deterministic: bool = True):
     """Modality -> its projection [B, L, d] (every modality of `features`)."""

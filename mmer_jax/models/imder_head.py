@@ -38,6 +38,11 @@ Two behaviours of the MulT encoder are reproduced on purpose:
 Utterance-level inputs: the transformers and the head accept L = 1 (a vector per utterance is a
 length-1 sequence [B, 1, D]); `IMDerProjections` turns a rank-2 [B, D] input into [B, 1, D], which
 needs kernel size 1 for that modality (kernel 3 without padding needs at least 3 frames).
+
+Mixed precision: every module takes `dtype`, the compute dtype of its products and activations
+(None: promoted; `layers.py` docstring); the parameters stay float32. LayerNorm computes its
+statistics in float32 (Flax does), the attention softmax runs in float32, and the sinusoidal
+positions are computed in float32 before they are cast to the activations' dtype.
 """
 
 from __future__ import annotations
@@ -49,7 +54,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmer_jax.models import layers as layers_lib
+
 Array = jax.Array
+Dtype = layers_lib.Dtype
 
 # PyTorch's default weight init for Linear / Conv1d / ConvTranspose1d: kaiming_uniform(a=sqrt(5)),
 # i.e. uniform(+-1/sqrt(fan_in)); Flax's fan_in for a [k, in, out] kernel (or a transposed
@@ -68,28 +76,30 @@ def torch_bias_init(fan_in: int):
 
 
 def torch_conv1d(features: int, kernel_size: int, in_features: int, *, stride: int = 1,
-                 padding: int = 0, use_bias: bool = True, name: str | None = None) -> nn.Conv:
+                 padding: int = 0, use_bias: bool = True, dtype: Dtype | None = None,
+                 name: str | None = None) -> nn.Conv:
   """A PyTorch-style Conv1d (zero padding `padding` each side) over channels-last [B, L, C]."""
   return nn.Conv(features, (kernel_size,), strides=(stride,), padding=((padding, padding),),
                  use_bias=use_bias, kernel_init=torch_kernel_init,
-                 bias_init=torch_bias_init(in_features * kernel_size), name=name)
+                 bias_init=torch_bias_init(in_features * kernel_size), dtype=dtype, name=name)
 
 
-def torch_linear(features: int, in_features: int, *, name: str | None = None) -> nn.Dense:
+def torch_linear(features: int, in_features: int, *, dtype: Dtype | None = None,
+                 name: str | None = None) -> nn.Dense:
   """A Dense with PyTorch's default nn.Linear initialisation."""
   return nn.Dense(features, kernel_init=torch_kernel_init, bias_init=torch_bias_init(in_features),
-                  name=name)
+                  dtype=dtype, name=name)
 
 
-def _layer_norm(name: str) -> nn.LayerNorm:
-  # PyTorch's eps, and the two-pass variance PyTorch computes.
-  return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
+def _layer_norm(name: str, dtype: Dtype | None = None) -> nn.LayerNorm:
+  # PyTorch's eps, and the two-pass variance PyTorch computes (statistics in >= float32).
+  return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, name=name)
 
 
-def _xavier_dense(features: int, name: str) -> nn.Dense:
+def _xavier_dense(features: int, name: str, dtype: Dtype | None = None) -> nn.Dense:
   # MulT's `Linear`: Xavier-uniform weight, zero bias.
   return nn.Dense(features, kernel_init=nn.initializers.xavier_uniform(),
-                  bias_init=nn.initializers.zeros, name=name)
+                  bias_init=nn.initializers.zeros, dtype=dtype, name=name)
 
 
 def sinusoidal_positions(first_feature: Array, embed_dim: int) -> Array:
@@ -139,9 +149,11 @@ class MultiheadAttention(nn.Module):
   Attributes:
     num_heads: heads (E must be divisible by it).
     attn_dropout: dropout rate on the attention weights.
+    dtype: compute dtype (None: promoted); the softmax runs in at least float32.
   """
   num_heads: int
   attn_dropout: float = 0.
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, query: Array, key: Array, value: Array, mask: Array | None = None, *,
@@ -158,7 +170,8 @@ class MultiheadAttention(nn.Module):
     head_dim = embed_dim // self.num_heads
     kernel = self.param('in_proj_kernel', nn.initializers.xavier_uniform(), (embed_dim, 3 * embed_dim))
     bias = self.param('in_proj_bias', nn.initializers.zeros, (3 * embed_dim,))
-    query, key, value, kernel, bias = nn.dtypes.promote_dtype(query, key, value, kernel, bias)
+    query, key, value, kernel, bias = nn.dtypes.promote_dtype(query, key, value, kernel, bias,
+                                                              dtype=self.dtype)
 
     def project(x, part):
       sl = slice(part * embed_dim, (part + 1) * embed_dim)
@@ -174,12 +187,12 @@ class MultiheadAttention(nn.Module):
     scores = jnp.einsum('bhqd,bhkd->bhqk', q, k)
     if mask is not None:
       scores = jnp.where(mask, -jnp.inf, scores)
-    softmax_dtype = jnp.promote_types(scores.dtype, jnp.float32)
+    softmax_dtype = layers_lib.stat_dtype(scores.dtype)
     weights = jax.nn.softmax(scores.astype(softmax_dtype), axis=-1).astype(scores.dtype)
-    weights = nn.Dropout(self.attn_dropout)(weights, deterministic=deterministic)
+    weights = layers_lib.Dropout(self.attn_dropout)(weights, deterministic=deterministic)
     out = jnp.swapaxes(jnp.einsum('bhqk,bhkd->bhqd', weights, v), 1, 2)
     out = out.reshape(query.shape[:2] + (embed_dim,))
-    return _xavier_dense(embed_dim, 'out_proj')(out)
+    return _xavier_dense(embed_dim, 'out_proj', self.dtype)(out)
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -194,12 +207,13 @@ class TransformerEncoderLayer(nn.Module):
   relu_dropout: float = 0.
   res_dropout: float = 0.
   attn_mask: bool = False
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x: Array, x_k: Array | None = None, x_v: Array | None = None, *,
                deterministic: bool = True) -> Array:
     embed_dim = x.shape[-1]
-    norm0 = _layer_norm('layer_norms_0')
+    norm0 = _layer_norm('layer_norms_0', self.dtype)
     residual = x
     x = norm0(x)
     if x_k is None:
@@ -207,15 +221,15 @@ class TransformerEncoderLayer(nn.Module):
     else:
       x_k, x_v = norm0(x_k), norm0(x_v)
     mask = future_mask(x.shape[1], x_k.shape[1]) if self.attn_mask else None
-    x = MultiheadAttention(self.num_heads, self.attn_dropout, name='self_attn')(
+    x = MultiheadAttention(self.num_heads, self.attn_dropout, self.dtype, name='self_attn')(
         x, x_k, x_v, mask, deterministic=deterministic)
-    x = residual + nn.Dropout(self.res_dropout)(x, deterministic=deterministic)
+    x = residual + layers_lib.Dropout(self.res_dropout)(x, deterministic=deterministic)
     residual = x
-    x = _layer_norm('layer_norms_1')(x)
-    x = nn.relu(_xavier_dense(4 * embed_dim, 'fc1')(x))
-    x = nn.Dropout(self.relu_dropout)(x, deterministic=deterministic)
-    x = _xavier_dense(embed_dim, 'fc2')(x)
-    return residual + nn.Dropout(self.res_dropout)(x, deterministic=deterministic)
+    x = _layer_norm('layer_norms_1', self.dtype)(x)
+    x = nn.relu(_xavier_dense(4 * embed_dim, 'fc1', self.dtype)(x))
+    x = layers_lib.Dropout(self.relu_dropout)(x, deterministic=deterministic)
+    x = _xavier_dense(embed_dim, 'fc2', self.dtype)(x)
+    return residual + layers_lib.Dropout(self.res_dropout)(x, deterministic=deterministic)
 
 
 class TransformerEncoder(nn.Module):
@@ -229,6 +243,7 @@ class TransformerEncoder(nn.Module):
     num_heads, layers: heads per attention, number of layers.
     attn_dropout, relu_dropout, res_dropout, embed_dropout: the four MulT dropout rates.
     attn_mask: the causal/shifted mask of `future_mask` in every layer.
+    dtype: compute dtype (None: promoted); the inputs are cast to it.
   """
   num_heads: int
   layers: int
@@ -237,6 +252,7 @@ class TransformerEncoder(nn.Module):
   res_dropout: float = 0.
   embed_dropout: float = 0.
   attn_mask: bool = False
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x_in: Array, x_in_k: Array | None = None, x_in_v: Array | None = None, *,
@@ -244,11 +260,12 @@ class TransformerEncoder(nn.Module):
     """x_in [B, Lq, E]; x_in_k, x_in_v [B, Lk, E] (both or neither); deterministic: no dropout."""
     if (x_in_k is None) != (x_in_v is None):
       raise ValueError('TransformerEncoder: give both x_in_k and x_in_v, or neither')
+    x_in, x_in_k, x_in_v = layers_lib.cast_inputs((x_in, x_in_k, x_in_v), self.dtype)
     embed_dim = x_in.shape[-1]
     if x_in_k is not None and (x_in_k.shape[-1] != embed_dim or x_in_v.shape[-1] != embed_dim):
       raise ValueError(f'TransformerEncoder: keys/values must be {embed_dim} wide like the queries '
                        f'(one packed projection); got {x_in_k.shape[-1]} and {x_in_v.shape[-1]}')
-    dropout = nn.Dropout(self.embed_dropout)
+    dropout = layers_lib.Dropout(self.embed_dropout)
 
     def embed(z):
       z = math.sqrt(embed_dim) * z + sinusoidal_positions(z[..., 0], embed_dim).astype(z.dtype)
@@ -260,9 +277,9 @@ class TransformerEncoder(nn.Module):
       x_k, x_v = embed(x_in_k), embed(x_in_v)
     for i in range(self.layers):
       x = TransformerEncoderLayer(self.num_heads, self.attn_dropout, self.relu_dropout,
-                                  self.res_dropout, self.attn_mask, name=f'layers_{i}')(
+                                  self.res_dropout, self.attn_mask, self.dtype, name=f'layers_{i}')(
           x, x_k, x_v, deterministic=deterministic)
-    return _layer_norm('layer_norm')(x)
+    return _layer_norm('layer_norm', self.dtype)(x)
 
 
 # The authors' modality letters and our modality names.
@@ -281,15 +298,18 @@ class IMDerProjections(nn.Module):
     d: common width (32).
     kernel_sizes: mapping modality -> kernel size (authors: 3 for all).
     text_dropout: dropout rate on the text features (authors: 0.0).
+    dtype: compute dtype (None: promoted); the features are cast to it.
   """
   d: int = 32
   kernel_sizes: Mapping[str, int] | None = None
   text_dropout: float = 0.
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], *, deterministic: bool) -> dict[str, Array]:
     """features: any of 'text', 'audio', 'visual' -> [B, L, D] or [B, D]; returns the same keys."""
     kernel_sizes = {'text': 3, 'audio': 3, 'visual': 3, **(self.kernel_sizes or {})}
+    features = layers_lib.cast_inputs(dict(features), self.dtype)
     out = {}
     for m, x in features.items():
       if m not in LETTERS:
@@ -299,7 +319,7 @@ class IMDerProjections(nn.Module):
       if x.ndim != 3:
         raise ValueError(f'{m}: expected [B, L, D] or [B, D] features, got shape {x.shape}')
       if m == 'text':
-        x = nn.Dropout(self.text_dropout)(x, deterministic=deterministic)
+        x = layers_lib.Dropout(self.text_dropout)(x, deterministic=deterministic)
       if x.shape[-1] == self.d:
         out[m] = x
         continue
@@ -307,7 +327,8 @@ class IMDerProjections(nn.Module):
       if x.shape[1] < k:
         raise ValueError(f'{m}: {x.shape[1]} frame(s) but the unpadded projection has kernel {k}; '
                          f'use kernel size 1 for utterance-level inputs')
-      out[m] = torch_conv1d(self.d, k, x.shape[-1], use_bias=False, name=f'proj_{LETTERS[m]}')(x)
+      out[m] = torch_conv1d(self.d, k, x.shape[-1], use_bias=False, dtype=self.dtype,
+                            name=f'proj_{LETTERS[m]}')(x)
     return out
 
 
@@ -319,11 +340,12 @@ class PairCondition(nn.Module):
   (text, audio) and (visual, audio) respectively: pass `first`, `second` in that order.
   """
   d: int = 32
+  dtype: Dtype | None = None  # compute dtype (None: promoted); the inputs are cast to it
 
   @nn.compact
   def __call__(self, first: Array, second: Array) -> Array:
-    x = jnp.concatenate([first, second], axis=-1)
-    return torch_conv1d(self.d, 1, x.shape[-1], name='conv')(x)
+    x = layers_lib.cast_inputs(jnp.concatenate([first, second], axis=-1), self.dtype)
+    return torch_conv1d(self.d, 1, x.shape[-1], dtype=self.dtype, name='conv')(x)
 
 
 class IMDerFusionHead(nn.Module):
@@ -349,6 +371,7 @@ class IMDerFusionHead(nn.Module):
     attn_dropout, attn_dropout_a, attn_dropout_v, relu_dropout, res_dropout, embed_dropout,
       output_dropout: dropout rates (`output_dropout` in the residual output block).
     attn_mask: MulT's causal mask in every transformer (the authors' config sets it).
+    dtype: compute dtype (None: promoted); the projections are cast to it.
   """
   num_outputs: int = 1
   num_heads: int = 8
@@ -362,10 +385,12 @@ class IMDerFusionHead(nn.Module):
   embed_dropout: float = 0.2
   output_dropout: float = 0.
   attn_mask: bool = True
+  dtype: Dtype | None = None
 
-  def _transformer(self, name: str, attn_dropout: float, layers: int) -> TransformerEncoder:
-    return TransformerEncoder(self.num_heads, layers, attn_dropout, self.relu_dropout, self.res_dropout,
-                              self.embed_dropout, self.attn_mask, name=name)
+  def _transformer(self, name: str, attn_dropout: float, num_layers: int) -> TransformerEncoder:
+    return TransformerEncoder(self.num_heads, num_layers, attn_dropout, self.relu_dropout,
+                              self.res_dropout, self.embed_dropout, self.attn_mask, self.dtype,
+                              name=name)
 
   @nn.compact
   def __call__(self, projected: Mapping[str, Array], *, deterministic: bool, return_aux: bool = False):
@@ -374,6 +399,7 @@ class IMDerFusionHead(nn.Module):
     Returns [B, num_outputs], or (outputs, aux) with aux 'text'/'audio'/'visual' ([B, 2d], each
     modality's last-step feature, the authors' Feature_t/a/v) and 'fused' ([B, 6d], Feature_f).
     """
+    projected = layers_lib.cast_inputs(dict(projected), self.dtype)
     unknown = sorted(set(projected) - set(LETTERS))
     order = [m for m in ('text', 'audio', 'visual') if m in projected]
     if unknown or len(order) < 2:
@@ -400,10 +426,10 @@ class IMDerFusionHead(nn.Module):
       features[m] = h[:, -1]
     fused = jnp.concatenate([features[m] for m in order], axis=-1)
     combined = fused.shape[-1]
-    h = nn.relu(torch_linear(combined, combined, name='proj1')(fused))
-    h = nn.Dropout(self.output_dropout)(h, deterministic=deterministic)
-    h = torch_linear(combined, combined, name='proj2')(h) + fused
-    outputs = torch_linear(self.num_outputs, combined, name='out_layer')(h)
+    h = nn.relu(torch_linear(combined, combined, dtype=self.dtype, name='proj1')(fused))
+    h = layers_lib.Dropout(self.output_dropout)(h, deterministic=deterministic)
+    h = torch_linear(combined, combined, dtype=self.dtype, name='proj2')(h) + fused
+    outputs = torch_linear(self.num_outputs, combined, dtype=self.dtype, name='out_layer')(h)
     if return_aux:
       return outputs, {**features, 'fused': fused}
     return outputs

@@ -18,6 +18,9 @@ Every conv has a bias and "same" padding (kernel 3, padding 1); no normalisation
 Names map one to one: rec_l.0 -> conv_in, rec_l.1.body.{i} -> group/block_{i},
 rec_l.1.body.{i}.body.{0,2} -> conv1/conv2, .body.3.conv_du.{0,2} -> ca/down, ca/up,
 rec_l.1.body.{num_blocks} -> group/conv, rec_l.2 -> conv_out.
+
+Mixed precision: every module takes `dtype`, the compute dtype of its convolutions (None:
+promoted; `layers.py` docstring); `RefineNet` casts its input to it, parameters stay float32.
 """
 
 from __future__ import annotations
@@ -26,14 +29,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmer_jax.models import layers
 from mmer_jax.models.imder_head import torch_conv1d
 
 Array = jax.Array
+Dtype = layers.Dtype
 
 
 class ChannelAttention(nn.Module):
   """x * sigmoid(up(relu(down(mean_t x)))): per-channel gates from the time-averaged input."""
   reduction: int = 16
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -42,8 +48,8 @@ class ChannelAttention(nn.Module):
     if squeezed < 1:
       raise ValueError(f'ChannelAttention: {channels} channels // reduction {self.reduction} is 0')
     y = jnp.mean(x, axis=1, keepdims=True)  # AdaptiveAvgPool1d(1): [B, 1, C]
-    y = nn.relu(torch_conv1d(squeezed, 1, channels, name='down')(y))
-    y = nn.sigmoid(torch_conv1d(channels, 1, squeezed, name='up')(y))
+    y = nn.relu(torch_conv1d(squeezed, 1, channels, dtype=self.dtype, name='down')(y))
+    y = nn.sigmoid(torch_conv1d(channels, 1, squeezed, dtype=self.dtype, name='up')(y))
     return x * y
 
 
@@ -51,13 +57,14 @@ class RCAB(nn.Module):
   """Residual channel-attention block: x + res_scale * CA(conv2(relu(conv1(x))))."""
   reduction: int = 16
   res_scale: float = 1.
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     channels = x.shape[-1]
-    h = nn.relu(torch_conv1d(channels, 3, channels, padding=1, name='conv1')(x))
-    h = torch_conv1d(channels, 3, channels, padding=1, name='conv2')(h)
-    h = ChannelAttention(self.reduction, name='ca')(h)
+    h = nn.relu(torch_conv1d(channels, 3, channels, padding=1, dtype=self.dtype, name='conv1')(x))
+    h = torch_conv1d(channels, 3, channels, padding=1, dtype=self.dtype, name='conv2')(h)
+    h = ChannelAttention(self.reduction, self.dtype, name='ca')(h)
     return h * self.res_scale + x
 
 
@@ -66,14 +73,15 @@ class ResidualGroup(nn.Module):
   num_blocks: int = 20
   reduction: int = 16
   res_scale: float = 1.
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     h = x
     for i in range(self.num_blocks):
-      h = RCAB(self.reduction, self.res_scale, name=f'block_{i}')(h)
+      h = RCAB(self.reduction, self.res_scale, self.dtype, name=f'block_{i}')(h)
     channels = x.shape[-1]
-    return torch_conv1d(channels, 3, channels, padding=1, name='conv')(h) + x
+    return torch_conv1d(channels, 3, channels, padding=1, dtype=self.dtype, name='conv')(h) + x
 
 
 class RefineNet(nn.Module):
@@ -84,18 +92,21 @@ class RefineNet(nn.Module):
     num_blocks: RCABs in the group (20).
     reduction: channel-attention reduction (16: 64 -> 4 -> 64).
     res_scale: scale of each RCAB's residual branch (1.0).
+    dtype: compute dtype (None: promoted); the input is cast to it.
   """
   hidden_factor: int = 2
   num_blocks: int = 20
   reduction: int = 16
   res_scale: float = 1.
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     if x.ndim != 3:
       raise ValueError(f'RefineNet: expected [B, L, C], got shape {x.shape}')
+    x = layers.cast_inputs(x, self.dtype)
     channels = x.shape[-1]
     hidden = self.hidden_factor * channels
-    h = torch_conv1d(hidden, 1, channels, name='conv_in')(x)
-    h = ResidualGroup(self.num_blocks, self.reduction, self.res_scale, name='group')(h)
-    return torch_conv1d(channels, 1, hidden, name='conv_out')(h)
+    h = torch_conv1d(hidden, 1, channels, dtype=self.dtype, name='conv_in')(x)
+    h = ResidualGroup(self.num_blocks, self.reduction, self.res_scale, self.dtype, name='group')(h)
+    return torch_conv1d(channels, 1, hidden, dtype=self.dtype, name='conv_out')(h)

@@ -34,6 +34,7 @@ import jraph
 
 from mmer_jax.data.schema import MODALITIES
 from mmer_jax.models import encoders
+from mmer_jax.models import layers
 
 Array = jax.Array
 
@@ -144,6 +145,7 @@ class GCNIILayer(nn.Module):
   lamda: float = 0.5
   concat_input: bool = False
   message_passing: str = 'edges'
+  dtype: layers.Dtype | None = None  # compute dtype of the product with the kernel (None: promoted)
 
   @nn.compact
   def __call__(self, h: Array, h0: Array, adjacency: tuple) -> Array:
@@ -154,6 +156,8 @@ class GCNIILayer(nn.Module):
     inputs = jnp.concatenate([hi, h0], axis=-1) if self.concat_input else support
     kernel = self.param('kernel', _uniform(1.0 / math.sqrt(self.features)),
                         (inputs.shape[-1], self.features))
+    if self.dtype is not None:
+      inputs, kernel, support = nn.dtypes.promote_dtype(inputs, kernel, support, dtype=self.dtype)
     return theta * (inputs @ kernel) + (1.0 - theta) * support
 
 
@@ -168,19 +172,20 @@ class DeepGCN(nn.Module):
   concat_input: bool = False
   remat: bool = False  # recompute each layer in the backward pass (memory of deep stacks)
   message_passing: str = 'edges'
+  dtype: layers.Dtype | None = None  # compute dtype (None: promoted); parameters float32
 
   @nn.compact
   def __call__(self, x: Array, adjacency: tuple, *, deterministic: bool) -> Array:
     """x: node inputs, [S, N, D] ('edges') or [B, M, L, D] ('blocks'); adjacency: see GCNIILayer."""
-    x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-    h0 = nn.relu(nn.Dense(self.hidden, name='input')(x))
+    x = layers.Dropout(self.dropout)(x, deterministic=deterministic)
+    h0 = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name='input')(x))
     layer_cls = nn.remat(GCNIILayer) if self.remat else GCNIILayer
     h = h0
     for i in range(1, self.num_layers + 1):
-      h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+      h = layers.Dropout(self.dropout)(h, deterministic=deterministic)
       h = nn.relu(layer_cls(self.hidden, i, self.alpha, self.lamda, self.concat_input,
-                            self.message_passing, name=f'layer_{i}')(h, h0, adjacency))
-    h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+                            self.message_passing, dtype=self.dtype, name=f'layer_{i}')(h, h0, adjacency))
+    h = layers.Dropout(self.dropout)(h, deterministic=deterministic)
     return jnp.concatenate([x, h], axis=-1)
 
 
@@ -190,17 +195,20 @@ class GatedAttentionFusion(nn.Module):
   x_i * x_j])) into z h_i + (1 - z) h_j; the pairs concatenated (one modality: its tanh map)."""
   features: int = 100
   dropout: float = 0.5
+  dtype: layers.Dtype | None = None  # compute dtype (None: promoted); parameters float32
 
   @nn.compact
   def __call__(self, xs: Sequence[Array], *, deterministic: bool) -> Array:
-    xs = [nn.Dropout(self.dropout)(x, deterministic=deterministic) for x in xs]
-    hs = [jnp.tanh(nn.Dense(self.features, name=f'transform_{i}')(x)) for i, x in enumerate(xs)]
+    xs = [layers.Dropout(self.dropout)(x, deterministic=deterministic) for x in xs]
+    hs = [jnp.tanh(nn.Dense(self.features, dtype=self.dtype, name=f'transform_{i}')(x))
+          for i, x in enumerate(xs)]
     if len(xs) == 1:
       return hs[0]
     fused = []
     for i in range(len(xs)):
       for j in range(i + 1, len(xs)):
-        z = nn.sigmoid(nn.Dense(1, name=f'gate_{i}{j}')(jnp.concatenate([xs[i], xs[j], xs[i] * xs[j]], -1)))
+        z = nn.sigmoid(nn.Dense(1, dtype=self.dtype, name=f'gate_{i}{j}')(
+            jnp.concatenate([xs[i], xs[j], xs[i] * xs[j]], -1)))
         fused.append(z * hs[i] + (1.0 - z) * hs[j])
     return jnp.concatenate(fused, axis=-1)
 
@@ -228,6 +236,10 @@ class MMGCN(nn.Module):
       list) or 'blocks' (MMGCN's graph is a complete graph within each (dialogue, modality) and
       one edge per turn across modalities: dense per-dialogue products, `block_similarity`; the
       same numbers, no graph needed, about 20x faster on a CPU).
+    dtype: compute dtype (None: promoted; `layers` docstring). The edge weights (cosines,
+      arccos, degrees) are computed in at least float32 from the node features and then cast to
+      `dtype` for the propagation: `cos_scale` 0.99999 is 1.0 in bfloat16, where arccos has an
+      infinite derivative.
   """
   modalities: Sequence[str] = MODALITIES
   use_modalities: Sequence[str] = MODALITIES
@@ -247,6 +259,7 @@ class MMGCN(nn.Module):
   dropout: float = 0.4
   gated_features: int = 100
   message_passing: str = 'edges'
+  dtype: layers.Dtype | None = None
 
   def setup(self):
     if self.fusion not in FUSIONS:
@@ -262,7 +275,8 @@ class MMGCN(nn.Module):
   def _gcn(self, name: str) -> DeepGCN:
     return DeepGCN(hidden=self.gcn_hidden, num_layers=self.gcn_layers, dropout=self.dropout,
                    alpha=self.gcn_alpha, lamda=self.gcn_lambda, concat_input=self.gcn_concat_input,
-                   remat=self.gcn_remat, message_passing=self.message_passing, name=name)
+                   remat=self.gcn_remat, message_passing=self.message_passing, dtype=self.dtype,
+                   name=name)
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], speaker: Array, turn_mask: Array,
@@ -276,6 +290,7 @@ class MMGCN(nn.Module):
     modality_mask = jnp.asarray(modality_mask, bool)
     if modality_mask.ndim == 2:
       modality_mask = jnp.broadcast_to(modality_mask[:, None], (batch, num_turns, modality_mask.shape[-1]))
+    features = layers.cast_inputs({name: features[name] for name in self.modalities}, self.dtype)
     mods = tuple(self.modalities)
     m = len(mods)
     # present[b, t, k]: utterance (b, t) has modality k and the model uses it.
@@ -283,13 +298,13 @@ class MMGCN(nn.Module):
     present = (turn_mask[..., None] & modality_mask[..., [MODALITIES.index(n) for n in mods]] & used)
 
     # Encoders -> [B, L, M, width].
-    speaker_vec = nn.Embed(self.num_speakers, self.width, name='speaker_embedding')(
+    speaker_vec = nn.Embed(self.num_speakers, self.width, dtype=self.dtype, name='speaker_embedding')(
         jnp.clip(speaker, 0, self.num_speakers - 1))
     encoded = []
     for k, name in enumerate(mods):
       have = present[..., k:k + 1]
       x = jnp.where(have, features[name], 0.0)
-      x = nn.Dense(self.width, name=f'encoder_{name}')(x)
+      x = nn.Dense(self.width, dtype=self.dtype, name=f'encoder_{name}')(x)
       if name == 'text':
         x = self._context_lstm(x, turn_mask, deterministic)
       if self.speaker_nodes == 'all' or (self.speaker_nodes == 'text' and name == 'text'):
@@ -297,7 +312,8 @@ class MMGCN(nn.Module):
       encoded.append(jnp.where(have, x, 0.0))
     table = jnp.stack(encoded, axis=2)  # [B, L, M, width]
     if self.fusion == 'early':
-      fused = nn.Dense(self.width, name='early_fusion')(table.reshape(batch, num_turns, -1))
+      fused = nn.Dense(self.width, dtype=self.dtype, name='early_fusion')(
+          table.reshape(batch, num_turns, -1))
       table = jnp.zeros_like(table).at[:, :, 0].set(fused)
       present = jnp.zeros_like(present).at[..., 0].set(present.any(-1))
 
@@ -308,12 +324,12 @@ class MMGCN(nn.Module):
     if self.fusion == 'early':
       utterance = grid[:, :, 0]
     elif self.fusion == 'gated':
-      utterance = GatedAttentionFusion(self.gated_features, name='gated_attention')(
+      utterance = GatedAttentionFusion(self.gated_features, dtype=self.dtype, name='gated_attention')(
           [grid[:, :, k] for k in range(m)], deterministic=deterministic)
     else:
       utterance = grid.reshape(batch, num_turns, -1)
-    utterance = nn.Dropout(self.dropout)(utterance, deterministic=deterministic)
-    logits = nn.Dense(self.num_classes, name='classifier')(nn.relu(utterance))
+    utterance = layers.Dropout(self.dropout)(utterance, deterministic=deterministic)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(nn.relu(utterance))
     logits = jnp.where(turn_mask[..., None], logits, 0.0)
     if return_adjacency:
       return logits, adjacency
@@ -324,12 +340,13 @@ class MMGCN(nn.Module):
     x = jnp.swapaxes(table, 1, 2)  # [B, M, L, width]
     node_present = jnp.swapaxes(present, 1, 2)
     kw = dict(cos_scale=self.cos_scale, cross_modal_weight=self.cross_modal_weight)
+    similarity_x = x.astype(layers.stat_dtype(x.dtype))  # edge weights in >= float32 (docstring)
     if self.fusion in ('graph', 'early'):
-      adjacency = block_similarity(x, node_present, **kw)
-      out = self._gcn('gcn')(x, adjacency, deterministic=deterministic)
+      adjacency = block_similarity(similarity_x, node_present, **kw)
+      out = self._gcn('gcn')(x, layers.cast_inputs(adjacency, self.dtype), deterministic=deterministic)
     else:  # one GCN per modality over its own block, no cross-modal edges
-      adjacency = block_similarity(x, node_present, cross_modal=False, **kw)
-      intra, cross = adjacency
+      adjacency = block_similarity(similarity_x, node_present, cross_modal=False, **kw)
+      intra, cross = layers.cast_inputs(adjacency, self.dtype)
       out = jnp.concatenate([
           self._gcn(f'gcn_{name}')(x[:, k:k + 1], (intra[:, k:k + 1], cross[:, k:k + 1, k:k + 1]),
                                    deterministic=deterministic)
@@ -352,7 +369,7 @@ class MMGCN(nn.Module):
                & jnp.take_along_axis(node_present, graph.senders, axis=1)
                & jnp.take_along_axis(node_present, graph.receivers, axis=1))
     similarity = jax.vmap(lambda x, s, r: edge_similarity(x, s, r, cos_scale=self.cos_scale))(
-        x, graph.senders, graph.receivers)
+        x.astype(layers.stat_dtype(x.dtype)), graph.senders, graph.receivers)  # >= float32
     gamma = jnp.where(graph.edges['cross'], self.cross_modal_weight, 1.0)
 
     def adjacency(edge_on):
@@ -363,12 +380,13 @@ class MMGCN(nn.Module):
 
     if self.fusion in ('graph', 'early'):
       edges = adjacency(edge_on)
-      node_out = self._gcn('gcn')(x, edges, deterministic=deterministic)
+      node_out = self._gcn('gcn')(x, layers.cast_inputs(edges, self.dtype), deterministic=deterministic)
     else:  # one GCN per modality over its own nodes, no cross-modal edges
       edges = adjacency(edge_on & ~graph.edges['cross'])
       node_out = 0.0
       for k, name in enumerate(self.modalities):
-        out = self._gcn(f'gcn_{name}')(x, edges, deterministic=deterministic)
+        out = self._gcn(f'gcn_{name}')(x, layers.cast_inputs(edges, self.dtype),
+                                       deterministic=deterministic)
         node_out = node_out + jnp.where((graph.nodes['modality'] == k)[..., None], out, 0.0)
     node_out = jnp.where(node_present[..., None], node_out, 0.0)
     # Back to the turn grid: [S, B_s * L * M, F] -> [B, L, M, F].
@@ -384,8 +402,8 @@ class MMGCN(nn.Module):
     carry = encoders.zero_lstm_carry(x.shape[0], hidden, x.dtype, jnp.float32)
     for layer in range(2):
       if layer:
-        x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
-      cells = [nn.RNN(nn.OptimizedLSTMCell(hidden, name=f'text_lstm_{layer}_{d}'))
+        x = layers.Dropout(self.dropout)(x, deterministic=deterministic)
+      cells = [nn.RNN(nn.OptimizedLSTMCell(hidden, dtype=self.dtype, name=f'text_lstm_{layer}_{d}'))
                for d in ('forward', 'backward')]
       x = nn.Bidirectional(*cells)(x, initial_carry=(carry, carry), seq_lengths=lengths)
-    return x
+    return layers.cast_inputs(x, self.dtype)  # the carry is float32 (zero_lstm_carry)

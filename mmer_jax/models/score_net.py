@@ -45,6 +45,13 @@ Parameters keep a one-to-one correspondence with the authors' (conv2 -> down2/co
 up4/dense, attention_t4 -> up4/attention, ...; the full map is in the IMDer parity notes).
 Transposed convs use `transpose_kernel=True`, so a PyTorch ConvTranspose1d weight [in, out, k]
 maps to the Flax kernel [k, out, in] by a plain transpose (2, 1, 0), no flip.
+
+Mixed precision (`dtype`, the compute dtype of the convolutions, attentions and dense layers;
+None: promoted, `layers.py` docstring): x and the condition are cast to it at the entry, while
+the time t, its Fourier features (arguments up to 2 pi * 90, far beyond bfloat16's resolution)
+and the output normalisation stay in at least float32, and the score is returned in at least
+float32, the dtype the diffusion's arithmetic (`mmer_jax/diffusion`) runs in. GroupNorm
+computes its statistics in float32.
 """
 
 from __future__ import annotations
@@ -56,9 +63,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmer_jax.models import layers
 from mmer_jax.models.imder_head import TransformerEncoder, torch_bias_init, torch_kernel_init, torch_linear
 
 Array = jax.Array
+Dtype = layers.Dtype
 
 
 def marginal_prob_std(t: Array, sigma: float = 25.) -> Array:
@@ -85,14 +94,19 @@ class GaussianFourierProjection(nn.Module):
 
 
 class TimeEmbedding(nn.Module):
-  """swish(Dense(GaussianFourierProjection(t))): t [B] -> [B, embed_dim] (the authors' `embed` + act)."""
+  """swish(Dense(GaussianFourierProjection(t))): t [B] -> [B, embed_dim] (the authors' `embed` + act).
+
+  The Fourier features are computed in t's dtype (keep it float32 or wider); `dtype` is the
+  Dense's compute dtype.
+  """
   embed_dim: int = 256
   scale: float = 30.
+  dtype: Dtype | None = None
 
   @nn.compact
   def __call__(self, t: Array) -> Array:
     h = GaussianFourierProjection(self.embed_dim, self.scale, name='fourier')(t)
-    return nn.swish(torch_linear(self.embed_dim, self.embed_dim, name='dense')(h))
+    return nn.swish(torch_linear(self.embed_dim, self.embed_dim, dtype=self.dtype, name='dense')(h))
 
 
 class UNetBlock(nn.Module):
@@ -112,6 +126,7 @@ class UNetBlock(nn.Module):
     time: whether the time embedding is added.
     groups: GroupNorm groups, or None for no norm and no activation.
     num_heads, attn_layers, attn_mask: the cross-attention TransformerEncoder (no dropout).
+    dtype: compute dtype (None: promoted).
   """
   features: int
   stride: int = 1
@@ -123,6 +138,7 @@ class UNetBlock(nn.Module):
   num_heads: int = 8
   attn_layers: int = 2
   attn_mask: bool = True
+  dtype: Dtype | None = None
 
   def _conv(self, name: str, in_features: int):
     if self.transpose:
@@ -131,10 +147,11 @@ class UNetBlock(nn.Module):
       return nn.ConvTranspose(self.features, (3,), strides=(self.stride,),
                               padding=((1, 1 + self.stride - 1),), transpose_kernel=True,
                               use_bias=self.use_bias, kernel_init=torch_kernel_init,
-                              bias_init=torch_bias_init(self.features * 3), name=name)
+                              bias_init=torch_bias_init(self.features * 3), dtype=self.dtype,
+                              name=name)
     return nn.Conv(self.features, (3,), strides=(self.stride,), padding=((1, 1),),
                    use_bias=self.use_bias, kernel_init=torch_kernel_init,
-                   bias_init=torch_bias_init(in_features * 3), name=name)
+                   bias_init=torch_bias_init(in_features * 3), dtype=self.dtype, name=name)
 
   @nn.compact
   def __call__(self, h: Array, embed: Array | None, condition: Array | None = None):
@@ -147,13 +164,14 @@ class UNetBlock(nn.Module):
                          f'wide, the block {self.features}; the first level needs a condition as '
                          f'wide as channels[0]')
       attention = TransformerEncoder(self.num_heads, self.attn_layers, attn_mask=self.attn_mask,
-                                     name='attention')
+                                     dtype=self.dtype, name='attention')
       h = h + attention(h, condition, condition, deterministic=True)
     if self.time:
-      h = h + torch_linear(self.features, embed.shape[-1], name='dense')(embed)[:, None, :]
+      h = h + torch_linear(self.features, embed.shape[-1], dtype=self.dtype,
+                           name='dense')(embed)[:, None, :]
     if self.groups is not None:
       h = nn.swish(nn.GroupNorm(num_groups=self.groups, epsilon=1e-5, use_fast_variance=False,
-                                name='gnorm')(h))
+                                dtype=self.dtype, name='gnorm')(h))
     return h, condition
 
 
@@ -175,6 +193,8 @@ class ScoreNet(nn.Module):
     dec_groups: GroupNorm groups of upN..up2 (32, 32, 32); up1 has no norm.
     normalize_output: divide by marginal_prob_std(t, sigma) (the authors always do; False gives
       the raw U-Net output, for tests and analysis).
+    dtype: compute dtype (None: promoted; module docstring); the score comes back in at least
+      float32 whatever it is.
   """
   channels: Sequence[int] = (32, 64, 128, 256)
   embed_dim: int = 256
@@ -186,6 +206,7 @@ class ScoreNet(nn.Module):
   enc_groups: Sequence[int] = (4, 32, 32, 32)
   dec_groups: Sequence[int] = (32, 32, 32)
   normalize_output: bool = True
+  dtype: Dtype | None = None
 
   @staticmethod
   def length_multiple(num_levels: int = 4) -> int:
@@ -213,9 +234,11 @@ class ScoreNet(nn.Module):
                                   or condition.shape[-1] != channels[0]):
       raise ValueError(f'ScoreNet: condition must be [B={batch}, L\', {channels[0]}], got {condition.shape}')
     t = jnp.broadcast_to(jnp.asarray(t, jnp.result_type(x.dtype, jnp.float32)), (batch,))
-    block = dict(num_heads=self.num_heads, attn_layers=self.attn_layers, attn_mask=self.attn_mask)
+    x, condition = layers.cast_inputs((x, condition), self.dtype)  # t stays >= float32
+    block = dict(num_heads=self.num_heads, attn_layers=self.attn_layers, attn_mask=self.attn_mask,
+                 dtype=self.dtype)
 
-    embed = TimeEmbedding(self.embed_dim, self.fourier_scale, name='embed')(t)
+    embed = TimeEmbedding(self.embed_dim, self.fourier_scale, self.dtype, name='embed')(t)
     h, cond, skips = x, condition, []
     for i, features in enumerate(channels, start=1):
       h, cond = UNetBlock(features, stride=1 if i == 1 else 2, cond_conv=i > 1,
@@ -230,6 +253,7 @@ class ScoreNet(nn.Module):
       else:
         h, cond = UNetBlock(width, stride=1, transpose=True, use_bias=True, time=False, groups=None,
                             name='up1', **block)(h, embed, cond)
+    h = h.astype(layers.stat_dtype(h.dtype))  # the score in >= float32 (module docstring)
     if self.normalize_output:
       h = h / marginal_prob_std(t, self.sigma).astype(h.dtype)[:, None, None]
     return h
