@@ -20,4 +20,10 @@ t = eps the noise that step would add is below the data's scale and only blurs t
 NFE, the number of score evaluations, is the cost that matters (the score network dominates):
 N for Euler-Maruyama, N (1 + corrector_steps) for pc, 2N for Heun, 4N for RK4 and N or 2N for
 DPM-Solver of order 1 or 2; `sampling.sampler_nfe` gives it without running.
+
+Precision: everything here runs in the dtype of the state it is given (the sample, the
+condition, the times). Under mixed precision (`config.precision='bfloat16'`) keep that float32:
+only the score network computes in bfloat16, and it returns float32 scores (IMDer's
+`score_net.ScoreNet` does), so the SDE coefficients, the integrators' accumulations and the
+score-matching residual std * score + z (a cancellation) stay float32.
 """
