@@ -226,6 +226,7 @@ class SweepRun:
     # Per member [S] arrays of the traced fields.
     self.hyper = {f: np.asarray([float(_get(c, f)) for c in self.configs], np.float32)
                   for f in self.fields}
+    self._tx = None  # the stacked state's (static) optimiser: set by init_states / abstract_states
     self._compile()
 
   def member_dir(self, i: int) -> str:
