@@ -48,7 +48,7 @@ positions are computed in float32 before they are cast to the activations' dtype
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import flax.linen as nn
 import jax
