@@ -44,6 +44,7 @@ import numpy as np
 
 from mmer_jax import evaluate
 from mmer_jax import metrics as metrics_lib
+from mmer_jax import writers
 
 RESULTS, CONFIG, SWEEP = 'results.json', 'config.json', 'sweep.json'
 # Fields every results.json has (evaluate.make_results and train.evaluate_stage), and every row.
@@ -499,13 +500,6 @@ def measure_complexity(entry: Entry, *, steps: int, warmup: int) -> dict:
     return {'error': f'{type(e).__name__}: {e}'.splitlines()[0]}
 
 
-def _write(path: str, text: str) -> str:
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
-  return path
-
-
 def compare(arguments: Iterable[str], out: str, *, metrics: Iterable[str] | None = None,
             complexity: bool = True, complexity_steps: int = 3, complexity_warmup: int = 1) -> dict:
   """Collects, groups and summarises the runs of `arguments`; writes the files into `out` and
@@ -529,10 +523,10 @@ def compare(arguments: Iterable[str], out: str, *, metrics: Iterable[str] | None
     for entry, row in zip(entries, report['entries']):
       row['complexity'] = measure_complexity(entry, steps=complexity_steps, warmup=complexity_warmup)
     report['complexity_md'] = 'complexity.md'
-    files.append(_write(os.path.join(out, 'complexity.md'), complexity_markdown(report)))
-  files.append(_write(os.path.join(out, 'compare.md'), compare_markdown(report)))
+    files.append(writers.write_atomic(os.path.join(out, 'complexity.md'), complexity_markdown(report)))
+  files.append(writers.write_atomic(os.path.join(out, 'compare.md'), compare_markdown(report)))
   report['files'] = [os.path.basename(f) for f in files] + ['compare.json']
-  _write(os.path.join(out, 'compare.json'), json.dumps(report, indent=2))
+  writers.write_atomic(os.path.join(out, 'compare.json'), json.dumps(report, indent=2))
   return report
 
 

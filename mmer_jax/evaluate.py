@@ -33,6 +33,7 @@ import numpy as np
 
 from mmer_jax import metrics
 from mmer_jax import missing
+from mmer_jax import writers
 from mmer_jax.data import schema
 
 CLASSIFICATION_COLUMNS = ('wa', 'ua', 'weighted_f1', 'macro_f1', 'mean_ovr_accuracy')
@@ -359,10 +360,7 @@ def write_results(workdir: str, results: dict, task: str) -> None:
   os.makedirs(workdir, exist_ok=True)
   for name, text in (('results.json', json.dumps(results, indent=2)),
                      ('results.md', results_markdown(results, task))):
-    path = os.path.join(workdir, name)
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
+    writers.write_atomic(os.path.join(workdir, name), text)
 
 
 def make_results(*, method: str, dataset: str, seed: int, rows: list[dict], split: str = 'test') -> dict[str, Any]:

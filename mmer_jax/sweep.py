@@ -37,7 +37,6 @@ import json
 import math
 import os
 import re
-import shutil
 from typing import Any, Callable, Iterable, Sequence
 
 from absl import logging
@@ -362,10 +361,8 @@ def train_group(config: ml_collections.ConfigDict, members: Sequence[dict], work
     results = _train_stage(sweep_run)
   if staged:
     for d, p in zip(dirs, plans):
-      for name in ('results.json', 'results.md'):
-        if os.path.exists(os.path.join(p[-1].workdir, name)):
-          shutil.copyfile(os.path.join(p[-1].workdir, name), os.path.join(d, name + '.tmp'))
-          os.replace(os.path.join(d, name + '.tmp'), os.path.join(d, name))
+      if stages_lib.is_finished(p[-1].workdir):  # not a member that diverged before validation
+        train.publish_final_results(p, d)
   if results is None:  # every stage had finished
     results = [_load_results(d) for d in dirs]
   return results
@@ -602,10 +599,7 @@ def write_table(workdir: str, table: dict) -> None:
   """Writes sweep.json and sweep.md atomically."""
   os.makedirs(workdir, exist_ok=True)
   for name, text in (('sweep.json', json.dumps(table, indent=2)), ('sweep.md', sweep_markdown(table))):
-    path = os.path.join(workdir, name)
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
+    writers.write_atomic(os.path.join(workdir, name), text)
 
 
 def run_group(config: ml_collections.ConfigDict, members: Sequence[dict], workdir: str, *,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import tempfile
 from typing import Any
 
@@ -198,10 +197,8 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if not parallel.is_main_process():
     return
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, 'config.json')
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(config.to_dict(), f, indent=2, default=str)
-  os.replace(path + '.tmp', path)
+  writers.write_atomic(os.path.join(workdir, 'config.json'),
+                       json.dumps(config.to_dict(), indent=2, default=str))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devices=None,
@@ -236,10 +233,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
       _write_config(s.config, s.workdir)
     results = train_stage(s.config, s.workdir, devices=devices)
   if len(plan) > 1 and (stage is None or stage == plan[-1].name) and parallel.is_main_process():
-    for name in ('results.json', 'results.md'):
-      shutil.copyfile(os.path.join(plan[-1].workdir, name), os.path.join(workdir, name + '.tmp'))
-      os.replace(os.path.join(workdir, name + '.tmp'), os.path.join(workdir, name))
+    publish_final_results(plan, workdir)
   return results
+
+
+def publish_final_results(plan: list[stages_lib.Stage], workdir: str) -> None:
+  """A staged run's table: its final stage's results.json / .md, copied (atomically) to `workdir`."""
+  for name in ('results.json', 'results.md'):
+    with open(os.path.join(plan[-1].workdir, name), encoding='utf-8') as f:
+      writers.write_atomic(os.path.join(workdir, name), f.read())
 
 
 def _patience_spent(meta: dict, patience: int | None) -> bool:

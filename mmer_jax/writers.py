@@ -17,6 +17,15 @@ from absl import logging
 import numpy as np
 
 
+def write_atomic(path: str, text: str) -> str:
+  """Writes `text` to `path` through `path.tmp` and a rename, so that a reader, or a run killed
+  mid-write, never sees half a file (the previous version stays until the new one is whole)."""
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
+  return path
+
+
 class MetricWriter:
   """Writes scalars to `<workdir>/tensorboard/` and `<workdir>/metrics.jsonl`."""
 

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from mmer_jax import evaluate
+from mmer_jax import writers
 
 STATISTICS = ('correlation', 'typicality')
 
@@ -97,9 +98,7 @@ def write(run, params, workdir: str) -> list[str]:
             'statistic': m.check_statistic, 'tau': tau, 'modality_check': bool(m.modality_check),
             'splits': results}
   path = os.path.join(workdir, 'm3er_check_roc.json')
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump(report, f, indent=1)
-  os.replace(path + '.tmp', path)
+  writers.write_atomic(path, json.dumps(report, indent=1))
   return [path, _plot(report, os.path.join(workdir, 'm3er_check_roc.png'))]
 
 

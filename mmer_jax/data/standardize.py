@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mmer_jax import writers
 from mmer_jax.data import pipeline
 from mmer_jax.data import schema
 
@@ -178,7 +179,5 @@ def for_run(config, dataset, workdir: str | None) -> FeatureStats | None:
   stats = fit(dataset.sources['train'], dataset.spec)
   if path:
     os.makedirs(workdir, exist_ok=True)
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.write(stats.to_json())
-    os.replace(path + '.tmp', path)
+    writers.write_atomic(path, stats.to_json())
   return stats
