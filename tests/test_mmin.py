@@ -497,8 +497,7 @@ def test_stages_stage1_alone_then_mmin_starts_from_its_encoders(tmp_path, monkey
   # A finished stage is skipped; a mismatching encoder setting is a clear error.
   calls = []
   monkeypatch.setattr(train, 'train_stage', lambda c, w, **k: calls.append(w) or {'rows': []})
-  monkeypatch.setattr(train.shutil, 'copyfile', lambda *a: None)
-  monkeypatch.setattr(train.os, 'replace', lambda *a: None)
+  monkeypatch.setattr(train, 'publish_final_results', lambda *a: None)
   train.train_and_evaluate(config, workdir)
   assert calls == [os.path.join(workdir, 'mmin')]
   monkeypatch.undo()
