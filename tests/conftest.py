@@ -1,11 +1,26 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules, and the XLA compilation cache of a test run."""
 
 from __future__ import annotations
 
+import os
 import pathlib
+import tempfile
 
-import jax
-import pytest
+# One persistent XLA compilation cache for the test processes and the programs they start (they
+# inherit the environment): many tests compile the same smoke-size programs again, in another
+# process (a killed run and its resumption, a sweep member's separate run, a config's smoke run
+# and its gradcheck). A hit loads the executable the same HLO compiled to, so no result changes.
+# JAX keys entries by program, options and versions; set JAX_COMPILATION_CACHE_DIR to move it.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), f'mmer_jax_tests_xla_cache_{os.getuid()}'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+
+import jax  # noqa: E402  (after the cache's environment)
+import pytest  # noqa: E402
+
+jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                  float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
 
 
 def _shared_data_dir() -> pathlib.Path | None:

@@ -16,6 +16,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import time
 import traceback
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -213,10 +214,12 @@ def check(case: str, tmp: str) -> dict:
 def main(argv):
   tmp = tempfile.mkdtemp(prefix='contract_')
   for case in argv[1:] or cases():
+    start = time.perf_counter()
     try:
       report = check(case, tmp)
     except Exception:  # pylint: disable=broad-except
       report = {'case': case, 'error': traceback.format_exc()}
+    report['seconds'] = round(time.perf_counter() - start, 1)  # to size the default run
     print('CONTRACT ' + json.dumps(report), flush=True)
 
 

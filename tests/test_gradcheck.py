@@ -15,11 +15,13 @@ _SMALL_BCLSTM = ['--config.method.utterance_dim=8', '--config.method.lstm_hidden
                  '--config.method.dense_dim=8']
 
 
+# late_fusion (early fusion's encoders, one head per modality) and bc-LSTM (its network is also
+# checked in tests/test_models.py) with -m slow, to keep the default run within CI's time.
 @pytest.mark.parametrize('config,method,small', [
     ('fusion_iemocap', 'early_fusion', _SMALL_FUSION),
-    ('fusion_iemocap', 'late_fusion', _SMALL_FUSION),
+    pytest.param('fusion_iemocap', 'late_fusion', _SMALL_FUSION, marks=pytest.mark.slow),
     ('fusion_mosi', 'gated_attention', _SMALL_FUSION),
-    ('bclstm_meld', 'bclstm', _SMALL_BCLSTM),
+    pytest.param('bclstm_meld', 'bclstm', _SMALL_BCLSTM, marks=pytest.mark.slow),
     ('mmin_iemocap', 'mmin', [*_SMALL_FUSION, '--config.method.cra.num_blocks=2',
                               '--config.method.cra.layers=(16,8,4)', '--config.method.classifier.hidden=(8,)']),
 ])

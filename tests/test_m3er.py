@@ -86,7 +86,7 @@ def test_check_grads_both_loss_forms_and_the_network():
       out = net.apply({'params': params}, {**feats, 'audio': audio}, lengths, used)
       return m3er.multiplicative_loss(jax.nn.log_softmax(out), label, used, beta=2.0, form='m3er',
                                       num_modalities=3).sum()
-    check_grads(loss, (params, feats['audio']), order=1, modes=['rev'], atol=1e-5, rtol=1e-4)
+    check_grads(jax.jit(loss), (params, feats['audio']), order=1, modes=['rev'], atol=1e-5, rtol=1e-4)
 
 
 # -- the network -----------------------------------------------------------------------------------

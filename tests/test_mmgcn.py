@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -50,7 +51,9 @@ def _model(**kw):
   return mmgcn.MMGCN(**args)
 
 
+@functools.partial(jax.jit, static_argnums=0, static_argnames=('return_adjacency',))
 def _apply(model, params, batch, **kw):
+  """The model's forward pass, compiled (op by op, a deep GCN's checks take minutes)."""
   return model.apply({'params': params}, {m: batch[m] for m in MODS}, batch['speaker'],
                      batch['turn_mask'], batch['modality_mask'], batch['graph'], deterministic=True, **kw)
 
@@ -287,17 +290,17 @@ def test_check_grads_gcn_layer_edge_weights_and_full_loss():
     x = jnp.asarray(rng.normal(size=(5, 4)))
     s, r = (jnp.asarray(v) for v in np.nonzero(np.ones((5, 5))))
     off = s != r  # self-loops sit on arccos' singularity (cos = 1): check away from it
-    check_grads(lambda x: mmgcn.edge_similarity(x, s[off], r[off], cos_scale=1.0), (x,), order=1,
-                modes=['rev'])
-    check_grads(lambda x: mmgcn.edge_similarity(x, s, r), (x,), order=1, modes=['rev'])
+    check_grads(jax.jit(lambda x: mmgcn.edge_similarity(x, s[off], r[off], cos_scale=1.0)), (x,),
+                order=1, modes=['rev'])
+    check_grads(jax.jit(lambda x: mmgcn.edge_similarity(x, s, r)), (x,), order=1, modes=['rev'])
 
     layer = mmgcn.GCNIILayer(4, layer=1, concat_input=True)
     h, h0 = x[None], jnp.asarray(rng.normal(size=(1, 5, 4)))
     w = jnp.asarray(rng.uniform(size=(1, len(s))))
     params = layer.init(jax.random.PRNGKey(0), h, h0, (s[None], r[None], w))
     params = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float64), params)
-    check_grads(lambda p, h, w: layer.apply(p, h, h0, (s[None], r[None], w)), (params, h, w), order=1,
-                modes=['rev'])
+    check_grads(jax.jit(lambda p, h, w: layer.apply(p, h, h0, (s[None], r[None], w))), (params, h, w),
+                order=1, modes=['rev'])
 
     batch = _batch(_dialogues([3, 4]))
     model = _model()
@@ -311,7 +314,7 @@ def test_check_grads_gcn_layer_edge_weights_and_full_loss():
       per = mmgcn_method.class_loss('weighted_nll', logits, label, class_weights=jnp.asarray([1.0, 2.0, 0.5]))
       return jnp.sum(per * batch['turn_mask']) / batch['turn_mask'].sum()
 
-    check_grads(loss, (params,), order=1, modes=['rev'], atol=1e-5, rtol=1e-4)
+    check_grads(jax.jit(loss), (params,), order=1, modes=['rev'], atol=1e-5, rtol=1e-4)
 
 
 def test_remat_gives_the_same_gradients():

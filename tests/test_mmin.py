@@ -361,13 +361,13 @@ def test_check_grads_full_loss(x64):
   def surrogate(p):
     return method.loss(p, batch, rng, target_params=p0)[0].mean()
 
-  g_real = jax.grad(real)(p0)
-  g_sur = jax.grad(surrogate)(p0)
+  g_real = jax.jit(jax.grad(real))(p0)
+  g_sur = jax.jit(jax.grad(surrogate))(p0)
   for a, b in zip(jax.tree_util.tree_leaves(g_real), jax.tree_util.tree_leaves(g_sur)):
     np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
   # The teacher gets no gradient (its outputs are stop_gradient'ed in the model).
   assert not any(np.any(g) for g in jax.tree_util.tree_leaves(g_real['teacher']))
-  check_grads(surrogate, (p0,), order=1, modes=('fwd', 'rev'), eps=1e-5, atol=1e-6, rtol=1e-5)
+  check_grads(jax.jit(surrogate), (p0,), order=1, modes=('fwd', 'rev'), eps=1e-5, atol=1e-6, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -122,7 +122,9 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('data'))
 
 
-@pytest.mark.parametrize('name', list(CONFIGS))
+# M3ER's case with -m slow (early fusion and MMIN keep the mechanism in the default run).
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n == 'm3er' else n
+                                  for n in CONFIGS])
 def test_bfloat16_follows_float32(name, data_dir):
   config = CONFIGS[name](data_dir)
   config.data.data_dir = data_dir
