@@ -39,9 +39,9 @@ def test_config_loads_locks_and_documents_its_command(path):
 # One smoke run per method in the default run; the others with -m slow. IMDer's take minutes
 # (compiling its score U-Nets): its contract case and tests/test_imder_method.py keep it in the
 # default run. A method's second config runs the same code on another dataset's layout; the
-# default run keeps one regression config (m3er_mosei) and the real-features one.
+# default run keeps one regression config (m3er_mosei); features directories: test_real_features.
 SLOW_SMOKE = ('imder_mosei', 'imder_mosi', 'mmgcn_meld', 'mmin_msp_improv', 'bclstm_meld',
-              'fusion_mosi', 'm3er_iemocap')
+              'fusion_mosi', 'm3er_iemocap', 'fusion_features')
 
 
 @pytest.mark.parametrize('path', [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_SMOKE

@@ -15,10 +15,11 @@ _SMALL_BCLSTM = ['--config.method.utterance_dim=8', '--config.method.lstm_hidden
                  '--config.method.dense_dim=8']
 
 
-# late_fusion (early fusion's encoders, one head per modality) and bc-LSTM (its network is also
-# checked in tests/test_models.py) with -m slow, to keep the default run within CI's time.
+# With -m slow, to keep the default run within CI's time: early and late fusion (MMIN's check
+# covers the same encoders and a fusion classifier; the wrong-gradient test runs early fusion's)
+# and bc-LSTM (its network is also checked in tests/test_models.py).
 @pytest.mark.parametrize('config,method,small', [
-    ('fusion_iemocap', 'early_fusion', _SMALL_FUSION),
+    pytest.param('fusion_iemocap', 'early_fusion', _SMALL_FUSION, marks=pytest.mark.slow),
     pytest.param('fusion_iemocap', 'late_fusion', _SMALL_FUSION, marks=pytest.mark.slow),
     ('fusion_mosi', 'gated_attention', _SMALL_FUSION),
     pytest.param('bclstm_meld', 'bclstm', _SMALL_BCLSTM, marks=pytest.mark.slow),

@@ -435,6 +435,7 @@ def test_per_modality_rates_as_grid_condition_and_for_training(tmp_path):
   assert {r['condition']: r for r in results_b['rows']} == rows
 
 
+@pytest.mark.slow  # MMIN's two stages (regression runs in the default run: m3er_mosei's smoke run)
 def test_mmin_config_runs_on_a_regression_directory(tmp_path):
   """MMIN's IEMOCAP config on a MOSI-like directory: selection follows the task (valid/mae) and
   its figures are drawn for regression labels; the run finishes and writes its table."""
