@@ -11,8 +11,10 @@ import tempfile
 # process (a killed run and its resumption, a sweep member's separate run, a config's smoke run
 # and its gradcheck). A hit loads the executable the same HLO compiled to, so no result changes.
 # JAX keys entries by program, options and versions; set JAX_COMPILATION_CACHE_DIR to move it.
-# A size limit turns on JAX's file lock around every read and write (without one, a process can
-# read an entry another is still writing: parallel test workers do).
+# JAX reads these variables when it is imported (below, in the test process; at start-up, in a
+# subprocess), so they are the one setting for both. A size limit turns on JAX's file lock around
+# every read and write (without one, a process can read an entry another is still writing:
+# parallel test workers do).
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), f'mmer_jax_tests_xla_cache_{os.getuid()}'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
@@ -20,11 +22,6 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(4 << 30))  # bytes; 
 
 import jax  # noqa: E402  (after the cache's environment)
 import pytest  # noqa: E402
-
-jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
-jax.config.update('jax_persistent_cache_min_compile_time_secs',
-                  float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
-jax.config.update('jax_compilation_cache_max_size', int(os.environ['JAX_COMPILATION_CACHE_MAX_SIZE']))
 
 
 def _shared_data_dir() -> pathlib.Path | None:
