@@ -316,7 +316,8 @@ def pooled_metrics(spec: schema.DatasetSpec, predict: Callable, params,
 
 def run_grid(spec: schema.DatasetSpec, predict: Callable, params, make_batches: Callable[[], Iterable[dict]],
              *, conditions: Iterable[str], rates: Iterable[float], seed: int,
-             noise_fractions: Iterable[float] = (), noise_snr_db: float | None = -10.0) -> list[dict]:
+             noise_fractions: Iterable[float] = (), noise_snr_db: float | None = -10.0,
+             report: Callable[[str], Any] | None = None) -> list[dict]:
   """One row per condition, rate and noise fraction: {'condition', 'metrics', 'num_samples',
   'missing_fraction'}, for classification 'per_class_f1' and 'per_class_accuracy', for noise rows
   'noised_fraction' and 'noise_snr_db'.
@@ -324,12 +325,16 @@ def run_grid(spec: schema.DatasetSpec, predict: Callable, params, make_batches: 
   Rate conditions (from `rates` or written in `conditions`) are keyed by the seed and the rate;
   noise rows `noise=<f>` (from `noise_fractions` or written in `conditions`) by the seed and the
   fraction (`noise_key`), at `noise_snr_db` dB (None: the modality is replaced by noise).
+  `report(text)` is told which row is next (`writers.Progress.activity`: the log says it).
   """
   base_key = jax.random.PRNGKey(seed)
   names = (condition_names(spec, conditions) + [rate_name(r) for r in rates]
            + [noise_name(f) for f in noise_fractions])
   rows = []
-  for condition in dict.fromkeys(names):  # each once, in order
+  unique = list(dict.fromkeys(names))  # each once, in order
+  for i, condition in enumerate(unique):
+    if report is not None:
+      report(f'grid row {i + 1}/{len(unique)}: {condition}')
     key = None
     if condition.startswith('rate='):
       key = rate_key(base_key, parse_rate(condition))

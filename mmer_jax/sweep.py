@@ -402,8 +402,12 @@ def _train_stage(sweep_run: SweepRun) -> list[dict | None]:
   warnings = [list(m.get('warnings', [])) for m in metas]
   stopped = [bool(m.get('stopped')) for m in metas]  # patience spent or diverged: selection frozen
   writers_ = [writers.MetricWriter(sweep_run.member_dir(i)) for i in range(size)]
-  progress = writers.Progress(num_steps, step)
+  progress = writers.Progress(num_steps, step, every_steps=tc.log_every_steps,
+                              every_s=tc.get('log_every_seconds'), name=f'sweep of {size}').start()
   states = sweep_run.place_states(states)
+  if step < num_steps:
+    progress.activity(f'training steps {step + 1}-{num_steps}; compiling the vmapped train step')
+  compiled = False
 
   def warn(i, kind, message):
     logging.warning('member %s: %s', sweep_run.names[i], message)
@@ -424,6 +428,10 @@ def _train_stage(sweep_run: SweepRun) -> list[dict | None]:
         states, metrics = sweep_run.train_step(states, member_batches)
         metrics = jax.device_get(metrics)
         step += 1
+        if not compiled:
+          progress.done('compiling and running the first train step')
+          progress.reset_window(step)
+          compiled = True
         for i in range(size):
           loss = float(metrics['loss'][i])
           if stopped[i]:
@@ -437,8 +445,9 @@ def _train_stage(sweep_run: SweepRun) -> list[dict | None]:
                                                  workdir=sweep_run.member_dir(i))
           if message:
             warn(i, 'loss_bound', message)
+        progress.step(step, float(np.mean(metrics['loss'])))
         if step % tc.log_every_steps == 0 or step == num_steps:
-          rate = progress(step, float(np.mean(metrics['loss'])))
+          rate = {'steps_per_sec': progress.steps_per_sec}
           for i in range(size):
             writers_[i].write_scalars(step, {f'train/{k}': v[i] for k, v in metrics.items()} | rate)
         end_of_epoch = step % spe == 0 or step == num_steps
@@ -448,6 +457,7 @@ def _train_stage(sweep_run: SweepRun) -> list[dict | None]:
           break
       epoch_done = -(-step // spe)
       if epoch_done % tc.eval_every_epochs == 0 or step == num_steps:
+        progress.activity(f'validating after epoch {epoch_done}', log=False)
         eval_params = jax.device_get(states.eval_params)
         for i, (valid, pooled) in enumerate(validation_metrics(sweep_run, states.eval_params)):
           valid = {f'valid/{k}': v for k, v in valid.items()}
@@ -471,13 +481,18 @@ def _train_stage(sweep_run: SweepRun) -> list[dict | None]:
           logging.info('member %s: early stopping after epoch %d', sweep_run.names[i], epoch_done)
           stopped[i] = True
       save_latest()
+      progress.resume_training(step)
   finally:
     for w in writers_:
       w.close()
-  return _evaluate_members(sweep_run, best_params, metas, warnings)
+  try:
+    return _evaluate_members(sweep_run, best_params, metas, warnings, progress)
+  finally:
+    progress.close()
 
 
-def _evaluate_members(sweep_run: SweepRun, best_params, metas, warnings) -> list[dict | None]:
+def _evaluate_members(sweep_run: SweepRun, best_params, metas, warnings,
+                      progress: writers.Progress) -> list[dict | None]:
   """Saves each member's selected parameters as its own best checkpoint and evaluates them on
   the test grid (`train.evaluate_stage`), with the group's compiled predict."""
   results = []
@@ -491,8 +506,9 @@ def _evaluate_members(sweep_run: SweepRun, best_params, metas, warnings) -> list
     checkpoint.save(best_mgr, metas[i]['best_step'], {'params': unstack(best_params, i)},
                     {**metas[i], 'warnings': warnings[i]})
     run.predict = sweep_run.member_predict(i)  # one compilation serves every member
+    progress.activity(f'member {sweep_run.names[i]} ({i + 1}/{sweep_run.size}): the test grid')
     results.append(train.evaluate_stage(run, sweep_run.member_dir(i), best_mgr=best_mgr,
-                                        warnings=warnings[i]))
+                                        warnings=warnings[i], progress=progress))
   return results
 
 

@@ -216,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
   if stage is not None and stage not in names:
     raise ValueError(f'--stage={stage}: this config has stages {names}')
   results = None
-  for s in plan:
+  for index, s in enumerate(plan):
     if stage is not None and s.name != stage:
       continue
     if len(plan) > 1 and stages_lib.is_finished(s.workdir) and s.name != stage:
@@ -231,7 +231,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     logging.info('stage %s in %s', s.name, s.workdir)
     if len(plan) > 1:
       _write_config(s.config, s.workdir)
-    results = train_stage(s.config, s.workdir, devices=devices)
+    later = [t.config for t in plan[index + 1:]] if stage is None else []
+    results = train_stage(s.config, s.workdir, devices=devices, later=later,
+                          name=f'stage {s.name}' if len(plan) > 1 else '')
   if len(plan) > 1 and (stage is None or stage == plan[-1].name) and parallel.is_main_process():
     publish_final_results(plan, workdir)
   return results
@@ -251,15 +253,45 @@ def _patience_spent(meta: dict, patience: int | None) -> bool:
   return meta['epoch_done'] - meta['best_epoch'] >= patience
 
 
-def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> dict:
-  """Trains one stage (resuming from `workdir` if it holds a checkpoint), then the test grid."""
+def _later_steps(run: Run, later: list[ml_collections.ConfigDict]) -> int:
+  """An estimate of the train steps of the stages after `run`'s: their epochs over this stage's
+  training split at their batch size, capped by their `max_steps` (early stopping may end them
+  sooner), for the run's ETA."""
+  total = 0
+  for c in later:
+    per_epoch = max(1, round(run.steps_per_epoch * run.config.data.batch_size / c.data.batch_size))
+    steps = per_epoch * c.train.num_epochs
+    total += steps if c.train.max_steps is None else min(steps, c.train.max_steps)
+  return total
+
+
+def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None,
+                later: list[ml_collections.ConfigDict] = (), name: str = '') -> dict:
+  """Trains one stage (resuming from `workdir` if it holds a checkpoint), then the test grid.
+
+  `later`: the configs of the stages that follow (the run's ETA); `name`: the stage's, on its
+  log lines."""
+  tc = config.train
+  progress = writers.Progress(0, every_steps=tc.log_every_steps, every_s=tc.get('log_every_seconds'),
+                              name=name).start()
+  try:
+    return _train_stage(config, workdir, devices, later, progress)
+  finally:
+    progress.close()
+
+
+def _train_stage(config, workdir, devices, later, progress: writers.Progress) -> dict:
+  progress.activity(f'loading {config.data.name} and building {config.method.name}')
   run = Run(config, devices=devices, workdir=workdir)
+  progress.total, progress.later_steps = run.num_steps, _later_steps(run, list(later))
   latest_mgr, best_mgr = checkpoint.create_managers(workdir)
   meta: dict[str, Any] = {'best_metric': None, 'best_step': None, 'epoch_done': 0}
   saved = checkpoint.saved_params_shapes(latest_mgr)
   if saved is None:
+    progress.activity('initialising the parameters (init, init_from, fit on the training split)')
     state = run.init_state()
   else:
+    progress.activity('restoring the latest checkpoint')
     target = run.abstract_state(saved)
     items, meta = checkpoint.restore(latest_mgr, target.checkpoint_items())
     state = target.restore_items(items)
@@ -267,7 +299,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None
   writer = writers.for_process(workdir, parallel.is_main_process())
   tc = config.train
   step = int(state.step)
-  progress = writers.Progress(run.num_steps, step)
+  progress.reset_window(step)
   parallel.check_same_on_processes(state, 'the initial (or restored) state')
   state = run.to_devices(state)
   select, mode = selection(config, run.spec)
@@ -277,6 +309,11 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None
     logging.warning('%s', message)
     if not any(w.startswith(kind) for w in warnings):
       warnings.append(f'{kind}: {message}')
+  if step < run.num_steps:
+    progress.activity(
+        f'training steps {step + 1}-{run.num_steps} ({run.steps_per_epoch} a epoch, batch '
+        f'{config.data.batch_size} on {run.mesh.devices.size} device(s)); compiling the train step')
+  compiled = False
   try:
     while step < run.num_steps and not _patience_spent(meta, tc.get('patience')):
       epoch, start = divmod(step, run.steps_per_epoch)
@@ -286,14 +323,19 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None
         if run.is_pmap:
           metrics = jax.tree_util.tree_map(lambda x: x[0], metrics)
         step += 1
+        if not compiled:
+          progress.done('compiling and running the first train step')
+          progress.reset_window(step)
+          compiled = True
         # Before anything is saved: a diverged state never reaches a checkpoint.
         message = diagnostics.check_loss(float(metrics['loss']), step, bound=tc.get('loss_bound'),
                                          workdir=workdir)
         if message and not any(w.startswith('loss_bound') for w in warnings):
           warn('loss_bound', message)
+        progress.step(step, float(metrics['loss']))
         if step % tc.log_every_steps == 0 or step == run.num_steps:
-          rate = progress(step, float(metrics['loss']))
-          writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()} | rate)
+          writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()}
+                               | {'steps_per_sec': progress.steps_per_sec})
         end_of_epoch = step % run.steps_per_epoch == 0 or step == run.num_steps
         if step % tc.checkpoint_every_steps == 0 and not end_of_epoch:
           checkpoint.save(latest_mgr, step, run.from_devices(state).checkpoint_items(),
@@ -302,13 +344,16 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None
           break
       epoch_done = -(-step // run.steps_per_epoch)
       if epoch_done % tc.eval_every_epochs == 0 or step == run.num_steps:
+        progress.activity(f'validating after epoch {epoch_done} '
+                          f'(conditions {", ".join(run.valid_conditions)})', log=False)
         host_state = run.from_devices(state)
         valid, (outputs, labels, mask) = run.evaluate_split(
             run.device_params(host_state.eval_params), 'valid', run.valid_conditions,
             with_outputs=True)
         valid = {f'valid/{k}': v for k, v in valid.items()}
         writer.write_scalars(step, valid)
-        logging.info('epoch %d valid %s', epoch_done, {k: round(v, 4) for k, v in valid.items()})
+        logging.info('epoch %d valid %s (%.1f s)', epoch_done,
+                     {k: round(v, 4) for k, v in valid.items()}, progress.seconds())
         collapse = diagnostics.prediction_collapse(run.spec.task, outputs, labels, mask)
         if collapse:
           warn('collapse', f'epoch {epoch_done}: {collapse}')
@@ -318,12 +363,13 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None
           checkpoint.save(best_mgr, step, {'params': host_state.eval_params}, meta)
       meta = {**meta, 'epoch_done': epoch_done, 'warnings': warnings}
       checkpoint.save(latest_mgr, step, run.from_devices(state).checkpoint_items(), meta)
+      progress.resume_training(step)
       if _patience_spent(meta, tc.get('patience')):
         logging.info('early stopping after epoch %d: no better %s since epoch %d',
                      epoch_done, select, meta['best_epoch'])
   finally:
     writer.close()
-  return evaluate_stage(run, workdir, best_mgr=best_mgr, warnings=warnings)
+  return evaluate_stage(run, workdir, best_mgr=best_mgr, warnings=warnings, progress=progress)
 
 
 def evaluate_best(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> dict:
@@ -337,11 +383,15 @@ def evaluate_best(config: ml_collections.ConfigDict, workdir: str, *, devices=No
   return results
 
 
-def evaluate_stage(run: Run, workdir: str, *, best_mgr=None, warnings=None) -> dict:
+def evaluate_stage(run: Run, workdir: str, *, best_mgr=None, warnings=None,
+                   progress: writers.Progress | None = None) -> dict:
   """Evaluates the selected (best-on-valid) checkpoint on the test grid; writes results files.
 
-  `warnings`: what training flagged (default: those recorded with the selected checkpoint)."""
+  `warnings`: what training flagged (default: those recorded with the selected checkpoint);
+  `progress`: where the grid's rows are reported (default: the log)."""
   config = run.config
+  if progress is not None:
+    progress.activity('restoring the selected checkpoint', log=False)
   if best_mgr is None:
     _, best_mgr = checkpoint.create_managers(workdir)
   shapes = checkpoint.saved_params_shapes(best_mgr)
@@ -353,12 +403,14 @@ def evaluate_stage(run: Run, workdir: str, *, best_mgr=None, warnings=None) -> d
   logging.info('evaluating the checkpoint of step %s (%s = %s)', meta.get('best_step'),
                selection(config, run.spec)[0], meta.get('best_metric'))
   noise_fractions, noise_snr_db = evaluate.configured_noise(config.eval)
+  split = config.eval.split
+  report = progress.activity if progress is not None else logging.info
   rows = evaluate.run_grid(run.spec, run.predict, run.device_params(params),
-                           run.eval_batches(config.eval.split), conditions=config.eval.conditions,
+                           run.eval_batches(split), conditions=config.eval.conditions,
                            rates=config.eval.rates, seed=config.seed, noise_fractions=noise_fractions,
-                           noise_snr_db=noise_snr_db)
+                           noise_snr_db=noise_snr_db, report=lambda row: report(f'{split} {row}'))
   results = evaluate.make_results(method=config.method.name, dataset=run.dataset.name, seed=config.seed,
-                                  rows=rows, split=config.eval.split)
+                                  rows=rows, split=split)
   if config.method.get('variant'):
     results['variant'] = config.method.variant
   results['task'] = run.spec.task
