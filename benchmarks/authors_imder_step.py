@@ -1,4 +1,5 @@
-"""Times the authors' own PyTorch IMDer (their `IMDER` class, run from your checkout) on this CPU.
+"""Times the authors' own PyTorch IMDer (their `IMDER` class, run from your checkout) on this CPU
+(or a GPU: `--device=cuda`, as they ran it).
 
   git clone https://github.com/mdswyz/IMDer /path/to/IMDer
   pip install -e '.[parity]'   # torch, CPU build; not needed to train
@@ -9,6 +10,8 @@ the checkout (`import_authors`) and builds `IMDER` from their own `config/config
 (`authors_args`: MOSI, aligned 768 / 5 / 20 features, text features precomputed, `use_bert=False`).
 Their forward hard-codes `device='cuda'` in its calls of `Euler_Maruyama_sampler`; the
 imported module's `Euler_Maruyama_sampler` is wrapped to pass `device='cpu'`, nothing else changes.
+With `--device=cuda` it passes 'cuda' (theirs), the model and the batch live on the GPU, and each
+timed call is synchronised before its clock stops.
 
 What is timed, as their trainer (`trains/singleTask/IMDER.py`) does it:
 
@@ -43,16 +46,18 @@ CASES = {'complete': 3, 'drop_one': 2, 'drop_two': 1}  # their num_modal: modali
 FRAMES = 50
 
 
-def build(repo: str, num_steps: int, dataset: str = 'mosi'):
-  """Their IMDER (their config for `dataset`) with the sampler on the CPU, and their Adam."""
+def build(repo: str, num_steps: int, dataset: str = 'mosi', device: str = 'cpu'):
+  """Their IMDER (their config for `dataset`) with the model and the sampler on `device`, and
+  their Adam."""
   torch = checkout.require_torch()
   mods = parity_imder.import_authors(repo)
   args = parity_imder.authors_args(repo, dataset)
   sampler = mods['imder'].Euler_Maruyama_sampler
   mods['imder'].Euler_Maruyama_sampler = functools.partial(
-      lambda *a, _sampler=sampler, **k: _sampler(*a, **{**k, 'device': 'cpu'}), num_steps=num_steps)
+      lambda *a, _sampler=sampler, **k: _sampler(*a, **{**k, 'device': device}), num_steps=num_steps)
+  mods['imder'].device = device  # their module-level device (marginal_prob_std, diffusion_coeff)
   torch.manual_seed(0)
-  model = mods['imder'].IMDER(args)
+  model = mods['imder'].IMDER(args).to(device)
   # Their trainer: Adam over the parameters that require grad (the projections are used under
   # no_grad, the BERT encoder is absent), lr from config; their weight_decay never reaches it.
   optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
@@ -60,10 +65,11 @@ def build(repo: str, num_steps: int, dataset: str = 'mosi'):
   return torch, model, optimizer, args
 
 
-def inputs(torch, args, batch: int):
+def inputs(torch, args, batch: int, device: str = 'cpu'):
   text_dim, audio_dim, visual_dim = args.feature_dims
-  return (torch.randn(batch, FRAMES, text_dim), torch.randn(batch, FRAMES, audio_dim),
-          torch.randn(batch, FRAMES, visual_dim), torch.randn(batch, 1))
+  return tuple(x.to(device) for x in (
+      torch.randn(batch, FRAMES, text_dim), torch.randn(batch, FRAMES, audio_dim),
+      torch.randn(batch, FRAMES, visual_dim), torch.randn(batch, 1)))
 
 
 def train_step(torch, model, optimizer, args, data, num_modal):
@@ -98,13 +104,16 @@ def main():
   parser.add_argument('--modes', default='train,infer')
   parser.add_argument('--dataset', default='mosi', choices=('mosi', 'mosei'),
                       help='their config.json entry (feature sizes, nlevels)')
+  parser.add_argument('--device', default='cpu', help='cpu | cuda')
   opts = parser.parse_args()
-  torch, model, optimizer, args = build(opts.authors_repo, opts.num_steps, opts.dataset)
+  torch, model, optimizer, args = build(opts.authors_repo, opts.num_steps, opts.dataset, opts.device)
+  _, sync, described = timing.torch_device(torch, opts.device)
   random.seed(0)
-  data = inputs(torch, args, opts.batch)
+  data = inputs(torch, args, opts.batch, opts.device)
   report = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'batch': opts.batch,
             'dataset': opts.dataset,
-            'num_steps': opts.num_steps, 'authors_commit': checkout.commit(opts.authors_repo)}
+            'num_steps': opts.num_steps, 'authors_commit': checkout.commit(opts.authors_repo),
+            **described}
   for case in opts.cases.split(','):
     num_modal = CASES[case]
     for mode in opts.modes.split(','):
@@ -112,7 +121,7 @@ def main():
         fn = lambda n=num_modal: train_step(torch, model, optimizer, args, data, n)  # noqa: E731
       else:
         fn = lambda n=num_modal: infer(torch, model, data, n)  # noqa: E731
-      report[f'{mode}_{case}'] = timing.time_calls(fn, opts.steps)
+      report[f'{mode}_{case}'] = timing.time_calls(fn, opts.steps, sync)
       print(f'{mode}_{case}: {report[f"{mode}_{case}"]}', file=sys.stderr, flush=True)
   print(json.dumps(report), flush=True)
 

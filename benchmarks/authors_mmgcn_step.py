@@ -1,4 +1,5 @@
-"""Times the authors' own PyTorch MMGCN (their `DialogueGCNModel`, run from your checkout) on this CPU.
+"""Times the authors' own PyTorch MMGCN (their `DialogueGCNModel`, run from your checkout) on this CPU
+(or a GPU: `--device=cuda`).
 
   git clone https://github.com/hujingwen6666/MMGCN /path/to/MMGCN
   pip install -e '.[parity]'   # torch, CPU build; not needed to train
@@ -20,6 +21,10 @@ given numbers of turns (IEMOCAP sizes: text 100, audio 1582, visual 342; their d
 
 Prints one JSON line: per entry the median, min and max seconds over `--steps` timed calls after
 one untimed call, the torch version and its thread count.
+
+`--device=cuda` runs it as they did, on a GPU: their `.cuda()` calls are real (`no_cuda=False`,
+their train.py's setting with a GPU), the model and the batch on the GPU, each timed call
+synchronised (`torch.cuda.synchronize`) before its clock stops.
 """
 
 import argparse
@@ -41,14 +46,14 @@ from mmer_jax.parity import mmgcn as parity_mmgcn  # pylint: disable=g-import-no
 IEMOCAP_WEIGHTS = (1 / 0.086747, 1 / 0.144406, 1 / 0.227883, 1 / 0.160585, 1 / 0.127711, 1 / 0.252668)
 
 
-def build(repo: str, depth: int, dropout: float):
-  """Their DialogueGCNModel (their MM_GCN at `depth` layers) and their Adam."""
+def build(repo: str, depth: int, dropout: float, device: str = 'cpu'):
+  """Their DialogueGCNModel (their MM_GCN at `depth` layers) on `device`, and their Adam."""
   torch = checkout.require_torch()
   with parity_mmgcn.stub_modules():
     classes = checkout.import_names(repo, {**parity_mmgcn.CLASSES, 'MM_GCN': 'model_mm:MM_GCN'},
                                     parity_mmgcn.REQUIRED)
   torch.manual_seed(0)
-  model = parity_mmgcn.build_authors(classes, dropout=dropout)
+  model = parity_mmgcn.build_authors(classes, dropout=dropout, no_cuda=device == 'cpu')
   if depth != parity_mmgcn.NUM_LAYERS:
     g = model.graph_model
     width = 2 * parity_mmgcn.D_E
@@ -58,12 +63,13 @@ def build(repo: str, depth: int, dropout: float):
         lamda=0.5, alpha=0.1, variant=True, return_feature=True, use_residue=True,
         n_speakers=parity_mmgcn.NUM_SPEAKERS, modals=g.modals, use_speaker=g.use_speaker,
         use_modal=g.use_modal)
+  model.to(device)
   optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=3e-5)
   return torch, model, optimizer
 
 
-def inputs(torch, turns, seed: int = 0):
-  """Seq-first tensors as their dataloader yields them, for dialogues of `turns` turns."""
+def inputs(torch, turns, seed: int = 0, device: str = 'cpu'):
+  """Seq-first tensors as their dataloader yields them, for dialogues of `turns` turns, on `device`."""
   rng = np.random.default_rng(seed)
   b, length = len(turns), max(turns)
   dims = parity_mmgcn.FEATURE_DIMS
@@ -74,7 +80,8 @@ def inputs(torch, turns, seed: int = 0):
   speakers = np.eye(parity_mmgcn.NUM_SPEAKERS, dtype=np.float32)[np.arange(length) % 2]
   qmask = torch.from_numpy(np.broadcast_to(speakers[:, None], (length, b, 2)).copy())
   label = torch.from_numpy(np.concatenate([rng.integers(6, size=n) for n in turns]).astype(np.int64))
-  return feats, qmask, torch.from_numpy(umask), list(turns), label
+  feats = {m: x.to(device) for m, x in feats.items()}
+  return feats, qmask.to(device), torch.from_numpy(umask).to(device), list(turns), label.to(device)
 
 
 def train_step(torch, model, optimizer, loss_fn, data):
@@ -103,19 +110,25 @@ def main():
   parser.add_argument('--depths', default='64,4')
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--dropout', type=float, default=0.4)
+  parser.add_argument('--device', default='cpu', help='cpu | cuda')
   opts = parser.parse_args()
   turns = [int(t) for t in opts.turns.split(',')]
   eval_turns = [int(t) for t in (opts.eval_turns or opts.turns).split(',')]
   report = {'authors_commit': checkout.commit(opts.authors_repo), 'turns': turns, 'eval_turns': eval_turns}
+  torch = checkout.require_torch()
+  _, sync, described = timing.torch_device(torch, opts.device)
+  report.update(described)
   for depth in (int(d) for d in opts.depths.split(',')):
-    torch, model, optimizer = build(opts.authors_repo, depth, opts.dropout)
-    loss_fn = torch.nn.NLLLoss(torch.tensor(IEMOCAP_WEIGHTS, dtype=torch.float32))
-    data, eval_data = inputs(torch, turns), inputs(torch, eval_turns, seed=1)
-    with parity_mmgcn.authors_runtime(torch, np.float32):
+    torch, model, optimizer = build(opts.authors_repo, depth, opts.dropout, opts.device)
+    loss_fn = torch.nn.NLLLoss(torch.tensor(IEMOCAP_WEIGHTS, dtype=torch.float32).to(opts.device))
+    data = inputs(torch, turns, device=opts.device)
+    eval_data = inputs(torch, eval_turns, seed=1, device=opts.device)
+    with parity_mmgcn.authors_runtime(torch, np.float32, cuda_noop=opts.device == 'cpu'):
       report[f'train_depth{depth}'] = timing.time_calls(
-          lambda: train_step(torch, model, optimizer, loss_fn, data), opts.steps)
+          lambda: train_step(torch, model, optimizer, loss_fn, data), opts.steps, sync)
       print(f'train_depth{depth}: {report[f"train_depth{depth}"]}', file=sys.stderr, flush=True)
-      report[f'infer_depth{depth}'] = timing.time_calls(lambda: infer(torch, model, eval_data), opts.steps)
+      report[f'infer_depth{depth}'] = timing.time_calls(lambda: infer(torch, model, eval_data),
+                                                        opts.steps, sync)
       print(f'infer_depth{depth}: {report[f"infer_depth{depth}"]}', file=sys.stderr, flush=True)
   report.update(torch=torch.__version__, threads=torch.get_num_threads())
   print(json.dumps(report), flush=True)

@@ -14,6 +14,8 @@ AE 256,128,64 x 5 blocks, classifier 128,128, dropout 0.5, Adam lr 2e-4, beta1 0
 1 / 4 / 2) and the teacher encoders are their `UttFusionModel` networks in eval mode.
 Shapes: batch 128, audio T=100, visual T=50, text T=22 (the synthetic iemocap_4 set). Prints one
 JSON line, comparable with `python -m mmer_jax.benchmark --config=configs/mmin_iemocap.py:synthetic`.
+`--device=cuda`: their networks and the batch on the GPU (their `self.device`, which their
+`set_input` moves each batch to), each timed call synchronised before its clock stops.
 """
 
 import argparse
@@ -25,6 +27,9 @@ import time
 import types
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repository's configs/
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import timing  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import mmin_iemocap  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mmer_jax import stages  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -34,9 +39,9 @@ from mmer_jax.parity import mmin as parity_mmin  # pylint: disable=g-import-not-
 FEATURE_DIMS = {'audio': 130, 'visual': 342, 'text': 1024}  # ComParE, DenseFace, BERT-large
 
 
-def build(repo: str, batch: int):
+def build(repo: str, batch: int, device: str = 'cpu'):
   """Their networks and `MMINModel` stand-in, as `mmer_jax.parity.mmin` builds them for the parity
-  check (the config's sizes), with their optimiser; the teacher encoders in eval mode."""
+  check (the config's sizes), on `device`, with their optimiser; the teacher encoders in eval mode."""
   torch = checkout.require_torch()
   classes = checkout.import_names(repo, parity_mmin.CLASSES, parity_mmin.REQUIRED)
   config = stages.main_stage(stages.resolve(mmin_iemocap.get_config('synthetic')))
@@ -46,12 +51,18 @@ def build(repo: str, batch: int):
   s = parity_mmin.build_authors(classes, config, spec, torch)
   for net in vars(s.pretrained_encoder).values():
     net.eval()
+  s.device = torch.device(device)
+  for name in s.model_names:
+    getattr(s, 'net' + name).to(s.device)
+  for net in vars(s.pretrained_encoder).values():
+    net.to(s.device)
   s.optimizer = parity_mmin.authors_optimizer(s, config.optimizer, torch)
   patterns = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]])
   data = {'A_feat': torch.randn(batch, 100, FEATURE_DIMS['audio']),
           'V_feat': torch.randn(batch, 50, FEATURE_DIMS['visual']),
           'L_feat': torch.randn(batch, 22, FEATURE_DIMS['text']), 'label': torch.randint(0, 4, (batch,)),
           'missing_index': patterns[torch.randint(0, 6, (batch,))]}
+  data = {k: v.to(s.device) for k, v in data.items()}
   return torch, s, data
 
 
@@ -60,8 +71,11 @@ def main():
   parser.add_argument('--authors_repo', required=True, help='a checkout of AIM3-RUC/MMIN (master)')
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--batch', type=int, default=128)
+  parser.add_argument('--device', default='cpu', help='cpu | cuda')
   args = parser.parse_args()
-  torch, s, data = build(args.authors_repo, args.batch)
+  torch, s, data = build(args.authors_repo, args.batch, args.device)
+  _, sync, described = timing.torch_device(torch, args.device)
+  sync = sync or (lambda: None)
 
   def train_step():
     for name in s.model_names:
@@ -81,10 +95,12 @@ def main():
 
   def timed(fn):
     fn()  # warm-up
+    sync()
     times = []
     for _ in range(args.steps):
       t0 = time.perf_counter()
       fn()
+      sync()
       times.append(time.perf_counter() - t0)
     return times
 
@@ -94,7 +110,7 @@ def main():
   print(json.dumps({'framework': 'torch (authors\' MMINModel methods)', 'torch': torch.__version__,
                     'threads': torch.get_num_threads(), 'batch': args.batch, 'step_s_median': med,
                     'step_s_min': min(train_times), 'examples_per_s': args.batch / med,
-                    'eval_step_s_median': statistics.median(eval_times)}))
+                    'eval_step_s_median': statistics.median(eval_times), **described}))
 
 
 if __name__ == '__main__':

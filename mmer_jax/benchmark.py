@@ -147,8 +147,12 @@ def eval_modality_mask(config: ml_collections.ConfigDict, host_mask: np.ndarray,
 
 def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int = 3,
               devices=None, run: train.Run | None = None,
-              profile_dir: str | None = None, eval_missing: str = 'train') -> dict[str, Any]:
-  """Times the compiled train and eval steps of `config`; returns the JSON-able report."""
+              profile_dir: str | None = None, eval_missing: str = 'train',
+              state=None) -> dict[str, Any]:
+  """Times the compiled train and eval steps of `config`; returns the JSON-able report.
+
+  `state`: the state to start from (`run.init_state()`, made by the caller for something else
+  too: it is donated to the first step), default a fresh `run.init_state()`."""
   if steps < 1:
     raise ValueError(f'steps must be >= 1, got {steps}')
   if warmup < 0:
@@ -161,7 +165,7 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
 
   # The state includes what the method fits on the training split (MMIN's teacher tables), so
   # the timed step is the step training runs.
-  state = run.to_devices(run.init_state())
+  state = run.to_devices(run.init_state() if state is None else state)
   host_batch = next(iter(run.train_batches(0)))
   batch = run.place(host_batch)
   jax.block_until_ready(state)

@@ -399,9 +399,10 @@ def legacy_index(index):
 
 
 @contextlib.contextmanager
-def authors_runtime(torch, dtype):
-  """Their forward as they ran it (torch 1.1 on a GPU): `Tensor.cuda` a no-op, a [2, n] numpy
-  index read as a tuple (`legacy_index`), and for float64 torch's default dtype float64."""
+def authors_runtime(torch, dtype, cuda_noop: bool = True):
+  """Their forward as they ran it (torch 1.1 on a GPU): `Tensor.cuda` a no-op (unless
+  `cuda_noop=False`: on a GPU their `.cuda()` calls are real), a [2, n] numpy index read as a
+  tuple (`legacy_index`), and for float64 torch's default dtype float64."""
   default = torch.get_default_dtype()
   setitem = torch.Tensor.__setitem__
 
@@ -411,8 +412,11 @@ def authors_runtime(torch, dtype):
   if dtype == np.float64:
     torch.set_default_dtype(torch.float64)
   try:
-    with unittest.mock.patch.object(torch.Tensor, 'cuda', lambda self, *args, **kwargs: self), \
-         unittest.mock.patch.object(torch.Tensor, '__setitem__', legacy_setitem):
+    with contextlib.ExitStack() as patches:
+      if cuda_noop:
+        patches.enter_context(unittest.mock.patch.object(torch.Tensor, 'cuda',
+                                                         lambda self, *args, **kwargs: self))
+      patches.enter_context(unittest.mock.patch.object(torch.Tensor, '__setitem__', legacy_setitem))
       yield
   finally:
     torch.set_default_dtype(default)
