@@ -284,6 +284,7 @@ def _train_stage(config, workdir, devices, later, progress: writers.Progress) ->
   progress.activity(f'loading {config.data.name} and building {config.method.name}')
   run = Run(config, devices=devices, workdir=workdir)
   progress.total, progress.later_steps = run.num_steps, _later_steps(run, list(later))
+  progress.at_most = bool(config.train.get('patience'))
   latest_mgr, best_mgr = checkpoint.create_managers(workdir)
   meta: dict[str, Any] = {'best_metric': None, 'best_step': None, 'epoch_done': 0}
   saved = checkpoint.saved_params_shapes(latest_mgr)

@@ -82,12 +82,15 @@ class Progress:
   the progress line of the latest step, or `still <activity> (time)` when no step finished,
   whenever nothing was logged for `every_s` seconds: a compilation, a slow step or a long
   evaluation never leaves the log silent, and a hung step is named. `later_steps`: the steps of the
-  stages after this one (an estimate: `train._later_steps`), timed at this stage's step rate.
+  stages after this one (an estimate: `train._later_steps`), timed at this stage's step rate;
+  `at_most`: early stopping may end the stage sooner, so the ETA reads `ETA <= ...`.
   """
 
   def __init__(self, total_steps: int, start_step: int = 0, *, every_steps: int | None = None,
-               every_s: float | None = 30.0, later_steps: int = 0, name: str = ''):
+               every_s: float | None = 30.0, later_steps: int = 0, name: str = '',
+               at_most: bool = False):
     self.total, self.every_steps, self.every_s = total_steps, every_steps, every_s
+    self.at_most = at_most  # early stopping may end the stage sooner: the ETA is a bound
     self.later_steps, self.prefix = later_steps, f'{name}: ' if name else ''
     now = time.perf_counter()
     self._last_step, self._last_time, self._last_line = start_step, now, now
@@ -154,8 +157,8 @@ class Progress:
       eta = (self.total - step) / rate
       run_eta = f' (run {duration(eta + self.later_steps / rate)})' if self.later_steps else ''
       self._last_step, self._last_time = step, now
-      self._log('step %d/%d  loss %.4f  %.2f steps/s  ETA %s%s', step, self.total, loss,
-                self.steps_per_sec, duration(eta), run_eta)
+      self._log('step %d/%d  loss %.4f  %.2f steps/s  ETA %s%s%s', step, self.total, loss,
+                self.steps_per_sec, '<= ' if self.at_most else '', duration(eta), run_eta)
       return {'steps_per_sec': self.steps_per_sec}
 
   def step(self, step: int, loss: float) -> dict | None:

@@ -57,6 +57,12 @@ def test_progress_eta_of_the_stage_and_the_run(lines):
   assert message.endswith('(run 00:06:30)')
 
 
+def test_progress_eta_is_a_bound_under_early_stopping(lines):
+  progress = writers.Progress(100, every_s=None, at_most=True)
+  progress(10, 0.5)
+  assert ' ETA <= ' in lines()[-1][1]
+
+
 def test_progress_line_every_few_seconds_whatever_the_step_cadence(lines):
   progress = writers.Progress(10**6, every_steps=10**6, every_s=0.3)
   start = time.perf_counter()
