@@ -14,10 +14,12 @@ crash costs one case. Steps:
            wheels). With `--expect_gpu` (the default, except with `--rehearse`) the check stops
            here, exit code 3, unless JAX's backend is 'gpu'.
   warm     (on a GPU machine; `--warm_jobs`) every case's programs in each precision compiled
-           in parallel processes (half the cores, at most 8; the costliest first, within half
-           the remaining budget) into one persistent XLA compilation cache, which the timed
-           processes then load instead of compiling one case after another: compilation, not
-           the steps, is what takes minutes (IMDer's train step: 150 s on a CPU).
+           in background processes (half the cores, at most 8 at a time, the costliest cases
+           first, under `nice -n 10`) into one persistent XLA compilation cache, while the timed
+           phase goes through the cheap cases; a timed case waits for its running warm
+           compilations and loads its programs from the cache, or compiles them itself if its
+           warm ones had not started. Compilation, not the steps, is what takes minutes (IMDer's
+           train step: 100 to 200 s on a CPU), and the costliest cases are timed last.
   cases    (`CASES`; `--cases` picks) one worker process per case builds its config at the
            papers' batch size (the config's `data.batch_size`; inference on a batch of the same
            size), on a synthetic set shrunk to what the timed batches need, and for each
@@ -293,6 +295,8 @@ class Check:
     self.log = open(os.path.join(self.out, 'device_check.log'), 'a', encoding='utf-8')
     self.lock = threading.Lock()
     self.lines: list[dict] = []
+    self.live: set = set()  # warm processes running now
+    self.stopping = False
     # One persistent XLA compilation cache for every process of the check (the warm phase
     # fills it). A size limit turns on JAX's file lock for parallel writers, which needs the
     # filelock package (the GPU machines have it); without it, no limit: an entry read while
@@ -333,14 +337,20 @@ class Check:
     self.log.flush()
 
   def run(self, name: str, cmd: list[str], timeout: float, on_line=None,
-          env: dict | None = None) -> tuple[int | None, list[dict], str]:
+          env: dict | None = None, background: bool = False) -> tuple[int | None, list[dict], str]:
     """Runs `cmd`; returns (exit code or None on timeout, its JSON lines, its stderr's tail). Its
     stderr goes to the log, each line prefixed with `name`; each JSON line on its stdout is
-    passed to `on_line` as it comes."""
+    passed to `on_line` as it comes. A `background` process runs under `nice -n 10` (timed
+    processes, at normal priority, come first for the cores) and is counted in `self.live`."""
     with self.lock:
       self._log(f'===== {name}: {" ".join(cmd)}\n')
+    if background:
+      cmd = ['nice', '-n', '10', *cmd]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, env=env or self.env)
+    if background:
+      with self.lock:
+        self.live.add(proc)
     tail = collections.deque(maxlen=40)
 
     def drain():
@@ -379,6 +389,8 @@ class Check:
       rc = proc.wait()
     finally:
       timer.cancel()
+      with self.lock:
+        self.live.discard(proc)
     reader.join(timeout=10)
     return (None if killed else rc), lines, ''.join(tail)[-2000:]
 
@@ -386,6 +398,8 @@ class Check:
     cmd = [self.opts.python, __file__, '--_probe', f'--expect_gpu={int(self.opts.expect_gpu)}']
     rc, lines, tail = self.run('env', cmd, timeout=min(120, max(self.remaining(), 10)))
     env = lines[0] if lines else {'kind': 'env', 'error': tail, 'rc': rc}
+    if rc != 0 and lines:
+      env['stderr_tail'] = tail  # e.g. why JAX fell back to the CPU
     self.emit(env)
     if rc != 0:
       why = ('no GPU: JAX backend is ' + str(env.get('backend')) if rc == 3 else
@@ -404,27 +418,25 @@ class Check:
             'steps': 1 if warm else self.opts.steps, 'warmup': 0 if warm else self.opts.warmup,
             'warm': warm, 'data_dir': os.path.join(self.opts.data_dir, f'{name}-{precisions[0]}')}
 
-  def warm(self, names: list[str]) -> dict:
-    """The warm phase: each case's programs in each precision compiled (and run once) in
-    `--warm_jobs` parallel processes, the costliest first, into the persistent cache, so that
-    the timed phase loads them instead of compiling one after another. Returns
-    {(case, precision): its warm (or error) line}."""
+  def start_warm(self, names: list[str]):
+    """Starts the warm phase: each case's programs in each precision compiled (and run once) in
+    `--warm_jobs` background processes, the costliest cases first, into the persistent cache,
+    while the timed phase goes through the cheap cases; a timed case then loads its programs
+    instead of compiling them. Returns (pool, {(case, precision): future}, {(case, precision):
+    warm or error line}), the lines filled in as the processes finish."""
     tasks = [(name, p) for name in sorted(names, key=lambda n: -CASES[n].get('cost', 1))
              for p in self.opts.precisions]
     jobs = min(self.opts.warm_jobs, len(tasks))
     if jobs <= 0:
-      return {}
-    deadline = self.elapsed() + self.remaining() * self.opts.warm_share
-    self.say(f'warm phase: {len(tasks)} compilations, {jobs} at a time, until '
-             f't={deadline:.0f} s')
+      return None, {}, {}
+    self.say(f'warm phase: {len(tasks)} compilations in the background, {jobs} at a time')
     env = {**self.env, 'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}  # one GPU, several processes
-    warm = {}
+    warm: dict = {}
 
     def one(task):
       name, precision = task
-      timeout = min(self.opts.case_timeout, deadline - self.elapsed())
-      if timeout < self.opts.min_case_s:
-        self.say(f'  warm {name} {precision}: not started ({timeout:.0f} s left of the phase)')
+      timeout = self.remaining() - self.opts.min_case_s
+      if self.stopping or timeout < self.opts.min_case_s:
         return
 
       def on_line(line, tail):
@@ -437,7 +449,7 @@ class Check:
       rc, _, tail = self.run(f'{name}:{precision}:warm',
                              [self.opts.python, __file__, '--_worker',
                               json.dumps(self.spec(name, [precision], warm=True))],
-                             timeout, on_line, env)
+                             timeout, on_line, env, background=True)
       if rc != 0 and (name, precision) not in warm:
         self.emit({'kind': 'error', 'case': name, 'precision': precision, 'phase': 'warm',
                    'rc': rc, 'timed_out': rc is None, 'stderr_tail': tail})
@@ -446,11 +458,33 @@ class Check:
           f'compiled in {line["compile_s"]:.1f} s + eval {line["eval_compile_s"]:.1f} s'
           if line.get('kind') == 'warm' else 'timed out' if rc is None else f'exit {rc}'))
 
-    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-      list(pool.map(one, tasks))
-    self.say(f'warm phase done: {sum(l["kind"] == "warm" for l in warm.values())} of '
-             f'{len(tasks)} compiled')
-    return warm
+    pool = concurrent.futures.ThreadPoolExecutor(jobs)
+    futures = {task: pool.submit(one, task) for task in tasks}
+    return pool, futures, warm
+
+  def await_warm(self, name: str, futures: dict) -> None:
+    """Before `name` is timed: its warm compilations that have not started are dropped (the
+    timed process compiles them itself), those running are waited for."""
+    pending = [f for (case, _), f in futures.items() if case == name and not f.cancel()]
+    if pending and not all(f.done() for f in pending):
+      self.say(f'{name}: waiting for its warm compilations')
+    for f in pending:
+      f.result()
+
+  def stop_warm(self, pool) -> None:
+    """Ends the warm phase: queued compilations dropped, running ones killed."""
+    if pool is None:
+      return
+    self.stopping = True
+    pool.shutdown(wait=False, cancel_futures=True)
+    with self.lock:
+      live = list(self.live)
+    for proc in live:
+      try:
+        os.killpg(proc.pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+    pool.shutdown(wait=True)
 
   def case(self, name: str, warm: dict) -> list[dict]:
     """Our lines for `name`, emitted; error / skipped lines for what did not run."""
@@ -458,7 +492,11 @@ class Check:
       self.emit({'kind': 'skipped', 'case': name, 'why': f'budget: {self.remaining():.0f} s left'})
       return []
     timeout = min(self.opts.case_timeout, self.remaining())
-    self.say(f'{name}: {", ".join(self.opts.precisions)} (timeout {timeout:.0f} s)')
+    with self.lock:
+      alongside = len(self.live)
+    self.say(f'{name}: {", ".join(self.opts.precisions)} (timeout {timeout:.0f} s'
+             + (f'; {alongside} warm compilations running alongside, niced' if alongside else '')
+             + ')')
     start = time.time()
     ours = []
 
@@ -470,6 +508,8 @@ class Check:
         line['compile_cached'] = w.get('kind') == 'warm'
         line['warm_compile_s'] = w.get('compile_s')
         line['warm_eval_compile_s'] = w.get('eval_compile_s')
+        with self.lock:  # at the start, or now if more: the warm processes start in a burst
+          line['compiles_alongside'] = max(alongside, len(self.live))
       self.emit(line)
       if line.get('kind') == 'ours':
         ours.append(line)
@@ -502,6 +542,8 @@ class Check:
       return
     cmd = authors_command(kind, repo, ours[0], self.opts)
     timeout = min(self.opts.authors_timeout, self.remaining())
+    with self.lock:
+      alongside = len(self.live)
     self.say(f'{name}: the authors\' {kind} on {self.opts.authors_device} (timeout {timeout:.0f} s)')
     rc, lines, tail = self.run(f'{name}:authors', cmd, timeout)
     if rc != 0 or not lines:
@@ -511,7 +553,8 @@ class Check:
     report = lines[-1]
     train_s, infer_s = authors_times(kind, report, ours[0])
     self.emit({'kind': 'authors', 'case': name, 'authors': kind, 'device': self.opts.authors_device,
-               'train_s_median': train_s, 'infer_s_median': infer_s, 'report': report})
+               'train_s_median': train_s, 'infer_s_median': infer_s,
+               'compiles_alongside': alongside, 'report': report})
     for line in ours:
       self.emit({'kind': 'ratio', 'case': name, 'precision': line['precision'],
                  'device_kind': line['device_kind'], 'authors_device': self.opts.authors_device,
@@ -553,10 +596,14 @@ class Check:
       self.opts.authors_device = 'cuda' if env.get('backend') == 'gpu' else 'cpu'
     if self.opts.warm_jobs is None:  # parallel compilation pays on a GPU machine's many cores
       self.opts.warm_jobs = min(8, (env.get('cpu_count') or 2) // 2) if env.get('backend') == 'gpu' else 0
-    warm = self.warm(self.opts.cases)
-    for name in self.opts.cases:
-      ours = self.case(name, warm)
-      self.authors(name, ours)
+    pool, futures, warm = self.start_warm(self.opts.cases)
+    try:
+      for name in self.opts.cases:
+        self.await_warm(name, futures)
+        ours = self.case(name, warm)
+        self.authors(name, ours)
+    finally:
+      self.stop_warm(pool)
     counts = collections.Counter(l['kind'] for l in self.lines)
     failed = sum(l['kind'] in ('error', 'skipped') and l.get('phase') != 'warm' for l in self.lines)
     self.emit({'kind': 'summary', 'ok': failed == 0, 'counts': dict(counts), 'wall_s': self.elapsed(),
@@ -595,13 +642,12 @@ def parse(argv=None):
                       help='a folder holding the authors\' checkouts as mmin/, mmgcn/, imder/')
   for kind in ('mmin', 'mmgcn', 'imder'):
     parser.add_argument(f'--authors_repo_{kind}', default=None)
-  parser.add_argument('--authors_steps', type=int, default=None, help='default: --steps')
+  parser.add_argument('--authors_steps', type=int, default=None,
+                      help='timed calls of the authors\' scripts (default: --steps, at most 5)')
   parser.add_argument('--authors_device', default='auto', help='cuda | cpu | auto (cuda where JAX has a GPU)')
   parser.add_argument('--warm_jobs', type=int, default=None,
                       help='parallel processes of the warm phase (default: half the cores, at most '
                            '8, on a GPU; 0, no warm phase, on a CPU)')
-  parser.add_argument('--warm_share', type=float, default=0.5,
-                      help='at most this share of the remaining budget for the warm phase')
   parser.add_argument('--cache_dir', default=None,
                       help='the persistent XLA cache (default $JAX_COMPILATION_CACHE_DIR or '
                            '/tmp/mmer_device_check_xla_cache)')
@@ -619,7 +665,7 @@ def parse(argv=None):
   default_steps, default_warmup = (2, 1) if opts.rehearse else (3, 1) if opts.quick else (10, 2)
   opts.steps = default_steps if opts.steps is None else opts.steps
   opts.warmup = default_warmup if opts.warmup is None else opts.warmup
-  opts.authors_steps = opts.steps if opts.authors_steps is None else opts.authors_steps
+  opts.authors_steps = min(opts.steps, 5) if opts.authors_steps is None else opts.authors_steps
   opts.budget_s = (2400.0 if opts.rehearse else 450.0) if opts.budget_s is None else opts.budget_s
   opts.case_timeout = ((900.0 if opts.rehearse else 240.0) if opts.case_timeout is None
                        else opts.case_timeout)
