@@ -7,9 +7,14 @@ A bidirectional LSTM over the turns of each dialogue on top of per-modality utte
 split; ours is 10% of the training dialogues, seeded). Expected on the synthetic set: test
 weighted F1 clearly above a context-free model's, since ambiguous turns need context. Without
 `:synthetic` it reads `IEMOCAP_features.pkl` from `--config.data.manual_dir`.
+
+`:synthetic` trains on a 2-core CPU in about 3 minutes (docs/laptop.md), so there is
+no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 from configs import default
+
+CPU_MINUTES = 3  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):
@@ -31,7 +36,7 @@ def get_config(arg: str | None = None):
   config.train.num_epochs = 40
   config.train.log_every_steps = 20
   config.train.select_metric = 'valid/weighted_f1'
-  return default.apply_variant(config, arg, conversational=True)
+  return default.apply_variant(config, arg, conversational=True, cpu_minutes=CPU_MINUTES)
 
 
 def sweep():

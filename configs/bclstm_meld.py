@@ -8,9 +8,14 @@ The second command trains on the real MELD text features shipped in `../shared/d
 (MiniLM sentence embeddings, text only): expect test weighted F1 >= 0.57 with the checkpoint chosen
 on valid (a context-free logistic regression gets 0.564). Without `:synthetic` or a features_dir
 it reads `MELD_features_raw1.pkl` from `--config.data.manual_dir`.
+
+`:synthetic` trains on a 2-core CPU in about 5 minutes (docs/laptop.md), so there is
+no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 from configs import default
+
+CPU_MINUTES = 5  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):
@@ -34,7 +39,7 @@ def get_config(arg: str | None = None):
   config.train.num_epochs = 40
   config.train.log_every_steps = 20
   config.train.select_metric = 'valid/weighted_f1'
-  return default.apply_variant(config, arg, conversational=True)
+  return default.apply_variant(config, arg, conversational=True, cpu_minutes=CPU_MINUTES)
 
 
 def sweep():

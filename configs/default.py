@@ -5,6 +5,8 @@
 Not runnable on its own: it names no method.
 """
 
+from typing import Callable
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -175,19 +177,36 @@ RELEASE_OPTIONS = {
 }
 
 
+VARIANTS = ('synthetic', 'smoke', 'cpu')
+
+
 def apply_variant(config: ml_collections.ConfigDict, arg: str | None, *,
-                  conversational: bool = False) -> ml_collections.ConfigDict:
+                  conversational: bool = False,
+                  cpu: Callable[[ml_collections.ConfigDict], None] | None = None,
+                  cpu_minutes: int | None = None) -> ml_collections.ConfigDict:
   """Applies the comma-separated variants after ':' in `--config=file.py:variants`.
 
   synthetic  the synthetic stand-in of the same release (no files needed)
   smoke      a tiny synthetic set, two epochs, small batches: seconds, for tests
+  cpu        laptop-sized: `cpu(config)`, the config's own smaller model and schedule (same
+             method), for the configs whose authors' scale takes more than about an hour on a
+             2-core CPU (`configs/imder_*.py`); combines with the others (`synthetic,cpu`).
+             A config without one (`cpu=None`) raises a ValueError that says it runs at its
+             authors' scale on a CPU in about `cpu_minutes` minutes (`:synthetic` as it is)
   (none)     the official release, from `config.data.manual_dir`, with its builder options
              (`RELEASE_OPTIONS`) as fields
   """
   variants = [v for v in (arg or '').split(',') if v]
-  unknown = set(variants) - {'synthetic', 'smoke'}
+  unknown = set(variants) - set(VARIANTS)
   if unknown:
-    raise ValueError(f'unknown config variant(s) {sorted(unknown)}; expected synthetic and/or smoke')
+    raise ValueError(f'unknown config variant(s) {sorted(unknown)}; expected any of '
+                     f'{", ".join(VARIANTS)} (comma-separated)')
+  if 'cpu' in variants and cpu is None:
+    estimate = (f' in about {cpu_minutes} minutes' if cpu_minutes is not None else '')
+    raise ValueError(
+        'this config has no cpu variant: at its authors\' scale it trains on a 2-core CPU'
+        f'{estimate} (measured with :synthetic), so it needs none; drop ":cpu" from --config '
+        '(the config\'s docstring gives the measurement)')
   synthetic = 'synthetic' in variants or 'smoke' in variants
   own = {} if synthetic else RELEASE_OPTIONS.get(config.data.name, {})
   for key in {k for options in RELEASE_OPTIONS.values() for k in options} - set(own):
@@ -198,7 +217,9 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None, *,
       config.data.options[key] = value
   if synthetic:
     config.data.name = 'synthetic/' + config.data.name
-  if 'smoke' in variants:
+  if 'cpu' in variants:
+    cpu(config)
+  if 'smoke' in variants:  # after cpu: smoke stays the tiny run
     config.data.options.sizes = SMOKE_SIZES['conversation' if conversational else 'utterance']
     config.data.batch_size = 4 if conversational else 8
     config.data.eval_batch_size = 4 if conversational else 8

@@ -17,10 +17,14 @@ epochs without a better validation metric. A missing modality is left out of the
 (`missing_input='zero_embedding'`), so the same model can be evaluated on any subset.
 
 Variants: `:smoke` / `:synthetic` run the same config on the synthetic IEMOCAP stand-in (tests,
-a first look without a directory).
+a first look without a directory). `:synthetic` trains on a 2-core CPU in about 25 minutes
+(early stopping; at most 115 for all 200 epochs; docs/laptop.md), so there is no `:cpu` variant:
+`:cpu` stops with an error that says so.
 """
 
 from configs import default
+
+CPU_MINUTES = 25  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):
@@ -45,7 +49,7 @@ def get_config(arg: str | None = None):
   variants = [v for v in (arg or '').split(',') if v]
   if variants:
     config.data.name = 'iemocap_4'
-    config = default.apply_variant(config, arg)
+    config = default.apply_variant(config, arg, cpu_minutes=CPU_MINUTES)
     if 'smoke' in variants:
       config.train.patience = None
   return config

@@ -10,9 +10,14 @@ Encoders as in MMIN: LSTM(128) + max-pool for audio and visual, TextCNN(3,4,5 x 
 Expected on the synthetic set (4 balanced-ish classes, chance UA 0.25): test UA well above 0.6 with
 all modalities; see docs/baselines.md. Without `:synthetic` it reads MMIN's h5 release
 (fold `--config.data.options.fold=1..10`) from `--config.data.manual_dir`.
+
+`:synthetic` trains on a 2-core CPU in about 16 minutes (docs/laptop.md), so there is
+no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 from configs import default
+
+CPU_MINUTES = 16  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):
@@ -30,7 +35,7 @@ def get_config(arg: str | None = None):
   config.optimizer.b1 = 0.5
   config.optimizer.clip_norm = 5.0
   config.train.num_epochs = 20
-  return default.apply_variant(config, arg)
+  return default.apply_variant(config, arg, cpu_minutes=CPU_MINUTES)
 
 
 def sweep():

@@ -7,9 +7,14 @@ Early / late fusion baselines on CMU-MOSI (MMSA aligned_50 features), sentiment 
 L1 loss on scores in [-3, 3]; the model is selected on valid MAE. Expected on the synthetic set:
 test MAE clearly below the constant predictor's and Corr > 0.5 with all modalities. Without
 `:synthetic` it reads `MOSI/Processed/aligned_50.pkl` from `--config.data.manual_dir`.
+
+`:synthetic` trains on a 2-core CPU in about 5 minutes (docs/laptop.md), so there is
+no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 from configs import default
+
+CPU_MINUTES = 5  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):
@@ -24,7 +29,7 @@ def get_config(arg: str | None = None):
   config.optimizer.learning_rate = 5e-4
   config.optimizer.clip_norm = 5.0
   config.train.num_epochs = 20
-  return default.apply_variant(config, arg)
+  return default.apply_variant(config, arg, cpu_minutes=CPU_MINUTES)
 
 
 def sweep():

@@ -5,7 +5,8 @@ features of each missing modality, conditioned on the available ones, and a MulT
 cross-modal transformer regresses sentiment from the completed set (mmer_jax/methods/imder.py,
 docs/imder.md).
 
-  python -m mmer_jax.main --config=configs/imder_mosi.py:synthetic
+  python -m mmer_jax.main --config=configs/imder_mosi.py:synthetic      # GPU-scale (~a day on CPU)
+  python -m mmer_jax.main --config=configs/imder_mosi.py:synthetic,cpu  # laptop-sized (below)
   python -m mmer_jax.main --config=configs/imder_mosi.py:smoke                       # ~3 minutes
   python -m mmer_jax.main --config=configs/imder_mosi.py:synthetic --config.method.recovery=zeros
       # the no-recovery row: the same head with missing modalities zero-filled
@@ -27,6 +28,14 @@ without a better valid MAE, d = 32 with 8 heads, 4 cross-modal layers (the memor
 the optimiser (Adam without it), so none here. The sampler, its step count and the sampler used
 inside training are config fields (`method.sampler`, `method.num_steps`, `method.train_sampler`,
 `method.train_num_steps`).
+
+`:cpu` (`cpu_scale`, docs/imder.md "CPU scale"; with `synthetic`, or alone on the real release or
+a features directory) is the laptop size that `launch/imder_table.py --scale=cpu` and
+`launch/features_table.py` run: score U-Nets of two levels (32, 64) with one attention layer, two
+RCABs, DPM-Solver-2 draws (3 steps in training, 10 at evaluation), 15 epochs per stage, selection
+pooled over the three one-missing patterns. At the authors' scale one training step takes about
+25 s on a 2-core CPU (100 epochs: days); the head, projections, losses, optimiser and protocol
+stay the authors' in both.
 """
 
 import ml_collections
@@ -106,9 +115,24 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
-def apply_variants(config, arg):
-  """`:synthetic` / `:smoke` (default.apply_variant) and, for smoke, a small fast model."""
-  config = default.apply_variant(config, arg)
+def cpu_scale(config) -> None:
+  """`:cpu`, the laptop size (docs/imder.md, "CPU scale"): score U-Nets of two levels (32, 64)
+  with one attention layer, two RCABs, DPM-Solver-2 draws (3 steps in training, 10 at
+  evaluation), 15 epochs per stage, selection pooled over the three one-missing patterns. The
+  projections, fusion head, losses, optimiser and protocol stay the authors'."""
+  m = config.method
+  m.score_channels, m.score_attn_layers, m.refine_blocks = (32, 64), 1, 2
+  m.train_sampler, m.train_num_steps = 'dpm_solver', 3
+  m.sampler, m.num_steps = 'dpm_solver', 10
+  config.train.num_epochs = 15
+  # Each modality recovered once: half the sampler runs of the six missing patterns.
+  config.train.valid_conditions = ('av', 'at', 'vt')
+
+
+def apply_variants(config, arg, cpu=cpu_scale):
+  """`:synthetic` / `:smoke` / `:cpu` (default.apply_variant, `cpu` the laptop size) and, for
+  smoke, a small fast model."""
+  config = default.apply_variant(config, arg, cpu=cpu)
   if 'smoke' in (arg or '').split(','):
     m = config.method
     m.nlevels, m.mem_levels, m.refine_blocks = 1, 1, 2

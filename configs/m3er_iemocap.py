@@ -28,12 +28,17 @@ leaves open, and the value chosen, is listed in docs/m3er.md.
 Real data: without `:synthetic`, MMIN's h5 release from `--config.data.manual_dir`
 (`--config.data.options.fold=K`); any feature directory with
 `--config.data.name=features_dir --config.data.features_dir=PATH` (e.g. ../shared/data/ravdess_av).
+
+`:synthetic` trains on a 2-core CPU in about 15 minutes (early stopping; at most 200 for all 500
+epochs; docs/laptop.md), so there is no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 import ml_collections
 from ml_collections import config_dict
 
 from configs import default
+
+CPU_MINUTES = 15  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def m3er_method() -> ml_collections.ConfigDict:
@@ -95,9 +100,9 @@ def get_config(arg: str | None = None):
   return apply_variant(config, arg)
 
 
-def apply_variant(config, arg: str | None):
+def apply_variant(config, arg: str | None, cpu_minutes: int = CPU_MINUTES):
   """`default.apply_variant`, and for `:smoke` no early stopping and small CCAs and banks."""
-  config = default.apply_variant(config, arg)
+  config = default.apply_variant(config, arg, cpu_minutes=cpu_minutes)
   if 'smoke' in (arg or ''):
     config.train.patience = None
     config.method.cca_components = 8

@@ -18,11 +18,16 @@ Depth: the paper's best, 4 layers (the authors' code builds 64 whatever its flag
 valid weighted F1 (MMGCN's pickle has no valid split; ours is 10% of the training dialogues,
 seeded; the authors report the best test epoch). Without a variant it reads
 `IEMOCAP_features.pkl` from `--config.data.manual_dir`.
+
+`:synthetic` trains on a 2-core CPU in about 5 minutes (at depth 64, the authors' model, about
+25; docs/laptop.md), so there is no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 import ml_collections
 
 from configs import default
+
+CPU_MINUTES = 5  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def mmgcn_method(**overrides) -> ml_collections.ConfigDict:
@@ -72,9 +77,9 @@ def get_config(arg: str | None = None):
   return apply_variant(config, arg)
 
 
-def apply_variant(config, arg: str | None):
+def apply_variant(config, arg: str | None, cpu_minutes: int = CPU_MINUTES):
   """`default.apply_variant` for a conversation set; `smoke` also makes the GCN 2 layers deep."""
-  config = default.apply_variant(config, arg, conversational=True)
+  config = default.apply_variant(config, arg, conversational=True, cpu_minutes=cpu_minutes)
   if arg and 'smoke' in arg:
     config.method.num_layers = 2
   return config

@@ -12,10 +12,15 @@ Adam lr 1e-3, no weight decay, dropout 0.4, batch 16 dialogues, 60 epochs, focal
 the paper's form, `--config.method.loss=focal_authors` for their code's). Selection on valid
 weighted F1. Without `:synthetic` or a features_dir it reads `MELD_features_raw1.pkl` from
 `--config.data.manual_dir`.
+
+`:synthetic` trains on a 2-core CPU in about 12 minutes (at depth 64, the authors' model, about
+50; docs/laptop.md), so there is no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 from configs import default
 from configs import mmgcn_iemocap
+
+CPU_MINUTES = 12  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):
@@ -33,7 +38,7 @@ def get_config(arg: str | None = None):
   config.train.log_every_steps = 20
   config.train.select_metric = 'valid/weighted_f1'
   config.analysis = ('mmgcn_adjacency',)
-  return mmgcn_iemocap.apply_variant(config, arg)
+  return mmgcn_iemocap.apply_variant(config, arg, cpu_minutes=CPU_MINUTES)
 
 
 sweep = mmgcn_iemocap.sweep  # the same seeds (docs/scaling.md)

@@ -38,6 +38,9 @@ at the last step; theirs stops at lr/31), loss 1.0 CE + 4.0 forward + 2.0 cycle,
 and backward CRAs, classifier 320-128-128-4 with dropout 0.5. No weight decay: their
 weight_decay=1e-5 flag never reached the optimiser. They clip each network's gradient norm at 1.0;
 we clip the global norm at 1.0 (stage 1: 0.5).
+
+`:synthetic` trains on a 2-core CPU in about 45 minutes (both stages) (docs/laptop.md), so there is
+no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 import ml_collections
@@ -46,6 +49,8 @@ from ml_collections import config_dict
 from configs import default
 from mmer_jax import missing
 from mmer_jax.data import synthetic_generator
+
+CPU_MINUTES = 45  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 # `:synthetic,train_x4`: the synthetic set with four times the release's training utterances
 # (17,700; valid and test keep the release's sizes): docs/mmin.md's x4 columns.
@@ -126,7 +131,7 @@ def get_config(arg: str | None = None):
     if 'synthetic' not in variants:
       raise ValueError('the train_x4 variant resizes the synthetic set: use it as synthetic,train_x4')
     config.data.options.sizes = dict(TRAIN_X4_SIZES)
-  config = default.apply_variant(config, ','.join(variants))
+  config = default.apply_variant(config, ','.join(variants), cpu_minutes=CPU_MINUTES)
   if 'smoke' in variants:
     smoke_stages(config)
   return config

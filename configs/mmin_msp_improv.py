@@ -19,10 +19,15 @@ both the forward and the backward imagination (`share_weights`, not described in
 Stage 1 follows MSP_utt_fusion.sh: 10 + 10 epochs, lr 5e-4, beta1 0.9, batch 64, clip 0.5. No
 weight decay (the authors' flag was ignored); global-norm clipping at 1.0 instead of per network.
 (The committed MSP_mmin.sh cannot run as written: it passes `--in_men`.)
+
+`:synthetic` trains on a 2-core CPU in about 40 minutes (both stages) (docs/laptop.md), so there is
+no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 from configs import default
 from configs import mmin_iemocap
+
+CPU_MINUTES = 40  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):
@@ -36,7 +41,7 @@ def get_config(arg: str | None = None):
   config.stages.stage1.data = {'batch_size': 64}
   config.optimizer.learning_rate = 5e-4
   config.train.select_metric = 'valid/macro_f1'
-  config = default.apply_variant(config, arg)
+  config = default.apply_variant(config, arg, cpu_minutes=CPU_MINUTES)
   if 'smoke' in (arg or '').split(','):
     mmin_iemocap.smoke_stages(config)
   return config

@@ -6,7 +6,7 @@
 Rows (`ROWS`): late and early fusion (`configs/fusion_features.py`) trained on complete data and
 with random missing patterns (`train.missing=patterns_and_full`), late fusion trained with
 per-modality missing rates, and MMIN (`configs/mmin_iemocap.py` as it is, both stages); on
-request (`--rows=`) IMDer at CPU scale (`imder`) and its stage 1 zero-filled
+request (`--rows=`) IMDer's `cpu` variant (`imder`) and its stage 1 zero-filled
 (`imder_zeros_complete`, read from the imder run). Every
 row is evaluated on the same grid: the conditions the directory can express, the uniform missing
 rates, and the per-modality rates of `--uneven` (e.g. faces lost more often than voices). Each
@@ -24,9 +24,6 @@ from absl import app
 from absl import flags
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # launch/: its sibling scripts
-import imder_table  # pylint: disable=g-import-not-at-top,wrong-import-position
-
 FUSION = 'configs/fusion_features.py'
 ROWS = {  # name -> (config, overrides)
     'late_fusion': (FUSION, ['--config.method.name=late_fusion']),
@@ -38,12 +35,11 @@ ROWS = {  # name -> (config, overrides)
     'late_fusion_uneven': (FUSION, ['--config.method.name=late_fusion', '--config.train.missing=rate',
                                     '--config.train.missing_rates={uneven}']),
     'mmin': ('configs/mmin_iemocap.py', []),
-    # IMDer at the CPU scale of launch/imder_table.py (`imder_table.CPU_SCALE`: two-level score
-    # U-Nets, two RCABs, DPM-Solver draws), classification with the MulT head; selection pooled
-    # over the one-modality conditions (on audio + visual features: each modality recovered once).
-    'imder': ('configs/imder_mosi.py', [
-        *[o for o in imder_table.CPU_SCALE if not o.startswith('--config.train.valid_conditions')],
-        "--config.train.valid_conditions=('a', 'v')"]),
+    # IMDer's `cpu` variant (configs/imder_mosi.py `cpu_scale`, as launch/imder_table.py runs it:
+    # two-level score U-Nets, two RCABs, DPM-Solver draws), classification with the MulT head;
+    # selection pooled over the one-modality conditions (on audio + visual features: each
+    # modality recovered once).
+    'imder': ('configs/imder_mosi.py:cpu', ["--config.train.valid_conditions=('a', 'v')"]),
 }
 # Rows read from another row's run: its complete-data stage 1 with the missing projections
 # zero-filled at test (IMDer's no-recovery row; paired with it by seed, nothing retrained).

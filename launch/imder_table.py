@@ -13,8 +13,10 @@ Rows, all the same projections and fusion head (`configs/imder_mosi.py`), paired
                   trained at rate 0.5 with the missing projections zero-filled
 
 Each run is a plain `python -m mmer_jax.main` command in `<workdir>/<row>/seed_<k>`, so an
-interrupted table resumes. `--scale=cpu` (default) is the model and schedule that fit a 2-core CPU
-(`CPU_SCALE`; docs/imder.md says what it changes); `--scale=authors` runs the config as it is.
+interrupted table resumes. `--scale=cpu` (default) runs the config's `cpu` variant,
+`configs/imder_mosi.py:synthetic,cpu`: the model and schedule that fit a 2-core CPU
+(`imder_mosi.cpu_scale`; docs/imder.md says what it changes); `--scale=authors` runs
+`configs/imder_mosi.py:synthetic` as it is.
 Writes `table.md` / `table.json`: per row and rate the mean ± sample std over seeds of MAE,
 Acc-2 (non-zero), F1, Acc-7 and Corr, and the paired differences imder - zeros_* per seed.
 
@@ -36,15 +38,9 @@ from absl import flags
 import numpy as np
 
 CONFIG = 'configs/imder_mosi.py'
-CPU_SCALE = (  # score U-Nets of two levels with one attention layer, two RCABs, short samplers
-    '--config.method.score_channels=(32, 64)', '--config.method.score_attn_layers=1',
-    '--config.method.refine_blocks=2', '--config.method.train_sampler=dpm_solver',
-    '--config.method.train_num_steps=3', '--config.method.sampler=dpm_solver',
-    '--config.method.num_steps=10', '--config.train.num_epochs=15',
-    # Selection pooled over the three one-missing patterns (each modality recovered once)
-    # instead of all six: validation costs half as many sampler runs.
-    "--config.train.valid_conditions=('av', 'at', 'vt')",
-)
+# --scale -> the config's variants: `cpu` is the config's laptop size (configs/imder_mosi.py
+# `cpu_scale`), `authors` the config as it is.
+SCALES = {'cpu': 'synthetic,cpu', 'authors': 'synthetic'}
 ROWS = ('imder', 'zeros_complete', 'zeros_missing')
 RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 METRICS = ('mae', 'acc2', 'f1', 'acc7', 'corr')
@@ -59,7 +55,8 @@ def define_flags():
   return {
       'workdir': flags.DEFINE_string('workdir', 'runs/imder_table', 'Where runs and tables go.'),
       'seeds': flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (one run per row and seed).'),
-      'scale': flags.DEFINE_enum('scale', 'cpu', ['cpu', 'authors'], 'Model and schedule.'),
+      'scale': flags.DEFINE_enum('scale', 'cpu', list(SCALES), 'Model and schedule: cpu runs '
+                                 'the config\'s cpu variant, authors the config as it is.'),
       'override': flags.DEFINE_multi_string('override', [], 'Extra --config.x=v for every run.'),
       'nfe_seed': flags.DEFINE_string('nfe_seed', None, 'Also the NFE curve of this seed.'),
       'nfe_fast_max': flags.DEFINE_integer('nfe_fast_max', 100, 'Largest NFE for the samplers '
@@ -72,7 +69,12 @@ def run_dir(root: str, row: str, seed: str) -> str:
   return os.path.join(root, row, f'seed_{seed}')
 
 
-def train(root: str, row: str, seed: str, *, overrides=()) -> dict:
+def config_arg(scale: str) -> str:
+  """The `--config=` value of a run at `scale` ('cpu' | 'authors')."""
+  return f'{CONFIG}:{SCALES[scale]}'
+
+
+def train(root: str, row: str, seed: str, *, overrides=(), scale: str = 'cpu') -> dict:
   """Runs (or resumes, or skips when finished) one row and seed; returns its results.json."""
   if row == 'zeros_complete':
     path = os.path.join(run_dir(root, 'imder', seed), 'stage1', 'results.json')
@@ -87,7 +89,7 @@ def train(root: str, row: str, seed: str, *, overrides=()) -> dict:
         if not os.path.exists(link):
           os.symlink(os.path.abspath(os.path.join(run_dir(root, 'imder', seed), 'stage1')), link)
         extra = ['--config.method.recovery=zeros']
-      command = [sys.executable, '-m', 'mmer_jax.main', f'--config={CONFIG}:synthetic',
+      command = [sys.executable, '-m', 'mmer_jax.main', f'--config={config_arg(scale)}',
                  f'--config.seed={seed}', f'--config.eval.rates={RATES!r}',
                  "--config.eval.conditions=('full',)", f'--workdir={workdir}', *extra,
                  *overrides]
@@ -151,11 +153,12 @@ def markdown(agg: dict, seeds) -> str:
   return '\n'.join(lines)
 
 
-def nfe_curve(root: str, seed: str, overrides=(), fast_max: int = 100) -> dict:
+def nfe_curve(root: str, seed: str, overrides=(), fast_max: int = 100, scale: str = 'cpu') -> dict:
   """Every sampler at each NFE of `NFES` it can make, at rate 0.5, from one IMDer checkpoint.
 
-  `overrides` are the ones the run was trained with (the table's), so the model is the same;
-  samplers other than Euler-Maruyama stop at `fast_max` NFE (`--nfe_fast_max`, to save time)."""
+  `scale` and `overrides` are the ones the run was trained with (the table's), so the model is
+  the same; samplers other than Euler-Maruyama stop at `fast_max` NFE (`--nfe_fast_max`, to save
+  time)."""
   import jax  # pylint: disable=g-import-not-at-top
   from mmer_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from mmer_jax import evaluate  # pylint: disable=g-import-not-at-top
@@ -163,7 +166,7 @@ def nfe_curve(root: str, seed: str, overrides=(), fast_max: int = 100) -> dict:
   from mmer_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.getcwd())
   from configs import imder_mosi  # pylint: disable=g-import-not-at-top
-  config = imder_mosi.get_config('synthetic')
+  config = imder_mosi.get_config(SCALES[scale])
   config.seed = int(seed)
   apply_overrides(config, overrides)
   config = stages.main_stage(config)
@@ -246,28 +249,28 @@ def main(argv, flag_values):
   del argv
   v = {name: flag.value for name, flag in flag_values.items()}
   root = v['workdir']
-  overrides = (list(CPU_SCALE) if v['scale'] == 'cpu' else []) + list(v['override'])
+  scale, overrides = v['scale'], list(v['override'])
   if v['nfe_only']:
-    return write_nfe(root, v['nfe_seed'], overrides, v['nfe_fast_max'])
+    return write_nfe(root, v['nfe_seed'], overrides, v['nfe_fast_max'], scale)
   per_seed = {row: [] for row in ROWS}
   for seed in v['seeds']:  # seed by seed, so a partial table is already paired
     for row in ('imder', 'zeros_missing', 'zeros_complete'):
-      per_seed[row].append(train(root, row, seed, overrides=overrides))
+      per_seed[row].append(train(root, row, seed, overrides=overrides, scale=scale))
   agg = aggregate(per_seed)
   os.makedirs(root, exist_ok=True)
   with open(os.path.join(root, 'table.json'), 'w', encoding='utf-8') as f:
-    json.dump({'seeds': v['seeds'], 'scale': v['scale'], 'overrides': overrides, **agg}, f,
-              indent=1)
+    json.dump({'seeds': v['seeds'], 'scale': scale, 'config': config_arg(scale),
+               'overrides': overrides, **agg}, f, indent=1)
   text = markdown(agg, v['seeds'])
   with open(os.path.join(root, 'table.md'), 'w', encoding='utf-8') as f:
     f.write(text)
   print(text)
   if v['nfe_seed'] is not None:
-    write_nfe(root, v['nfe_seed'], overrides, v['nfe_fast_max'])
+    write_nfe(root, v['nfe_seed'], overrides, v['nfe_fast_max'], scale)
 
 
-def write_nfe(root: str, seed: str, overrides, fast_max: int) -> None:
-  curve = nfe_curve(root, seed, overrides, fast_max)
+def write_nfe(root: str, seed: str, overrides, fast_max: int, scale: str = 'cpu') -> None:
+  curve = nfe_curve(root, seed, overrides, fast_max, scale)
   with open(os.path.join(root, 'nfe.json'), 'w', encoding='utf-8') as f:
     json.dump(curve, f, indent=1)
   with open(os.path.join(root, 'nfe.md'), 'w', encoding='utf-8') as f:

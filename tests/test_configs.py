@@ -98,3 +98,66 @@ def test_mmin_train_x4_variant_enlarges_only_the_training_split():
   assert data.signal == default.signal and data.name != default.name  # its own TFDS config
   with pytest.raises(ValueError, match='synthetic'):
     module.get_config('train_x4')  # the real release has its own size
+
+
+# `:cpu`, the laptop size: only the configs whose authors' scale takes more than about an hour on
+# a 2-core CPU have one (configs/default.py `apply_variant`); the others say so when asked.
+CPU_VARIANT = ('imder_mosi', 'imder_mosei')
+
+
+@pytest.mark.parametrize('name', CPU_VARIANT)
+def test_cpu_variant_sets_the_documented_fields_and_combines_with_synthetic(name):
+  module = _load(REPO / 'configs' / f'{name}.py')
+  authors, cpu = module.get_config('synthetic'), module.get_config('synthetic,cpu')
+  cpu.lock()
+  m = cpu.method
+  assert (m.score_channels, m.score_attn_layers, m.refine_blocks) == ((32, 64), 1, 2)
+  eval_steps = {'imder_mosi': 10, 'imder_mosei': 5}[name]  # MOSEI's test grid: docs/imder.md
+  assert (m.train_sampler, m.train_num_steps, m.sampler, m.num_steps) == ('dpm_solver', 3,
+                                                                          'dpm_solver', eval_steps)
+  assert m.sampler_options.to_dict() == {}  # DPM-Solver's default: order 2
+  assert cpu.train.valid_conditions == ('av', 'at', 'vt')
+  assert cpu.data.name == authors.data.name == f'synthetic/{name.split("_")[1]}'
+  # The method stays: every other method field, the optimiser and the stages are the authors'.
+  shrunk = {'score_channels', 'score_attn_layers', 'refine_blocks', 'train_sampler',
+            'train_num_steps', 'sampler', 'num_steps'}
+  assert {k: v for k, v in m.to_dict().items() if k not in shrunk} == {
+      k: v for k, v in authors.method.to_dict().items() if k not in shrunk}
+  assert cpu.optimizer.to_dict() == authors.optimizer.to_dict()
+  for field in ('stages', 'init_from', 'eval', 'data'):
+    assert cpu[field].to_dict() == authors[field].to_dict(), field
+  assert cpu.train.missing == authors.train.missing
+  assert module.get_config('cpu,synthetic').to_dict() == cpu.to_dict()  # order does not matter
+  assert module.get_config('cpu').data.name == name.split('_')[1]  # the release, laptop-sized
+  assert ':synthetic,cpu' in module.__doc__
+
+
+def test_cpu_variant_of_mosi_is_fifteen_epochs_per_stage():
+  config = _load(REPO / 'configs' / 'imder_mosi.py').get_config('synthetic,cpu')
+  assert config.train.num_epochs == 15 and config.train.max_steps is None
+  assert 'num_epochs' not in config.stages.stage1.train  # stage 1 inherits the 15
+
+
+def test_cpu_variant_of_mosei_caps_the_steps_of_each_stage():
+  module = _load(REPO / 'configs' / 'imder_mosei.py')
+  config = module.get_config('synthetic,cpu')
+  assert config.data.batch_size == module.get_config('synthetic').data.batch_size == 128
+  assert config.train.num_epochs == 1 and config.train.max_steps == module.CPU_STEPS < 128
+  assert config.method.num_steps == module.CPU_EVAL_STEPS
+  assert not {'num_epochs', 'max_steps'} & set(config.stages.stage1.train)  # stage 1 inherits
+  assert config.train.checkpoint_every_steps <= 10  # an interrupted run resumes
+
+
+@pytest.mark.parametrize('path', [p for p in CONFIGS if p.stem not in CPU_VARIANT],
+                         ids=lambda p: p.stem)
+def test_a_config_without_a_cpu_variant_says_it_needs_none(path):
+  module = _load(path)
+  with pytest.raises(ValueError, match=r'no cpu variant.*about \d+ minutes'):
+    module.get_config('synthetic,cpu')
+  assert 'minutes' in module.__doc__ and 'cpu' in module.__doc__  # the estimate, documented
+
+
+def test_unknown_variant_is_an_error_that_lists_the_valid_ones():
+  module = _load(REPO / 'configs' / 'imder_mosi.py')
+  with pytest.raises(ValueError, match='synthetic, smoke, cpu'):
+    module.get_config('synthetic,gpu')

@@ -1,9 +1,12 @@
-"""The features-table launcher's pure parts: aggregation over seeds and the markdown table."""
+"""The features-table launcher's pure parts: aggregation over seeds, the markdown table, and the
+commands it runs (IMDer's row is the config's `cpu` variant)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -39,3 +42,24 @@ def test_markdown_has_one_line_per_row_and_a_column_per_condition():
   assert lines[5].startswith('| mmin | 0.600')
   assert set(features_table.ROWS) >= {'late_fusion', 'early_fusion', 'late_fusion_augmented',
                                       'early_fusion_augmented', 'mmin'}
+
+
+def test_imder_row_runs_the_cpu_variant(tmp_path, monkeypatch):
+  commands = []
+
+  def run(command, check):
+    assert check
+    commands.append(command)
+    workdir = pathlib.Path(next(a for a in command if a.startswith('--workdir=')).split('=', 1)[1])
+    workdir.mkdir(parents=True)
+    (workdir / 'results.json').write_text(json.dumps(_run({'full': 0.8})))
+  monkeypatch.setattr(features_table.subprocess, 'run', run)
+  features_table.train(str(tmp_path), 'imder', '0', features_dir='DIR', uneven='a:0.1,v:0.5')
+  (command,) = commands
+  assert '--config=configs/imder_mosi.py:cpu' in command
+  assert "--config.train.valid_conditions=('a', 'v')" in command
+  assert not [a for a in command if a.startswith('--config.method.')]  # no copy of the settings
+  sys.path.insert(0, str(_PATH.parents[1]))
+  from configs import imder_mosi  # pylint: disable=g-import-not-at-top
+  config = imder_mosi.get_config('cpu')  # what the row trains, before its valid_conditions
+  assert config.method.score_channels == (32, 64) and config.method.sampler == 'dpm_solver'

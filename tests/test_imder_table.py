@@ -1,7 +1,10 @@
-"""launch/imder_table.py: the aggregation over seeds, the paired differences, the overrides."""
+"""launch/imder_table.py: the aggregation over seeds, the paired differences, the overrides, and
+that `--scale=cpu` runs the config's `cpu` variant."""
 
+import json
 import pathlib
 import sys
+import types
 
 import ml_collections
 import numpy as np
@@ -50,3 +53,45 @@ def test_sampler_grid_reaches_the_nfe_points():
   nfe = {s: [n for n in imder_table.NFES if n % per == 0] for s, (_, per) in
          imder_table.SAMPLER_GRID.items()}
   assert nfe['euler_maruyama'] == [5, 10, 20, 50, 100] and nfe['ode_rk4'] == [20, 100]
+
+
+def _fake_runs(monkeypatch):
+  """Stubs the subprocess: records each command and writes the results.json it would."""
+  commands = []
+
+  def run(command, check):
+    assert check
+    commands.append(command)
+    workdir = pathlib.Path(next(a for a in command if a.startswith('--workdir=')).split('=', 1)[1])
+    for path in (workdir / 'results.json', workdir / 'stage1' / 'results.json'):
+      if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_results({0.0: 0.6, 0.5: 0.8})))
+  monkeypatch.setattr(imder_table.subprocess, 'run', run)
+  return commands
+
+
+@pytest.mark.parametrize('scale,config', [('cpu', 'configs/imder_mosi.py:synthetic,cpu'),
+                                          ('authors', 'configs/imder_mosi.py:synthetic')])
+def test_scale_selects_the_config_variant(tmp_path, monkeypatch, scale, config):
+  commands = _fake_runs(monkeypatch)
+  values = {'workdir': str(tmp_path), 'seeds': ['0'], 'scale': scale,
+            'override': ['--config.train.patience=3'], 'nfe_seed': None, 'nfe_fast_max': 100,
+            'nfe_only': False}
+  imder_table.main([], {k: types.SimpleNamespace(value=v) for k, v in values.items()})
+  assert len(commands) == 2  # imder (both stages; zeros_complete is its stage 1), zeros_missing
+  for command in commands:
+    assert f'--config={config}' in command and '--config.train.patience=3' in command
+    assert not [a for a in command if a.startswith('--config.method.score_channels')]
+  table = json.loads((tmp_path / 'table.json').read_text())
+  assert table['config'] == config and table['overrides'] == ['--config.train.patience=3']
+  assert not hasattr(imder_table, 'CPU_SCALE')  # one copy of the settings: the config's variant
+
+
+def test_the_nfe_curve_loads_the_variant_the_table_trained():
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+  from configs import imder_mosi  # pylint: disable=g-import-not-at-top
+  config = imder_mosi.get_config(imder_table.SCALES['cpu'])
+  assert config.method.score_channels == (32, 64) and config.data.name == 'synthetic/mosi'
+  assert imder_mosi.get_config(imder_table.SCALES['authors']).method.score_channels == (
+      32, 64, 128, 256)
