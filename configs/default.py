@@ -68,6 +68,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # train.missing='rate' with one rate per modality instead, e.g. 'a:0.1,v:0.5,t:0.0' (missing.py).
   config.train.missing_rates = config_dict.placeholder(str)
   config.train.log_every_steps = 50
+  # The log is never silent longer than this while a stage runs: a progress line or a heartbeat
+  # naming what runs (compiling, a slow step, validating, a grid row); None: lines every N steps.
+  config.train.log_every_seconds = config_dict.FieldReference(30.0, field_type=float)
   config.train.eval_every_epochs = 1
   config.train.checkpoint_every_steps = 200
   # Model selection on the validation split only. None: the task's default, valid/ua
