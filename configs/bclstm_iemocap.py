@@ -8,13 +8,13 @@ split; ours is 10% of the training dialogues, seeded). Expected on the synthetic
 weighted F1 clearly above a context-free model's, since ambiguous turns need context. Without
 `:synthetic` it reads `IEMOCAP_features.pkl` from `--config.data.manual_dir`.
 
-`:synthetic` trains on a 2-core CPU in about 3 minutes (docs/laptop.md), so there is
+`:synthetic` trains on a 2-core CPU in about 2 minutes (docs/laptop.md), so there is
 no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 from configs import default
 
-CPU_MINUTES = 3  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
+CPU_MINUTES = 2  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):

@@ -9,13 +9,13 @@ The second command trains on the real MELD text features shipped in `../shared/d
 on valid (a context-free logistic regression gets 0.564). Without `:synthetic` or a features_dir
 it reads `MELD_features_raw1.pkl` from `--config.data.manual_dir`.
 
-`:synthetic` trains on a 2-core CPU in about 5 minutes (docs/laptop.md), so there is
+`:synthetic` trains on a 2-core CPU in about 4 minutes (docs/laptop.md), so there is
 no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 from configs import default
 
-CPU_MINUTES = 5  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
+CPU_MINUTES = 4  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):

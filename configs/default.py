@@ -207,9 +207,8 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None, *,
   if 'cpu' in variants and cpu is None:
     estimate = (f' in about {cpu_minutes} minutes' if cpu_minutes is not None else '')
     raise ValueError(
-        'this config has no cpu variant: at its authors\' scale it trains on a 2-core CPU'
-        f'{estimate} (measured with :synthetic), so it needs none; drop ":cpu" from --config '
-        '(the config\'s docstring gives the measurement)')
+        'this config has no cpu variant: at its authors\' scale (:synthetic) it trains on a '
+        f'2-core CPU{estimate}, so it needs none; drop ":cpu" from --config (docs/laptop.md)')
   synthetic = 'synthetic' in variants or 'smoke' in variants
   own = {} if synthetic else RELEASE_OPTIONS.get(config.data.name, {})
   for key in {k for options in RELEASE_OPTIONS.values() for k in options} - set(own):

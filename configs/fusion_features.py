@@ -17,14 +17,14 @@ epochs without a better validation metric. A missing modality is left out of the
 (`missing_input='zero_embedding'`), so the same model can be evaluated on any subset.
 
 Variants: `:smoke` / `:synthetic` run the same config on the synthetic IEMOCAP stand-in (tests,
-a first look without a directory). `:synthetic` trains on a 2-core CPU in about 25 minutes
-(early stopping; at most 115 for all 200 epochs; docs/laptop.md), so there is no `:cpu` variant:
-`:cpu` stops with an error that says so.
+a first look without a directory). `:synthetic` trains on a 2-core CPU in about 8 minutes
+(measured: early stopping after epoch 23; all 200 epochs would be about 60; docs/laptop.md), so
+there is no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 from configs import default
 
-CPU_MINUTES = 25  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
+CPU_MINUTES = 8  # `:synthetic` on a 2-core CPU, measured (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):

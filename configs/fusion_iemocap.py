@@ -11,13 +11,13 @@ Expected on the synthetic set (4 balanced-ish classes, chance UA 0.25): test UA 
 all modalities; see docs/baselines.md. Without `:synthetic` it reads MMIN's h5 release
 (fold `--config.data.options.fold=1..10`) from `--config.data.manual_dir`.
 
-`:synthetic` trains on a 2-core CPU in about 16 minutes (docs/laptop.md), so there is
+`:synthetic` trains on a 2-core CPU in about 15 minutes (docs/laptop.md), so there is
 no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 from configs import default
 
-CPU_MINUTES = 16  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
+CPU_MINUTES = 15  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):

@@ -8,13 +8,13 @@ L1 loss on scores in [-3, 3]; the model is selected on valid MAE. Expected on th
 test MAE clearly below the constant predictor's and Corr > 0.5 with all modalities. Without
 `:synthetic` it reads `MOSI/Processed/aligned_50.pkl` from `--config.data.manual_dir`.
 
-`:synthetic` trains on a 2-core CPU in about 5 minutes (docs/laptop.md), so there is
+`:synthetic` trains on a 2-core CPU in about 4 minutes (docs/laptop.md), so there is
 no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 from configs import default
 
-CPU_MINUTES = 5  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
+CPU_MINUTES = 4  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):

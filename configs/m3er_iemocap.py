@@ -29,8 +29,9 @@ Real data: without `:synthetic`, MMIN's h5 release from `--config.data.manual_di
 (`--config.data.options.fold=K`); any feature directory with
 `--config.data.name=features_dir --config.data.features_dir=PATH` (e.g. ../shared/data/ravdess_av).
 
-`:synthetic` trains on a 2-core CPU in about 15 minutes (early stopping; at most 200 for all 500
-epochs; docs/laptop.md), so there is no `:cpu` variant: `:cpu` stops with an error that says so.
+`:synthetic` trains on a 2-core CPU in about 7 minutes (measured: early stopping after epoch 32;
+all 500 epochs would be about 100; docs/laptop.md), so there is no `:cpu` variant: `:cpu` stops
+with an error that says so.
 """
 
 import ml_collections
@@ -38,7 +39,7 @@ from ml_collections import config_dict
 
 from configs import default
 
-CPU_MINUTES = 15  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
+CPU_MINUTES = 7  # `:synthetic` on a 2-core CPU, measured (docs/laptop.md)
 
 
 def m3er_method() -> ml_collections.ConfigDict:

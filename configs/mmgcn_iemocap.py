@@ -19,15 +19,15 @@ valid weighted F1 (MMGCN's pickle has no valid split; ours is 10% of the trainin
 seeded; the authors report the best test epoch). Without a variant it reads
 `IEMOCAP_features.pkl` from `--config.data.manual_dir`.
 
-`:synthetic` trains on a 2-core CPU in about 5 minutes (at depth 64, the authors' model, about
-25; docs/laptop.md), so there is no `:cpu` variant: `:cpu` stops with an error that says so.
+`:synthetic` trains on a 2-core CPU in about 4 minutes (at depth 64, the authors' model, about
+23; docs/laptop.md), so there is no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 import ml_collections
 
 from configs import default
 
-CPU_MINUTES = 5  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
+CPU_MINUTES = 4  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def mmgcn_method(**overrides) -> ml_collections.ConfigDict:

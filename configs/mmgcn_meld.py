@@ -13,14 +13,14 @@ the paper's form, `--config.method.loss=focal_authors` for their code's). Select
 weighted F1. Without `:synthetic` or a features_dir it reads `MELD_features_raw1.pkl` from
 `--config.data.manual_dir`.
 
-`:synthetic` trains on a 2-core CPU in about 12 minutes (at depth 64, the authors' model, about
-50; docs/laptop.md), so there is no `:cpu` variant: `:cpu` stops with an error that says so.
+`:synthetic` trains on a 2-core CPU in about 11 minutes (at depth 64, the authors' model, about
+46; docs/laptop.md), so there is no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 from configs import default
 from configs import mmgcn_iemocap
 
-CPU_MINUTES = 12  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
+CPU_MINUTES = 11  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):

@@ -39,7 +39,7 @@ and backward CRAs, classifier 320-128-128-4 with dropout 0.5. No weight decay: t
 weight_decay=1e-5 flag never reached the optimiser. They clip each network's gradient norm at 1.0;
 we clip the global norm at 1.0 (stage 1: 0.5).
 
-`:synthetic` trains on a 2-core CPU in about 45 minutes (both stages) (docs/laptop.md), so there is
+`:synthetic` trains on a 2-core CPU in about 44 minutes (both stages) (docs/laptop.md), so there is
 no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
@@ -50,7 +50,7 @@ from configs import default
 from mmer_jax import missing
 from mmer_jax.data import synthetic_generator
 
-CPU_MINUTES = 45  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
+CPU_MINUTES = 44  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 # `:synthetic,train_x4`: the synthetic set with four times the release's training utterances
 # (17,700; valid and test keep the release's sizes): docs/mmin.md's x4 columns.

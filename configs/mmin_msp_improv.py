@@ -20,14 +20,14 @@ Stage 1 follows MSP_utt_fusion.sh: 10 + 10 epochs, lr 5e-4, beta1 0.9, batch 64,
 weight decay (the authors' flag was ignored); global-norm clipping at 1.0 instead of per network.
 (The committed MSP_mmin.sh cannot run as written: it passes `--in_men`.)
 
-`:synthetic` trains on a 2-core CPU in about 40 minutes (both stages) (docs/laptop.md), so there is
+`:synthetic` trains on a 2-core CPU in about 41 minutes (both stages) (docs/laptop.md), so there is
 no `:cpu` variant: `:cpu` stops with an error that says so.
 """
 
 from configs import default
 from configs import mmin_iemocap
 
-CPU_MINUTES = 40  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
+CPU_MINUTES = 41  # `:synthetic` on a 2-core CPU, estimated (docs/laptop.md)
 
 
 def get_config(arg: str | None = None):
