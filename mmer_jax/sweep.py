@@ -403,11 +403,11 @@ def _train_stage(sweep_run: SweepRun) -> list[dict | None]:
   stopped = [bool(m.get('stopped')) for m in metas]  # patience spent or diverged: selection frozen
   writers_ = [writers.MetricWriter(sweep_run.member_dir(i)) for i in range(size)]
   progress = writers.Progress(num_steps, step, every_steps=tc.log_every_steps,
-                              every_s=tc.get('log_every_seconds'), name=f'sweep of {size}').start()
+                              every_s=tc.get('log_every_seconds'), name=f'sweep of {size}',
+                              first_step=train.FIRST_STEP).start()
   states = sweep_run.place_states(states)
   if step < num_steps:
     progress.activity(f'training steps {step + 1}-{num_steps}; compiling the vmapped train step')
-  compiled = False
 
   def warn(i, kind, message):
     logging.warning('member %s: %s', sweep_run.names[i], message)
@@ -428,10 +428,6 @@ def _train_stage(sweep_run: SweepRun) -> list[dict | None]:
         states, metrics = sweep_run.train_step(states, member_batches)
         metrics = jax.device_get(metrics)
         step += 1
-        if not compiled:
-          progress.done('compiling and running the first train step')
-          progress.reset_window(step)
-          compiled = True
         for i in range(size):
           loss = float(metrics['loss'][i])
           if stopped[i]:

@@ -253,6 +253,9 @@ def _patience_spent(meta: dict, patience: int | None) -> bool:
   return meta['epoch_done'] - meta['best_epoch'] >= patience
 
 
+FIRST_STEP = 'compiling and running the first train step'  # logged with its time (writers.Progress)
+
+
 def _later_steps(run: Run, later: list[ml_collections.ConfigDict]) -> int:
   """An estimate of the train steps of the stages after `run`'s: their epochs over this stage's
   training split at their batch size, capped by their `max_steps` (early stopping may end them
@@ -273,7 +276,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None
   log lines."""
   tc = config.train
   progress = writers.Progress(0, every_steps=tc.log_every_steps, every_s=tc.get('log_every_seconds'),
-                              name=name).start()
+                              name=name, first_step=FIRST_STEP).start()
   try:
     return _train_stage(config, workdir, devices, later, progress)
   finally:
@@ -314,7 +317,6 @@ def _train_stage(config, workdir, devices, later, progress: writers.Progress) ->
     progress.activity(
         f'training steps {step + 1}-{run.num_steps} ({run.steps_per_epoch} a epoch, batch '
         f'{config.data.batch_size} on {run.mesh.devices.size} device(s)); compiling the train step')
-  compiled = False
   try:
     while step < run.num_steps and not _patience_spent(meta, tc.get('patience')):
       epoch, start = divmod(step, run.steps_per_epoch)
@@ -324,10 +326,6 @@ def _train_stage(config, workdir, devices, later, progress: writers.Progress) ->
         if run.is_pmap:
           metrics = jax.tree_util.tree_map(lambda x: x[0], metrics)
         step += 1
-        if not compiled:
-          progress.done('compiling and running the first train step')
-          progress.reset_window(step)
-          compiled = True
         # Before anything is saved: a diverged state never reaches a checkpoint.
         message = diagnostics.check_loss(float(metrics['loss']), step, bound=tc.get('loss_bound'),
                                          workdir=workdir)

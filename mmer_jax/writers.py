@@ -75,8 +75,9 @@ def duration(seconds: float) -> str:
 class Progress:
   """What a stage is doing, on the log, at least every `every_s` seconds of wall time.
 
-  `step(step, loss)` after each train step logs the progress line (`step/total loss steps/s ETA`,
-  with the run's ETA where later stages follow) when `every_steps` steps or `every_s` seconds
+  `step(step, loss)` after each train step logs, after the first, `<first_step> took N s` (where
+  set: the compilation, timed from the last activity), and the progress line (`step/total loss
+  steps/s ETA`, with the run's ETA where later stages follow) when `every_steps` steps or `every_s` seconds
   have passed since the last line. `activity(what)` logs what happens next (loading the data,
   compiling the train step, validating, a row of the test grid). A daemon thread (`start`) logs
   the progress line of the latest step, or `still <activity> (time)` when no step finished,
@@ -88,7 +89,7 @@ class Progress:
 
   def __init__(self, total_steps: int, start_step: int = 0, *, every_steps: int | None = None,
                every_s: float | None = 30.0, later_steps: int = 0, name: str = '',
-               at_most: bool = False):
+               at_most: bool = False, first_step: str | None = None):
     self.total, self.every_steps, self.every_s = total_steps, every_steps, every_s
     self.at_most = at_most  # early stopping may end the stage sooner: the ETA is a bound
     self.later_steps, self.prefix = later_steps, f'{name}: ' if name else ''
@@ -97,6 +98,7 @@ class Progress:
     self._activity, self._since = 'starting', now
     self.steps_per_sec = 0.0
     self._latest = (start_step, float('nan'))  # the last finished step and its loss
+    self.first_step = first_step  # what the first step does, logged with its time once it ends
     self._lock = threading.RLock()
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
@@ -163,7 +165,13 @@ class Progress:
 
   def step(self, step: int, loss: float) -> dict | None:
     """After a train step: the progress line if it is due (`__call__`'s dict), else None. The
-    heartbeat logs the latest step's line itself when a step outlasts the interval."""
+    first step's `first_step` line says how long it took since the last activity began (the
+    compilation), and the steps/s window starts after it. The heartbeat logs the latest step's
+    line itself when a step outlasts the interval."""
+    if self.first_step is not None:
+      self.done(self.first_step)
+      self.first_step = None
+      self.reset_window(step)
     with self._lock:
       self._latest = (step, loss)
       self._activity, self._since = f'training (step {step + 1})', time.perf_counter()

@@ -53,7 +53,7 @@ def x64():
 
 # The smoke subset (`python -m pytest -m smoke`): what `.ci/run` runs on Python 3.12 and 3.13 after
 # installing there, a few minutes: every module imports, the numerical core, one training run end
-# to end with its progress log, a killed run's resumption. Its slow tests stay out.
+# to end with its progress log. Their slow tests stay out.
 SMOKE_FILES = frozenset({
     'test_imports.py', 'test_metrics.py', 'test_missing.py', 'test_steps.py', 'test_optim.py',
     'test_writers.py', 'test_safe_pickle.py', 'test_pipeline.py',

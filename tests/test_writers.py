@@ -96,8 +96,8 @@ def test_a_slowed_training_run_logs_at_least_every_interval(tmp_path, lines, mon
   """A run whose train step takes 0.25 s and whose step cadence never comes (log_every_steps
   large): a line within seconds of the start, then a line at least every `log_every_seconds`
   (here 1 s, 30 s by default) through data loading, compilation, training, validation and
-  the test grid, whose rows are named. Initialisation and the first compilation take several
-  seconds here with nothing else to log: without the heartbeat the gaps would be that long."""
+  the test grid, whose rows are named. Initialisation is slowed to 2.5 s with nothing else to log:
+  without the heartbeat the gap would be that long."""
   original = steps.compile_steps
 
   def slowed(*args, **kwargs):
@@ -108,6 +108,12 @@ def test_a_slowed_training_run_logs_at_least_every_interval(tmp_path, lines, mon
       return train_step(state, batch)
     return slow_step, eval_step, place
   monkeypatch.setattr(steps, 'compile_steps', slowed)
+  init_state = train.Run.init_state
+
+  def slow_init(self):  # a silent phase longer than two intervals on any machine
+    time.sleep(2.5)
+    return init_state(self)
+  monkeypatch.setattr(train.Run, 'init_state', slow_init)
   config = fusion_features.get_config()
   config.data.features_dir = str(toy_data.write_features_dir(tmp_path / 'toy', n=60))
   config.data.batch_size = config.data.eval_batch_size = 6
@@ -131,4 +137,5 @@ def test_a_slowed_training_run_logs_at_least_every_interval(tmp_path, lines, mon
   # 1 s, plus one slowed step (a time-based line is checked after each step), plus slack for a
   # loaded machine (test workers in parallel: a thread may wake a second late).
   assert max(gaps) < 1.0 + 0.25 + 2.0, max(zip(gaps, messages + ['end']))
-  assert sum(m.startswith('still ') for m in messages) >= 2  # the silent phases were named
+  # The slowed initialisation was named while it ran (other phases may be too quick to be).
+  assert sum(m.startswith('still initialising') for m in messages) >= 2, messages
