@@ -117,7 +117,7 @@ def test_a_slowed_training_run_logs_at_least_every_interval(tmp_path, lines, mon
   config = fusion_features.get_config()
   config.data.features_dir = str(toy_data.write_features_dir(tmp_path / 'toy', n=60))
   config.data.batch_size = config.data.eval_batch_size = 6
-  config.train.num_epochs = 2
+  config.train.num_epochs = 3  # 18 steps of >= 0.25 s: >= 4.5 s of training on any machine
   config.train.log_every_steps = 10**6
   config.train.log_every_seconds = 1.0
   config.eval.rates = (0.2,)
