@@ -26,6 +26,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.batch_size = 128  # utterances, or dialogues for a dialogue-level method
   config.data.eval_batch_size = 256
   config.data.buckets = (8, 16, 32, 64, 128)  # dialogue length buckets
+  # Training dialogue batches: 'none' (consecutive slices of the epoch's permutation) | 'sorted'
+  # (each pool of the permutation sorted by length and cut into batches, the batches shuffled per
+  # (seed, epoch): little padding; data/pipeline.py dialogue_batch_indices). Evaluation batches
+  # keep the split's order either way.
+  config.data.length_grouping = 'none'
+  config.data.length_grouping_pool = 0  # 'sorted': batches per sorted pool (0: the whole split)
   config.data.max_lens = ml_collections.ConfigDict()  # {modality: frames}; default from the dataset
   config.data.prefetch = 2
   # Standardise each modality with the training split's mean and std (mmer_jax/data/standardize.py):
@@ -67,6 +73,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.missing_rate = 0.3
   # train.missing='rate' with one rate per modality instead, e.g. 'a:0.1,v:0.5,t:0.0' (missing.py).
   config.train.missing_rates = config_dict.placeholder(str)
+  # Where the training masks are drawn (data/grouping.py, docs/protocol.md): 'step' (in the
+  # compiled step, per batch key), 'host' (per example on the host, keyed by seed, epoch and
+  # example) or 'host_grouped' (host draws, each batch one missing pattern: IMDer's default).
+  config.train.mask_draw = 'step'
   config.train.log_every_steps = 50
   # The log is never silent longer than this while a stage runs: a progress line or a heartbeat
   # naming what runs (compiling, a slow step, validating, a grid row); None: lines every N steps.
@@ -120,6 +130,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # noise of power P outright (nothing of x left) and ignores noise_snr_db.
   config.eval.noise_snr_db = -10.0
   config.eval.noise_replace = False
+
+  # JAX's PRNG for every key of the run (dropout, missing-modality masks, initialisation):
+  # 'threefry2x32' (JAX's default) | 'rbg' | 'unsafe_rbg' (cheaper random bits; mmer_jax/rng.py,
+  # docs/training.md). A checkpoint resumes only under the impl it was written with.
+  config.rng_impl = 'threefry2x32'
 
   config.parallel = 'jit'  # 'jit' (NamedSharding over a Mesh axis `batch`) | 'pmap'
   # Mixed precision (docs/training.md): 'float32' | 'bfloat16' (activations and matmuls in

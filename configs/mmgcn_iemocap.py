@@ -45,6 +45,8 @@ def mmgcn_method(**overrides) -> ml_collections.ConfigDict:
       'lamda': 0.5,
       'gcn_form': 'paper',  # | 'authors' ([A h, h0] W, their variant=True)
       'remat': False,  # recompute GCN layers in the backward pass (deep stacks, long dialogues)
+      'fused': True,  # the GCN's layers as one scan over folded kernels (False: layer by layer)
+      'unroll': 1,  # layers per scan iteration when fused (True: all)
       'message_passing': 'blocks',  # | 'edges' (the jraph edge list; the same numbers, slower)
       'cross_modal_weight': 1.0,  # gamma on cross-modal edges
       'cos_scale': 0.99999,

@@ -37,6 +37,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
 
+from mmer_jax import rng
 from mmer_jax import sweep
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file with a sweep() (file.py[:variant]).',
@@ -118,6 +119,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
+  rng.configure(config)  # before any key is made (a vmapped group runs in this process)
   path = config_flags.get_config_filename(flags.FLAGS['config']).partition(':')[0]
   members = sweep.load_sweep(_config_module(path))
   groups = sweep.split_groups(config, members, separate=_SEPARATE.value)

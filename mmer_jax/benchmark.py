@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mmer_jax import rng
 from mmer_jax import stages
 from mmer_jax import steps as steps_lib
 from mmer_jax import train
@@ -256,6 +257,7 @@ def main(argv, *, config_flag, steps_flag, warmup_flag, profile_flag):
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   from mmer_jax.data import schema  # pylint: disable=g-import-not-at-top
   config = config_flag.value
+  report_impl = rng.configure(config)  # before any key is made
   try:
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout to the one JSON line
       report = benchmark(config, steps=steps_flag.value, warmup=warmup_flag.value,
@@ -265,6 +267,7 @@ def main(argv, *, config_flag, steps_flag, warmup_flag, profile_flag):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
   report['config'] = config_flags.get_config_filename(flags.FLAGS['config'])
+  report['rng_impl'] = report_impl
   print(json.dumps(report), flush=True)
 
 

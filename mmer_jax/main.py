@@ -29,6 +29,7 @@ from ml_collections import config_flags
 from mmer_jax import diagnostics
 from mmer_jax import gradcheck
 from mmer_jax import parallel
+from mmer_jax import rng
 from mmer_jax import train
 from mmer_jax.data import schema
 
@@ -100,6 +101,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraryInfo())
   initialize_distributed()
   config = _CONFIG.value
+  rng.configure(config)  # before any key is made
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS['config']))
   logging.info('devices: %s', jax.devices())
   try:

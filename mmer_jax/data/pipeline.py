@@ -21,7 +21,8 @@ Dialogue batch (utterance-level features per turn):
   index          int32 [B]: each dialogue's position in its split (-1 for padding rows)
   (graph methods add a padded jraph.GraphsTuple in their host hook: `data/graphs.py`)
 
-Determinism: the order of an epoch is a permutation drawn from `np.random.default_rng((seed, epoch))`.
+Determinism: the order of an epoch is a permutation drawn from `np.random.default_rng((seed, epoch))`;
+length-grouped training epochs (`dialogue_batch_indices`) also shuffle their batches per (seed, epoch).
 """
 
 from __future__ import annotations
@@ -221,13 +222,60 @@ def collate_dialogues(dialogues: Sequence[Dialogue], spec: schema.DatasetSpec, *
   return batch
 
 
+LENGTH_GROUPINGS = ('none', 'sorted')
+
+
+def dialogue_batch_indices(lengths: Sequence[int], *, dialogues_per_batch: int, seed: int = 0,
+                           epoch: int = 0, shuffle: bool = False, length_grouping: str = 'none',
+                           pool_batches: int = 0) -> list[np.ndarray]:
+  """The dialogue positions of each batch of one epoch, in batch order.
+
+  'none': consecutive slices of the epoch's permutation (`epoch_order`). 'sorted' (training only,
+  `shuffle`): the permutation is cut into pools of `pool_batches` batches (0: the whole split),
+  each pool sorted by length (stable, so equally long dialogues keep their random order) and cut
+  into batches, and the batches are shuffled; so dialogues of similar length share a batch and
+  little of it is padding. Both are reproducible per (seed, epoch) and give
+  ceil(n / dialogues_per_batch) batches that hold every dialogue once. Without `shuffle` (evaluation)
+  the order is the split's: evaluation keys missing-rate masks by position in the split.
+  """
+  if length_grouping not in LENGTH_GROUPINGS:
+    raise ValueError(f'data.length_grouping: expected one of {LENGTH_GROUPINGS}, got {length_grouping!r}')
+  lengths = np.asarray(lengths)
+  n, size = len(lengths), dialogues_per_batch
+  order = epoch_order(n, seed=seed, epoch=epoch, shuffle=shuffle)
+  if not shuffle or length_grouping == 'none':
+    return [order[s: s + size] for s in range(0, n, size)]
+  pool = n if pool_batches <= 0 else pool_batches * size
+  batches = []
+  for p in range(0, n, pool):
+    chunk = order[p: p + pool]
+    chunk = chunk[np.argsort(lengths[chunk], kind='stable')]
+    batches += [chunk[s: s + size] for s in range(0, len(chunk), size)]
+  shuffled = np.random.default_rng((seed, epoch, _BATCH_ORDER_SALT)).permutation(len(batches))
+  return [batches[i] for i in shuffled]
+
+
+_BATCH_ORDER_SALT = 0x6C656E  # 'len': the batch order's stream is not the permutation's
+
+
+def padding_waste(lengths: Sequence[int], batches: Sequence[np.ndarray], *, dialogues_per_batch: int,
+                  buckets: Sequence[int] = DEFAULT_BUCKETS) -> float:
+  """Share of an epoch's turn slots (dialogues_per_batch x bucket length per batch) that are padding."""
+  lengths = np.asarray(lengths)
+  slots = sum(dialogues_per_batch * bucket_length(int(lengths[b].max()), buckets) for b in batches)
+  return 1.0 - float(lengths.sum()) / slots
+
+
 def dialogue_batches(dialogues: Sequence[Dialogue], spec: schema.DatasetSpec, *,
                      dialogues_per_batch: int, seed: int = 0, epoch: int = 0, shuffle: bool = False,
-                     buckets: Sequence[int] = DEFAULT_BUCKETS) -> Iterator[dict]:
-  """One epoch of dialogue batches; each is padded to the smallest bucket that fits it."""
-  order = epoch_order(len(dialogues), seed=seed, epoch=epoch, shuffle=shuffle)
-  for start in range(0, len(order), dialogues_per_batch):
-    ids = order[start: start + dialogues_per_batch]
+                     buckets: Sequence[int] = DEFAULT_BUCKETS, length_grouping: str = 'none',
+                     pool_batches: int = 0, start: int = 0) -> Iterator[dict]:
+  """One epoch of dialogue batches (`dialogue_batch_indices`) from batch `start` on; each is
+  padded to the smallest bucket that fits it."""
+  batches = dialogue_batch_indices([len(d) for d in dialogues], dialogues_per_batch=dialogues_per_batch,
+                                   seed=seed, epoch=epoch, shuffle=shuffle,
+                                   length_grouping=length_grouping, pool_batches=pool_batches)
+  for ids in batches[start:]:
     yield collate_dialogues([dialogues[i] for i in ids], spec, dialogues_per_batch=dialogues_per_batch,
                             buckets=buckets, indices=ids)
 

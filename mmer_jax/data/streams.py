@@ -51,15 +51,28 @@ class Streams:
   def num_batches(self, split: str, train: bool) -> int:
     return pipeline.num_batches(self.num_examples(split), self.batch_size(train))
 
+  def length_grouping(self) -> dict:
+    """`pipeline.dialogue_batches`' length-grouping arguments from `config.data` (absent: none)."""
+    data = self.config.data
+    return {'length_grouping': data.get('length_grouping', 'none') or 'none',
+            'pool_batches': int(data.get('length_grouping_pool', 0) or 0)}
+
+  def dialogue_lengths(self, split: str) -> list[int]:
+    """Turns of each dialogue of a split, in split order."""
+    return [len(d) for d in self._dialogues[split]]
+
   def epoch(self, split: str, epoch: int = 0, *, train: bool, start: int = 0,
             seed: int | None = None) -> Iterator[dict]:
-    """Batches of one epoch (shuffled when `train`), from batch index `start` on."""
+    """Batches of one epoch (shuffled when `train`; dialogue batches grouped by length as
+    `config.data.length_grouping` says), from batch index `start` on."""
     seed = self.config.seed if seed is None else seed
     size = self.batch_size(train)
     if self.level == 'dialogue':
       it = pipeline.dialogue_batches(
           self._dialogues[split], self.spec, dialogues_per_batch=size, seed=seed, epoch=epoch,
-          shuffle=train, buckets=tuple(self.config.data.buckets))
+          shuffle=train, buckets=tuple(self.config.data.buckets), start=start,
+          **self.length_grouping())
+      start = 0
     else:
       source = self.dataset.sources[split]
       # Resuming mid-epoch skips whole batches without reading them.

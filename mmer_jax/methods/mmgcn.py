@@ -4,7 +4,8 @@
 rows: 'a', 'v', 't', 'at', 'av', 'vt', 'avt'), `fusion` ('graph' is MMGCN; 'early', 'late',
 'gated' the paper's fusion baselines on the same encoders), the encoders' `width`,
 `speaker_nodes`, `num_speakers`, the GCN's `num_layers`, `gcn_hidden`, `alpha`, `lamda`,
-`gcn_form` ('paper' | 'authors'), `remat`, `cross_modal_weight`, `cos_scale`, `dropout`,
+`gcn_form` ('paper' | 'authors'), `remat`, `fused` and `unroll` (the GCN's layers as one scan
+over folded kernels, and how far it unrolls; models/mmgcn.py `DeepGCN`), `cross_modal_weight`, `cos_scale`, `dropout`,
 `message_passing` ('blocks', or 'edges': the jraph edge list, see models/mmgcn.py), and the
 loss: `loss` ('nll', 'weighted_nll', 'focal', 'focal_authors'), `class_weights` (empty: inverse
 training-split frequencies, fitted once and carried by the checkpoint) and `focal_gamma`.
@@ -95,6 +96,7 @@ class MMGCNMethod(base.Method):
         width=m.width, fusion=m.fusion, speaker_nodes=m.speaker_nodes, num_speakers=m.num_speakers,
         gcn_hidden=m.gcn_hidden, gcn_layers=m.num_layers, gcn_alpha=m.alpha, gcn_lambda=m.lamda,
         gcn_concat_input=m.gcn_form == 'authors', gcn_remat=m.remat,
+        gcn_fused=m.get('fused', True), gcn_unroll=m.get('unroll', 1),
         cross_modal_weight=m.cross_modal_weight, cos_scale=m.cos_scale, dropout=m.dropout,
         message_passing=m.message_passing, dtype=self.dtype)
 

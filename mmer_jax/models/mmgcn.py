@@ -150,7 +150,7 @@ class GCNIILayer(nn.Module):
   @nn.compact
   def __call__(self, h: Array, h0: Array, adjacency: tuple) -> Array:
     """h, h0: node features, [S, N, D] ('edges') or [B, M, L, D] ('blocks')."""
-    theta = math.log(self.lamda / self.layer + 1.0)
+    theta = layer_theta(self.layer, self.lamda)
     hi = PROPAGATE[self.message_passing](h, adjacency)
     support = (1.0 - self.alpha) * hi + self.alpha * h0
     inputs = jnp.concatenate([hi, h0], axis=-1) if self.concat_input else support
@@ -161,9 +161,69 @@ class GCNIILayer(nn.Module):
     return theta * (inputs @ kernel) + (1.0 - theta) * support
 
 
+def layer_theta(layer: int, lamda: float) -> float:
+  """GCNII's identity-mapping strength of layer `layer` >= 1: ln(lambda / layer + 1)."""
+  return math.log(lamda / layer + 1.0)
+
+
+def fold_identity(kernels: Array, *, alpha: float, lamda: float, concat_input: bool) -> tuple[Array, Array]:
+  """The GCNII layers' kernels folded with their identity mapping and initial residual into two
+  matrices per layer, so that layer l's output (before its ReLU) is `(A h) P_l + h0 Q_l`.
+
+  kernels [K, D_in, D] (layer l = 1..K at index l - 1; D_in = 2 D for `concat_input`). Paper form:
+  (1 - theta) s + theta s W with s = (1 - alpha) A h + alpha h0, i.e. W' = theta W + (1 - theta) I,
+  P = (1 - alpha) W', Q = alpha W'. Authors' form: (1 - theta) s + theta [A h, h0] W, i.e.
+  P = theta W_top + (1 - theta)(1 - alpha) I, Q = theta W_bottom + (1 - theta) alpha I.
+  """
+  num_layers, _, d = kernels.shape
+  theta = jnp.asarray([layer_theta(l, lamda) for l in range(1, num_layers + 1)], kernels.dtype)
+  theta = theta[:, None, None]
+  eye = jnp.eye(d, dtype=kernels.dtype)
+  if concat_input:
+    top, bottom = kernels[:, :d], kernels[:, d:]
+    return (theta * top + (1 - theta) * (1 - alpha) * eye,
+            theta * bottom + (1 - theta) * alpha * eye)
+  folded = theta * kernels + (1 - theta) * eye
+  return (1 - alpha) * folded, alpha * folded
+
+
+def dropout(x: Array, rate, key: Array | None) -> Array:
+  """Inverted dropout as `layers.Dropout` draws it (the same mask for the same key), as a plain
+  function for use inside `lax.scan`; `key` None or a Python rate of 0 keeps everything. The rate
+  may be traced (a vmapped hyperparameter)."""
+  traced = isinstance(rate, jax.Array)
+  if key is None or (not traced and rate == 0.0):
+    return x
+  if not traced and rate == 1.0:
+    return jnp.zeros_like(x)
+  keep_prob = 1.0 - rate
+  mask = jax.random.bernoulli(key, p=keep_prob, shape=x.shape)
+  safe = jnp.where(keep_prob > 0, keep_prob, 1.0) if traced else keep_prob
+  return jax.lax.select(mask, x / jnp.asarray(safe, x.dtype), jnp.zeros_like(x))
+
+
+class _Kernel(nn.Module):
+  """A GCNII layer's kernel alone (the parameter `layer_<l>/kernel` of `GCNIILayer`), for the
+  fused stack, which computes the layers itself."""
+  shape: tuple[int, int]
+
+  @nn.compact
+  def __call__(self) -> Array:
+    return self.param('kernel', _uniform(1.0 / math.sqrt(self.shape[1])), self.shape)
+
+
 class DeepGCN(nn.Module):
   """The authors' GCNII stack: dropout -> Dense + ReLU (h0) -> `num_layers` x (dropout -> GCNII
-  layer -> ReLU) -> dropout; the output is [input, h] (their `use_residue`)."""
+  layer -> ReLU) -> dropout; the output is [input, h] (their `use_residue`).
+
+  `fused` (default) computes the layers as one `lax.scan` over their stacked, folded kernels
+  (`fold_identity`): per layer one propagation, one [N, D] x [D, D] product and an add, the
+  initial residual's products for all layers at once, `h0 [Q_1 .. Q_K]`, before the loop. The same
+  parameters (`layer_<l>/kernel`) and the same numbers as `fused=False`, the layer-by-layer
+  `GCNIILayer`s (tested), but not the same dropout masks: each layer's key is split from one
+  `make_rng('dropout')` instead of drawn by its own Dropout module. `unroll`: layers per scan
+  iteration (`lax.scan(unroll=...)`; True: all).
+  """
   hidden: int = 100
   num_layers: int = 4
   dropout: float = 0.4
@@ -173,20 +233,50 @@ class DeepGCN(nn.Module):
   remat: bool = False  # recompute each layer in the backward pass (memory of deep stacks)
   message_passing: str = 'edges'
   dtype: layers.Dtype | None = None  # compute dtype (None: promoted); parameters float32
+  fused: bool = True
+  unroll: int | bool = 1
 
   @nn.compact
   def __call__(self, x: Array, adjacency: tuple, *, deterministic: bool) -> Array:
     """x: node inputs, [S, N, D] ('edges') or [B, M, L, D] ('blocks'); adjacency: see GCNIILayer."""
     x = layers.Dropout(self.dropout)(x, deterministic=deterministic)
     h0 = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name='input')(x))
+    h = self._fused(h0, adjacency, deterministic) if self.fused else self._layers(h0, adjacency, deterministic)
+    h = layers.Dropout(self.dropout)(h, deterministic=deterministic)
+    return jnp.concatenate([x, h], axis=-1)
+
+  def _layers(self, h0: Array, adjacency: tuple, deterministic: bool) -> Array:
     layer_cls = nn.remat(GCNIILayer) if self.remat else GCNIILayer
     h = h0
     for i in range(1, self.num_layers + 1):
       h = layers.Dropout(self.dropout)(h, deterministic=deterministic)
       h = nn.relu(layer_cls(self.hidden, i, self.alpha, self.lamda, self.concat_input,
                             self.message_passing, dtype=self.dtype, name=f'layer_{i}')(h, h0, adjacency))
-    h = layers.Dropout(self.dropout)(h, deterministic=deterministic)
-    return jnp.concatenate([x, h], axis=-1)
+    return h
+
+  def _fused(self, h0: Array, adjacency: tuple, deterministic: bool) -> Array:
+    width = 2 * self.hidden if self.concat_input else self.hidden
+    kernels = jnp.stack([_Kernel((width, self.hidden), name=f'layer_{i}')()
+                         for i in range(1, self.num_layers + 1)])
+    p, q = fold_identity(kernels, alpha=self.alpha, lamda=self.lamda, concat_input=self.concat_input)
+    if self.dtype is not None:
+      h0, p, q = nn.dtypes.promote_dtype(h0, p, q, dtype=self.dtype)
+    residual = jnp.einsum('...d,kde->k...e', h0, q)  # h0 Q_l of every layer, [K, ..., D]
+    keys = None
+    if not deterministic:
+      keys = jax.random.split(self.make_rng('dropout'), self.num_layers)
+    propagate_fn = PROPAGATE[self.message_passing]
+    rate = self.dropout
+
+    def layer(h, xs):
+      p_l, residual_l, key = xs
+      h = dropout(h, rate, key)
+      return nn.relu(propagate_fn(h, adjacency) @ p_l + residual_l), None
+
+    if self.remat:
+      layer = jax.checkpoint(layer)
+    h, _ = jax.lax.scan(layer, h0, (p, residual, keys), unroll=self.unroll)
+    return h
 
 
 class GatedAttentionFusion(nn.Module):
@@ -228,7 +318,8 @@ class MMGCN(nn.Module):
     speaker_nodes: which nodes get the speaker embedding: 'none', 'text' (the authors' code) or
       'all'.
     num_speakers: speaker slots (a dialogue's later speakers share the last).
-    gcn_*: the DeepGCN's hidden size, depth, alpha, lambda, layer form and remat.
+    gcn_*: the DeepGCN's hidden size, depth, alpha, lambda, layer form, remat, and whether its
+      layers run fused (one scan over folded kernels, `DeepGCN`) and how far that scan unrolls.
     cross_modal_weight: gamma, the factor on cross-modal edge weights (1: the authors' code).
     cos_scale: see `edge_similarity`.
     dropout: dropout in the text LSTM, the GCN and before the classifier.
@@ -254,6 +345,8 @@ class MMGCN(nn.Module):
   gcn_lambda: float = 0.5
   gcn_concat_input: bool = False
   gcn_remat: bool = False
+  gcn_fused: bool = True
+  gcn_unroll: int | bool = 1
   cross_modal_weight: float = 1.0
   cos_scale: float = 0.99999
   dropout: float = 0.4
@@ -276,7 +369,7 @@ class MMGCN(nn.Module):
     return DeepGCN(hidden=self.gcn_hidden, num_layers=self.gcn_layers, dropout=self.dropout,
                    alpha=self.gcn_alpha, lamda=self.gcn_lambda, concat_input=self.gcn_concat_input,
                    remat=self.gcn_remat, message_passing=self.message_passing, dtype=self.dtype,
-                   name=name)
+                   fused=self.gcn_fused, unroll=self.gcn_unroll, name=name)
 
   @nn.compact
   def __call__(self, features: Mapping[str, Array], speaker: Array, turn_mask: Array,
