@@ -7,6 +7,7 @@ docs/imder.md).
 
   python -m mmer_jax.main --config=configs/imder_mosi.py:synthetic      # GPU-scale (~a day on CPU)
   python -m mmer_jax.main --config=configs/imder_mosi.py:synthetic,cpu  # laptop-sized (below)
+  python -m mmer_jax.main --config=configs/imder_mosi.py:synthetic,fast # DPM-Solver-2, 5 steps
   python -m mmer_jax.main --config=configs/imder_mosi.py:smoke                       # ~3 minutes
   python -m mmer_jax.main --config=configs/imder_mosi.py:synthetic --config.method.recovery=zeros
       # the no-recovery row: the same head with missing modalities zero-filled
@@ -17,8 +18,9 @@ Two stages (mmer_jax/stages.py): `stage1` trains the complete-data model (projec
 head, as the authors' `pt/pretrained-<dataset>.pth`), then stage `imder` starts from it with the
 projections frozen (the authors project under `torch.no_grad()`), and trains the score networks,
 the refinement networks and the head with `L1 + 0.1 (score + rec)`. Missing modalities are drawn
-per sample from the shared protocol at `train.missing_rate` (the authors draw one pattern per
-batch; see docs/protocol.md); evaluation covers the missing rates 0.0-0.7 and the conditions.
+per sample from the shared protocol at `train.missing_rate` on the host, and each batch holds
+samples of one pattern (`train.mask_draw='host_grouped'`; the authors draw one pattern per batch;
+see docs/protocol.md); evaluation covers the missing rates 0.0-0.7 and the conditions.
 Without a variant it reads MMSA's `MOSI/Processed/aligned_50.pkl` from `--config.data.manual_dir`.
 
 Hyperparameters follow the authors' config.json for MOSI: batch 32, Adam lr 2e-3, gradient value
@@ -94,6 +96,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.patience = 20
   config.train.missing = 'rate'
   config.train.missing_rate = 0.5
+  # Each sample's pattern drawn on the host from the protocol, batches of one pattern: a step
+  # draws exactly its batch's missing slots (docs/imder.md "Speed"); 'step' draws in the step.
+  config.train.mask_draw = 'host_grouped'
   config.train.ema_decay = 0.999
   # Selection on valid L1 pooled over the missing conditions (where recovery acts; the authors
   # validate with missing modalities too); stage 1 selects on complete data.
@@ -129,10 +134,23 @@ def cpu_scale(config) -> None:
   config.train.valid_conditions = ('av', 'at', 'vt')
 
 
+FAST_STEPS = 5  # DPM-Solver-2 steps of `:fast` (NFE 10: within the accuracy target, docs/imder.md)
+
+
+def fast_sampler(config) -> None:
+  """`:fast`: DPM-Solver-2 of `FAST_STEPS` steps for the training draws and the evaluation."""
+  m = config.method
+  m.sampler = m.train_sampler = 'dpm_solver'
+  m.num_steps = m.train_num_steps = FAST_STEPS
+
+
 def apply_variants(config, arg, cpu=cpu_scale):
-  """`:synthetic` / `:smoke` / `:cpu` (default.apply_variant, `cpu` the laptop size) and, for
-  smoke, a small fast model."""
-  config = default.apply_variant(config, arg, cpu=cpu)
+  """`:synthetic` / `:smoke` / `:cpu` (default.apply_variant, `cpu` the laptop size), `:fast`
+  (`fast_sampler`, after cpu's samplers) and, for smoke, a small fast model."""
+  variants = [v for v in (arg or '').split(',') if v]
+  config = default.apply_variant(config, ','.join(v for v in variants if v != 'fast'), cpu=cpu)
+  if 'fast' in variants:
+    fast_sampler(config)
   if 'smoke' in (arg or '').split(','):
     m = config.method
     m.nlevels, m.mem_levels, m.refine_blocks = 1, 1, 2
@@ -146,6 +164,7 @@ def apply_variants(config, arg, cpu=cpu_scale):
 def sweep():
   """python launch/sweep.py --config=configs/imder_mosi.py:synthetic --workdir=runs/sweep
 
-  5 seeds, one compiled program (docs/scaling.md).
+  5 seeds. Host-drawn masks (`train.mask_draw='host_grouped'`) make each seed's batches its own
+  (patterns, shapes, counts), so the seeds run as separate jobs (docs/scaling.md).
   """
   return [{'seed': s} for s in range(5)]

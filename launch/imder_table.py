@@ -190,7 +190,7 @@ def nfe_curve(root: str, seed: str, overrides=(), fast_max: int = 100, scale: st
       run = train_lib.Run(config, devices=jax.devices()[:1], workdir=workdir)
       rows = evaluate.run_grid(run.spec, run.predict, run.device_params(params),
                                run.eval_batches(config.eval.split), conditions=(),
-                               rates=(0.5,), seed=config.seed)
+                               rates=(0.5,), seed=config.seed, group_patterns=run.group_patterns)
       metrics = {m: float(rows[0]['metrics'][m]) for m in METRICS}
       out.append({'sampler': sampler, 'nfe': nfe, 'num_steps': steps, **metrics})
       print(json.dumps(out[-1]), flush=True)

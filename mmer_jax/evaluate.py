@@ -34,6 +34,7 @@ import numpy as np
 from mmer_jax import metrics
 from mmer_jax import missing
 from mmer_jax import writers
+from mmer_jax.data import grouping
 from mmer_jax.data import schema
 
 CLASSIFICATION_COLUMNS = ('wa', 'ua', 'weighted_f1', 'macro_f1', 'mean_ovr_accuracy')
@@ -206,13 +207,15 @@ def _mask_for(condition: str, batch_mask: np.ndarray, *, rng, available, first_u
 
 def predict_split(predict: Callable, params, batches: Iterable[dict], *, available,
                   condition: str = 'full', rng=None, with_modality_mask: bool = False,
-                  noise_snr_db: float | None = -10.0) -> tuple:
+                  noise_snr_db: float | None = -10.0, group_patterns: bool = False) -> tuple:
   """Outputs, labels and example mask of a whole split, flattened to rows, under a condition
   (and, `with_modality_mask`, the modality masks the rows were seen with).
 
   `batches` must be the split in its fixed (unshuffled) order: rate masks and noise are keyed by
   position. The example mask is False for padding and for samples left with no modality. A
   `noise=<f>` condition corrupts complete data (`noise_batches` with `rng`, at `noise_snr_db`).
+  `group_patterns` (utterance batches): rows are predicted in batches of one missing pattern
+  (`grouping.PatternBatcher`), the outputs returned in split order as without it.
   """
   if condition.startswith('noise='):
     batches = (b for b, _ in noise_batches(batches, rng=rng, fraction=parse_noise(condition),
@@ -221,6 +224,7 @@ def predict_split(predict: Callable, params, batches: Iterable[dict], *, availab
   modality_masks = []
   outs, labels, masks = [], [], []
   first_unit = 0
+  batcher = grouping.PatternBatcher(predict, params, available) if group_patterns else None
   for batch in batches:
     batch = dict(batch)
     if condition != 'full':
@@ -229,14 +233,19 @@ def predict_split(predict: Callable, params, batches: Iterable[dict], *, availab
     # A sample left with no modality is not scored (a condition never adds one back).
     batch['example_mask'] = np.asarray(batch['example_mask']) & np.asarray(
         batch['modality_mask']).any(-1)
-    first_unit += len(batch['example_mask'])
-    out = np.asarray(predict(params, batch))
     mask = np.asarray(batch['example_mask'])
-    outs.append(out.reshape((mask.size,) + out.shape[mask.ndim:]))
+    if batcher is not None:
+      batcher.add(batch, first_unit)
+    else:
+      out = np.asarray(predict(params, batch))
+      outs.append(out.reshape((mask.size,) + out.shape[mask.ndim:]))
+    first_unit += len(batch['example_mask'])
     labels.append(np.asarray(batch['label']).reshape(-1))
     masks.append(mask.reshape(-1))
     if with_modality_mask:
       modality_masks.append(np.asarray(batch['modality_mask']).reshape(mask.size, -1))
+  if batcher is not None:
+    outs = [batcher.outputs(first_unit)]
   result = np.concatenate(outs), np.concatenate(labels), np.concatenate(masks)
   if with_modality_mask:
     return (*result, np.concatenate(modality_masks))
@@ -250,7 +259,8 @@ def split_metrics(spec: schema.DatasetSpec, predict: Callable, params, batches: 
 
 
 def grid_row(spec: schema.DatasetSpec, predict: Callable, params, batches: Iterable[dict], *,
-             condition: str, rng=None, noise_snr_db: float | None = -10.0) -> dict:
+             condition: str, rng=None, noise_snr_db: float | None = -10.0,
+             group_patterns: bool = False) -> dict:
   """One results row: the condition, its metrics, how many samples it scored and, per modality
   of the dataset, the share of those samples seen without it (a `noise=` row also: the share
   whose modality was replaced by noise, and the SNR)."""
@@ -265,7 +275,8 @@ def grid_row(spec: schema.DatasetSpec, predict: Callable, params, batches: Itera
                                      snr_db=noise_snr_db, available=spec.available))
   outputs, labels, mask, modality_mask = predict_split(
       predict, params, batches, available=spec.available,
-      condition='full' if noised is not None else condition, rng=rng, with_modality_mask=True)
+      condition='full' if noised is not None else condition, rng=rng, with_modality_mask=True,
+      group_patterns=group_patterns)
   scored = modality_mask[mask]
   fraction = {m: float(1.0 - scored[:, schema.MODALITIES.index(m)].mean()) if len(scored) else 0.0
               for m in spec.ordered_modalities()}
@@ -287,8 +298,8 @@ def grid_row(spec: schema.DatasetSpec, predict: Callable, params, batches: Itera
 
 
 def pooled_outputs(spec: schema.DatasetSpec, predict: Callable, params,
-                   make_batches: Callable[[], Iterable[dict]], conditions: Iterable[str]
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   make_batches: Callable[[], Iterable[dict]], conditions: Iterable[str],
+                   group_patterns: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Outputs, labels and mask of the split under every condition in `conditions`, concatenated.
 
   Rate and noise conditions are not accepted here (they need a key).
@@ -298,8 +309,8 @@ def pooled_outputs(spec: schema.DatasetSpec, predict: Callable, params,
   if not conditions or set(conditions) - set(expressible):
     raise ValueError(f'valid conditions: expected a non-empty subset of {expressible}, got '
                      f'{list(conditions)}')
-  parts = [predict_split(predict, params, make_batches(), available=spec.available, condition=c)
-           for c in conditions]
+  parts = [predict_split(predict, params, make_batches(), available=spec.available, condition=c,
+                         group_patterns=group_patterns) for c in conditions]
   return tuple(np.concatenate(p) for p in zip(*parts))
 
 
@@ -317,7 +328,7 @@ def pooled_metrics(spec: schema.DatasetSpec, predict: Callable, params,
 def run_grid(spec: schema.DatasetSpec, predict: Callable, params, make_batches: Callable[[], Iterable[dict]],
              *, conditions: Iterable[str], rates: Iterable[float], seed: int,
              noise_fractions: Iterable[float] = (), noise_snr_db: float | None = -10.0,
-             report: Callable[[str], Any] | None = None) -> list[dict]:
+             report: Callable[[str], Any] | None = None, group_patterns: bool = False) -> list[dict]:
   """One row per condition, rate and noise fraction: {'condition', 'metrics', 'num_samples',
   'missing_fraction'}, for classification 'per_class_f1' and 'per_class_accuracy', for noise rows
   'noised_fraction' and 'noise_snr_db'.
@@ -326,6 +337,7 @@ def run_grid(spec: schema.DatasetSpec, predict: Callable, params, make_batches: 
   noise rows `noise=<f>` (from `noise_fractions` or written in `conditions`) by the seed and the
   fraction (`noise_key`), at `noise_snr_db` dB (None: the modality is replaced by noise).
   `report(text)` is told which row is next (`writers.Progress.activity`: the log says it).
+  `group_patterns`: predict in batches of one missing pattern (`predict_split`).
   """
   base_key = jax.random.PRNGKey(seed)
   names = (condition_names(spec, conditions) + [rate_name(r) for r in rates]
@@ -341,7 +353,7 @@ def run_grid(spec: schema.DatasetSpec, predict: Callable, params, make_batches: 
     elif condition.startswith('noise='):
       key = noise_key(base_key, parse_noise(condition))
     rows.append(grid_row(spec, predict, params, make_batches(), condition=condition, rng=key,
-                         noise_snr_db=noise_snr_db))
+                         noise_snr_db=noise_snr_db, group_patterns=group_patterns))
   return rows
 
 

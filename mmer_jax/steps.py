@@ -148,13 +148,16 @@ def train_step(state: TrainState, batch: dict, *, method: base.Method, missing_m
   shard = jax.lax.axis_index(axis_name) if axis_name else 0
   batch = dict(batch)
   batch['observed_mask'] = batch['modality_mask']  # what the data has, before the random drop
-  global_mask = None
-  if axis_name and missing_mode == 'rate':
-    global_mask = jax.lax.all_gather(batch['modality_mask'], axis_name, axis=0, tiled=True)
-  batch['modality_mask'] = training_modality_mask(
-      mask_rng, batch['modality_mask'], missing_mode=missing_mode, rate=rate,
-      available=method.spec.available, num_shards=num_shards, shard_index=shard,
-      global_mask=global_mask)
+  if 'train_mask' in batch:  # drawn on the host per example (train.mask_draw, data/grouping.py)
+    batch['modality_mask'] = batch['modality_mask'] & batch.pop('train_mask')
+  else:
+    global_mask = None
+    if axis_name and missing_mode == 'rate':
+      global_mask = jax.lax.all_gather(batch['modality_mask'], axis_name, axis=0, tiled=True)
+    batch['modality_mask'] = training_modality_mask(
+        mask_rng, batch['modality_mask'], missing_mode=missing_mode, rate=rate,
+        available=method.spec.available, num_shards=num_shards, shard_index=shard,
+        global_mask=global_mask)
   # A sample left with no modality (its data lacks what the drawn pattern keeps) is not trained on.
   batch['example_mask'] = batch['example_mask'] & batch['modality_mask'].any(-1)
   weight = batch['example_mask'].astype(jnp.float32)

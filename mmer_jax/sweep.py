@@ -94,10 +94,17 @@ def is_vmapped(config: ml_collections.ConfigDict, field: str, value: Any) -> boo
 
   A dialogue-level method's batches are padded to the length bucket of the dialogues they hold
   (and MMGCN's graphs to their edge budget), so members with their own data order (seed) see
-  batches of different shapes at the same step: for those methods the seed makes separate jobs."""
+  batches of different shapes at the same step: for those methods the seed makes separate jobs.
+  Training masks drawn on the host (`train.mask_draw`) are data, not part of the compiled step:
+  members that differ in the seed or the missing rate draw different patterns (under
+  'host_grouped', batches of different shapes and counts), so those too are separate jobs."""
+  resolved = stages_lib.resolve(config)
+  host_masks = any(c.train.get('mask_draw', 'step') != 'step'
+                   for c in [resolved, *resolved.stages.values()])
+  if host_masks and field in ('seed', 'train.missing_rate'):
+    return False
   if field == 'seed':
-    method = stages_lib.resolve(config).method.name
-    return methods.get_method_class(method).level == 'utterance'
+    return methods.get_method_class(resolved.method.name).level == 'utterance'
   if field in VMAPPED_FIELDS:
     return True
   if not field.startswith('method.') or field.endswith('.name') or field == 'method.variant':
@@ -379,7 +386,7 @@ def _load_results(workdir: str) -> dict | None:
 def _train_stage(sweep_run: SweepRun) -> list[dict | None]:
   """Trains one stage of a group as one vmapped program, resuming from the group's stacked
   checkpoint; evaluates each member's selected checkpoint on the test grid."""
-  size, spe = sweep_run.size, sweep_run.template.steps_per_epoch
+  size = sweep_run.size
   num_steps = sweep_run.template.num_steps
   latest_mgr, _ = checkpoint.create_managers(sweep_run.workdir)
   saved = checkpoint.saved_params_shapes(latest_mgr)
@@ -422,7 +429,7 @@ def _train_stage(sweep_run: SweepRun) -> list[dict | None]:
 
   try:
     while step < num_steps and not all(stopped):
-      epoch, start = divmod(step, spe)
+      epoch, start = sweep_run.template.epoch_position(step)
       streams = [run.train_batches(epoch, start) for run in sweep_run.runs]
       for member_batches in zip(*streams):
         states, metrics = sweep_run.train_step(states, member_batches)
@@ -446,12 +453,12 @@ def _train_stage(sweep_run: SweepRun) -> list[dict | None]:
           rate = {'steps_per_sec': progress.steps_per_sec}
           for i in range(size):
             writers_[i].write_scalars(step, {f'train/{k}': v[i] for k, v in metrics.items()} | rate)
-        end_of_epoch = step % spe == 0 or step == num_steps
+        end_of_epoch = sweep_run.template.is_epoch_end(step)
         if step % tc.checkpoint_every_steps == 0 and not end_of_epoch:
           save_latest()
         if step >= num_steps:
           break
-      epoch_done = -(-step // spe)
+      epoch_done = sweep_run.template.epochs_done(step)
       if epoch_done % tc.eval_every_epochs == 0 or step == num_steps:
         progress.activity(f'validating after epoch {epoch_done}', log=False)
         eval_params = jax.device_get(states.eval_params)

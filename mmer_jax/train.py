@@ -83,12 +83,28 @@ class Run:
                                        feature_stats=self.feature_stats)
     parallel.check_batch_size(config.data.batch_size, n)
     parallel.check_batch_size(config.data.eval_batch_size, n, 'data.eval_batch_size')
-    self.steps_per_epoch = self.streams.num_batches('train', train=True)
-    self.num_steps = self.steps_per_epoch * config.train.num_epochs
+    # Host-grouped masks (`train.mask_draw`) give epochs of different lengths; otherwise equal.
+    self.epoch_ends = np.cumsum(self.streams.epoch_sizes(config.train.num_epochs))
+    self.num_steps = int(self.epoch_ends[-1]) if len(self.epoch_ends) else 0
+    self.steps_per_epoch = max(1, -(-self.num_steps // max(1, config.train.num_epochs)))  # mean
     if config.train.max_steps is not None:
       self.num_steps = min(self.num_steps, config.train.max_steps)
     self.train_step, self._eval_step, self.place = steps.compile_steps(self.method, config, self.mesh)
     self.predict_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), _PREDICT_SALT)
+    # Evaluation in batches of one missing pattern, where the method asks for it (IMDer).
+    self.group_patterns = self.method.groups_patterns and self.method.level == 'utterance'
+
+  def epoch_position(self, step: int) -> tuple[int, int]:
+    """(epoch, batch within it) of the next step after `step` steps."""
+    epoch = int(np.searchsorted(self.epoch_ends, step, side='right'))
+    return epoch, step - (int(self.epoch_ends[epoch - 1]) if epoch else 0)
+
+  def epochs_done(self, step: int) -> int:
+    """Epochs begun by `step` steps (a partial last one counts)."""
+    return 0 if step <= 0 else int(np.searchsorted(self.epoch_ends, step, side='left')) + 1
+
+  def is_epoch_end(self, step: int) -> bool:
+    return step in self.epoch_ends or step == self.num_steps
 
   def train_batches(self, epoch: int, start: int = 0):
     """The training batches of `epoch` from batch `start` on (the method's host hook applied)."""
@@ -156,7 +172,8 @@ class Run:
     """Metrics of `split`, pooled over the missing `conditions` (default: complete data);
     with `with_outputs`, also the pooled (outputs, labels, mask) they were computed from."""
     outputs, labels, mask = evaluate.pooled_outputs(self.spec, self.predict, params_on_device,
-                                                    self.eval_batches(split), conditions)
+                                                    self.eval_batches(split), conditions,
+                                                    group_patterns=self.group_patterns)
     result = metrics_lib.compute(self.spec.task, outputs, labels, mask)
     return (result, (outputs, labels, mask)) if with_outputs else result
 
@@ -319,7 +336,7 @@ def _train_stage(config, workdir, devices, later, progress: writers.Progress) ->
         f'{config.data.batch_size} on {run.mesh.devices.size} device(s)); compiling the train step')
   try:
     while step < run.num_steps and not _patience_spent(meta, tc.get('patience')):
-      epoch, start = divmod(step, run.steps_per_epoch)
+      epoch, start = run.epoch_position(step)
       for batch in run.train_batches(epoch, start):
         state, metrics = run.train_step(state, run.place(batch))
         metrics = parallel.to_host(metrics)  # block on each step: no overlapping collectives
@@ -335,13 +352,13 @@ def _train_stage(config, workdir, devices, later, progress: writers.Progress) ->
         if step % tc.log_every_steps == 0 or step == run.num_steps:
           writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()}
                                | {'steps_per_sec': progress.steps_per_sec})
-        end_of_epoch = step % run.steps_per_epoch == 0 or step == run.num_steps
+        end_of_epoch = run.is_epoch_end(step)
         if step % tc.checkpoint_every_steps == 0 and not end_of_epoch:
           checkpoint.save(latest_mgr, step, run.from_devices(state).checkpoint_items(),
                           {**meta, 'warnings': warnings})
         if step >= run.num_steps:
           break
-      epoch_done = -(-step // run.steps_per_epoch)
+      epoch_done = run.epochs_done(step)
       if epoch_done % tc.eval_every_epochs == 0 or step == run.num_steps:
         progress.activity(f'validating after epoch {epoch_done} '
                           f'(conditions {", ".join(run.valid_conditions)})', log=False)
@@ -407,7 +424,8 @@ def evaluate_stage(run: Run, workdir: str, *, best_mgr=None, warnings=None,
   rows = evaluate.run_grid(run.spec, run.predict, run.device_params(params),
                            run.eval_batches(split), conditions=config.eval.conditions,
                            rates=config.eval.rates, seed=config.seed, noise_fractions=noise_fractions,
-                           noise_snr_db=noise_snr_db, report=lambda row: report(f'{split} {row}'))
+                           noise_snr_db=noise_snr_db, report=lambda row: report(f'{split} {row}'),
+                           group_patterns=run.group_patterns)
   results = evaluate.make_results(method=config.method.name, dataset=run.dataset.name, seed=config.seed,
                                   rows=rows, split=split)
   if config.method.get('variant'):

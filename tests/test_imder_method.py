@@ -208,3 +208,82 @@ def test_the_full_loss_has_the_gradients_of_its_finite_differences():
 
     jtu.check_grads(jax.jit(of_trainable), (trainable,), order=1, modes=('rev',), atol=1e-5, rtol=1e-5,
                     eps=1e-6)
+
+
+def _one_pattern(batch, missing_columns):
+  """(the batch with every row missing `missing_columns`, the same with `pattern_missing`)."""
+  mask = np.ones((B, 3), bool)
+  mask[:, list(missing_columns)] = False
+  uniform = {**batch, 'modality_mask': jnp.asarray(mask)}
+  columns = jnp.tile(jnp.asarray(missing_columns, jnp.int32), (B, 1))
+  return uniform, {**uniform, 'pattern_missing': columns}
+
+
+@pytest.mark.parametrize('missing_columns', [(0,), (0, 2)], ids=['missing_a', 'missing_at'])
+def test_a_one_pattern_batch_gives_the_packed_slots_results(setup, missing_columns):
+  """`pattern_missing` (train.mask_draw='host_grouped') runs only the batch's missing modalities'
+  networks on all rows: the loss terms and the predictions equal those of the packed-slot path
+  (ops/slots.py) example by example."""
+  method, batch, params = setup
+  uniform, grouped = _one_pattern(batch, missing_columns)
+  loss = jax.jit(method.loss)
+  packed, packed_aux = loss(params, uniform, jax.random.key(5))
+  ours, aux = loss(params, grouped, jax.random.key(5))
+  assert np.all(np.asarray(aux['score']) > 0) and np.all(np.asarray(aux['rec']) > 0)
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(packed), rtol=2e-5)
+  for key in ('task', 'score', 'rec'):
+    np.testing.assert_allclose(np.asarray(aux[key]), np.asarray(packed_aux[key]), rtol=2e-5)
+  predict = jax.jit(method.predict)
+  np.testing.assert_allclose(np.asarray(predict(params, grouped, jax.random.key(7))),
+                             np.asarray(predict(params, uniform, jax.random.key(7))), atol=2e-5)
+
+
+@pytest.mark.slow  # compiles both IMDer training paths' gradients in float64 (minutes)
+def test_a_one_pattern_batch_gives_the_packed_slots_gradients():
+  with jax.enable_x64(True):
+    method = _method(num_heads=2)
+    batch = {k: (v.astype(jnp.float64) if v.dtype == jnp.float32 else v)
+             for k, v in _batch(method.spec).items()}
+    params = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64),
+                                    method.init(jax.random.key(0), batch))
+    uniform, grouped = _one_pattern(batch, (1,))
+    grad = jax.jit(jax.grad(lambda p, b: method.loss(p, b, jax.random.key(5))[0].sum()))
+    ours, packed = grad(params, grouped), grad(params, uniform)
+    for (path, g), ref in zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree_util.tree_leaves(packed)):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(ref), rtol=1e-9,
+                                 atol=1e-12 * (np.abs(ref).max() + 1.0), err_msg=jax.tree_util.keystr(path))
+
+
+def test_a_complete_one_pattern_batch_runs_no_recovery(setup):
+  method, batch, params = setup
+  complete = {**batch, 'modality_mask': jnp.ones((B, 3), bool),
+              'pattern_missing': jnp.zeros((B, 0), jnp.int32)}
+  filled, terms = _complete(method, True)(params, complete, jax.random.key(3))
+  proj = _project(method)(params, complete)
+  for n in method.modalities:
+    np.testing.assert_array_equal(np.asarray(filled[n]), np.asarray(proj[n]))
+  assert float(jnp.abs(terms['score']).sum() + jnp.abs(terms['rec']).sum()) == 0.0
+  text = jax.jit(lambda p, b, r: method.loss(p, b, r)).lower(params, complete, jax.random.key(3)).as_text()
+  assert 'while' not in text and 'conditional' not in text  # no sampler loop, no chunk branch
+
+
+def test_grid_predictions_do_not_depend_on_grouping_or_batch_size(setup):
+  """A split predicted in batches of one pattern (`group_patterns`, what IMDer's evaluation does)
+  gives each example the prediction of the packed path, at any batch size."""
+  from mmer_jax import evaluate
+  method, batch, params = setup
+  predict = jax.jit(method.predict)
+
+  def batches(size):
+    host = {k: np.asarray(v) for k, v in batch.items()}
+    for start in range(0, B, size):
+      yield {k: v[start: start + size] for k, v in host.items()}
+
+  run = lambda size, group: evaluate.predict_split(  # noqa: E731
+      lambda p, b: predict(p, b, jax.random.key(7)), params, batches(size), available=np.ones(3, bool),
+      group_patterns=group)
+  plain, _, mask = run(B, False)
+  for size in (B, 3):
+    grouped, _, grouped_mask = run(size, True)
+    np.testing.assert_array_equal(grouped_mask, mask)
+    np.testing.assert_allclose(grouped[mask], plain[mask], atol=2e-5, err_msg=f'batch {size}')

@@ -6,7 +6,9 @@ import itertools
 from typing import Callable, Iterator
 
 import ml_collections
+import numpy as np
 
+from mmer_jax.data import grouping
 from mmer_jax.data import pipeline
 from mmer_jax.data import registry
 from mmer_jax.data import schema
@@ -39,6 +41,27 @@ class Streams:
     self._dialogues = {}
     if level == 'dialogue':
       self._dialogues = {s: pipeline.load_dialogues(dataset.sources[s], self.spec) for s in schema.SPLITS}
+    self.plans = self._host_mask_plans()
+
+  def _host_mask_plans(self) -> grouping.EpochPlans | None:
+    """The training epochs' plans when masks are drawn on the host (`train.mask_draw`)."""
+    train = self.config.train
+    draw = grouping.check_mask_draw(train.get('mask_draw', 'step'))
+    if draw == 'step':
+      return None  # (with train.missing='none', host draws keep each example's own modalities)
+    if self.level != 'utterance':
+      raise ValueError(f"train.mask_draw={draw!r} draws per utterance; this method's batches are "
+                       "dialogues: use train.mask_draw='step'")
+    from mmer_jax import steps  # the protocol's rates; a cycle at import time otherwise
+    source = self.dataset.sources['train']
+    if self.spec.incomplete:  # each example's own modalities, read once
+      own = np.stack([pipeline.sample_available(ex, self.spec)
+                      for ex in pipeline.read(source, range(len(source)))])
+    else:
+      own = np.tile(self.spec.available, (len(source), 1))
+    return grouping.EpochPlans(own, seed=self.config.seed, batch_size=self.batch_size(True),
+                               grouped=draw == 'host_grouped', missing_mode=train.missing,
+                               rate=steps.training_rate(self.config), available=self.spec.available)
 
   def batch_size(self, train: bool) -> int:
     return self.config.data.batch_size if train else self.config.data.eval_batch_size
@@ -49,7 +72,17 @@ class Streams:
     return len(self.dataset.sources[split])
 
   def num_batches(self, split: str, train: bool) -> int:
+    """Batches of an epoch; under host-grouped masks, of the first training epoch (they vary:
+    `epoch_sizes`)."""
+    if train and split == 'train' and self.plans is not None:
+      return self.plans.sizes(1)[0]
     return pipeline.num_batches(self.num_examples(split), self.batch_size(train))
+
+  def epoch_sizes(self, num_epochs: int) -> list[int]:
+    """Training batches of each epoch 0..num_epochs-1."""
+    if self.plans is not None:
+      return self.plans.sizes(num_epochs)
+    return [self.num_batches('train', train=True)] * num_epochs
 
   def length_grouping(self) -> dict:
     """`pipeline.dialogue_batches`' length-grouping arguments from `config.data` (absent: none)."""
@@ -73,6 +106,9 @@ class Streams:
           shuffle=train, buckets=tuple(self.config.data.buckets), start=start,
           **self.length_grouping())
       start = 0
+    elif train and split == 'train' and self.plans is not None:
+      it = self._planned_epoch(epoch, start)
+      start = 0
     else:
       source = self.dataset.sources[split]
       # Resuming mid-epoch skips whole batches without reading them.
@@ -87,3 +123,12 @@ class Streams:
       it = map(self.host_batch, it)
     return pipeline.prefetch(it, self.config.data.prefetch) if self.config.data.prefetch else it
 
+  def _planned_epoch(self, epoch: int, start: int) -> Iterator[dict]:
+    """Training batches of a host-drawn epoch (`grouping.EpochPlans`) from batch `start` on."""
+    batches, masks = self.plans.plan(epoch)
+    source, size = self.dataset.sources['train'], self.batch_size(True)
+    for positions in batches[start:]:
+      batch = pipeline.collate_utterances(pipeline.read(source, positions), self.spec,
+                                          batch_size=size, indices=positions,
+                                          max_lens=self.config.data.max_lens.to_dict())
+      yield self.plans.annotate(batch, positions, masks)

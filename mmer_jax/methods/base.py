@@ -72,6 +72,9 @@ class Method(abc.ABC):
   # The values `config.method.variant` may take for this method (empty: no variants); a variant
   # may resolve to another method (`resolve_config`). The contract test covers each of them.
   variants: tuple[str, ...] = ()
+  # Whether evaluation predicts in batches of one missing pattern (`batch['pattern_missing']`,
+  # data/grouping.py): for a method that then runs cheaper and predicts the same (IMDer).
+  groups_patterns: bool = False
 
   def __init__(self, config: ml_collections.ConfigDict, spec: schema.DatasetSpec):
     self.config = config  # the whole resolved (locked) config; `config.method` holds the knobs

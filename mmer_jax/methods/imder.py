@@ -41,6 +41,7 @@ from mmer_jax.diffusion import sampling
 from mmer_jax.diffusion import sde as sde_lib
 from mmer_jax.methods import base
 from mmer_jax.models import imder as imder_model
+from mmer_jax.models import imder_refine
 from mmer_jax.models import score_net
 from mmer_jax.ops import slots
 
@@ -73,6 +74,7 @@ class IMDerMethod(base.Method):
     utterance_level = tuple(n for n in self.modalities if spec.modalities[n].level == 'utterance')
     self.variant, self.recovery = m.variant, m.recovery
     self.recovers = self.variant == 'imder' and self.recovery == 'diffusion'
+    self.groups_patterns = self.recovers  # one pattern per batch: exactly its missing slots drawn
     self.score_weight, self.rec_weight = float(m.score_weight), float(m.rec_weight)
     self.dsm_eps = float(m.dsm_eps)
     self.perturb_condition = bool(m.perturb_condition)
@@ -87,6 +89,8 @@ class IMDerMethod(base.Method):
         refine_blocks=m.refine_blocks, refine_reduction=m.refine_reduction,
         utterance_tokens=m.utterance_tokens, dtype=self.dtype)
     self.score_module = score_net.ScoreNet(**self.model.score_net_kwargs())
+    self.refine_module = imder_refine.RefineNet(num_blocks=m.refine_blocks,
+                                                reduction=m.refine_reduction, dtype=self.dtype)
     self.chunk_fraction = float(m.chunk_fraction)
     self.eval_sampler = (m.sampler, int(m.num_steps), float(m.sampler_eps),
                          dict(m.sampler_options))
@@ -117,8 +121,22 @@ class IMDerMethod(base.Method):
   def _network(self, params):
     return lambda x, t, c: self._apply(params, imder_model.IMDer.score_of, x, t, c)
 
-  def recover(self, params, condition, keys, sampler):
-    """One draw per slot [M, C, L, d] given the slots' conditions [M, C, L, d] and keys [M, C].
+  def _networks(self, params, name: str, positions=None) -> dict:
+    """The stacked variables of the `score` or `refine` networks [M, ...], or of the modalities
+    at stacked `positions` [k] (traced) only: [k, ...]."""
+    variables = {c: params[c][name] for c in ('params', 'constants') if name in params.get(c, {})}
+    if positions is None:
+      return variables
+    return jax.tree.map(lambda v: v[positions], variables)
+
+  def refine_at(self, params, positions, x):
+    """The refinement networks of the modalities at stacked `positions` [k]: [k, B, L, d]."""
+    apply = lambda v, x: base.full_precision(self.refine_module.apply(v, x))  # noqa: E731
+    return jax.vmap(apply)(self._networks(params, 'refine', positions), x)
+
+  def recover(self, params, condition, keys, sampler, positions=None):
+    """One draw per slot [M, C, L, d] given the slots' conditions [M, C, L, d] and keys [M, C]
+    (with `positions` [k]: the networks of those stacked modalities only, [k, C, ...]).
 
     Slot (m, j) is modality m of one example. Its draw comes from its own key alone: a single
     modality's network is vmapped over the stacked variables (m) and the slots (j), and the
@@ -127,7 +145,7 @@ class IMDerMethod(base.Method):
     kind, num_steps, eps, options = sampler
     sample = sampling.get_sampler(kind, self.sde, (1,) + condition.shape[2:], num_steps=num_steps,
                                   eps=eps, dtype=condition.dtype, **options)
-    stacked = {'params': params['params']['score'], 'constants': params['constants']['score']}
+    stacked = self._networks(params, 'score', positions)
 
     def per_modality(variables, keys_m, condition_m):
       network = lambda x, t, c: base.full_precision(  # noqa: E731
@@ -146,15 +164,21 @@ class IMDerMethod(base.Method):
 
     return jax.vmap(per_modality)(stacked, keys, condition)
 
-  def score_loss(self, params, x0, condition, keys):
+  def score_loss(self, params, x0, condition, keys, positions=None):
     """Per-slot DSM loss [M, C] at each slot's own (t, z).
 
-    x0 and condition are [M, C, L, d], keys [M, C].
+    x0 and condition are [M, C, L, d], keys [M, C]; with `positions` [k], the first axis holds
+    the score networks of those stacked modalities only.
     """
     draw = lambda k, x: dsm.draw_perturbation(k, x[None], self.sde, eps=self.dsm_eps)  # noqa: E731
     t, z = jax.vmap(jax.vmap(draw))(keys, x0)
     t, z = t[..., 0], z[:, :, 0]
-    network = self._network(params)
+    if positions is None:
+      network = self._network(params)
+    else:
+      apply = lambda v, *a: base.full_precision(self.score_module.apply(v, *a))  # noqa: E731
+      network = lambda x, t, c: jax.vmap(apply)(  # noqa: E731
+          self._networks(params, 'score', positions), x, t, c)
     x_t, std = dsm.perturb(x0, t, z, self.sde)
     if self.perturb_condition:
       condition = condition + std[..., None, None] * z
@@ -218,8 +242,12 @@ class IMDerMethod(base.Method):
     per_slot = (draw_conditions, draw_keys)
     if train:
       per_slot += (x0, self._stacked_conditions(params, proj, mask), loss_keys)
-    chunk = slots.chunk_size(mask.shape[0], self.chunk_fraction)
-    refined, score, rec = slots.over_slots(slot_terms, missing, chunk, *per_slot)
+    if 'pattern_missing' in batch:  # a batch of one pattern (train.mask_draw='host_grouped')
+      refined, score, rec = self._pattern_slots(params, fixed, batch['pattern_missing'], per_slot,
+                                                sampler, train)
+    else:
+      chunk = slots.chunk_size(mask.shape[0], self.chunk_fraction)
+      refined, score, rec = slots.over_slots(slot_terms, missing, chunk, *per_slot)
     filled = {n: jnp.where(missing[k][:, None, None], refined[k], proj[n])[:, :lengths[n]]
               for k, n in enumerate(self.modalities)}
     if train:
@@ -227,6 +255,30 @@ class IMDerMethod(base.Method):
       terms['score'] = jnp.sum(jnp.where(has_target, score, 0.0), axis=0)
       terms['rec'] = jnp.sum(jnp.where(has_target, rec, 0.0), axis=0)
     return filled, terms
+
+  def _pattern_slots(self, params, fixed, pattern_missing, per_slot, sampler, train: bool):
+    """`over_slots`' results for a batch whose every row misses the same k modalities
+    (`pattern_missing` int32 [B, k], MODALITIES columns; k static, the columns traced): the k
+    modalities' networks, gathered from the stacked ones, run on all B slots, with no packing
+    and no branch. Draws, refinements and loss terms equal the packed path's slot by slot."""
+    m, b = per_slot[0].shape[:2]
+    k = pattern_missing.shape[-1]
+    zeros = jnp.zeros((m, b) + per_slot[0].shape[2:], per_slot[0].dtype)
+    if k == 0:  # a complete batch: no sampler at all
+      return zeros, jnp.zeros((m, b)), jnp.zeros((m, b))
+    position_of = jnp.zeros(len(schema.MODALITIES), jnp.int32).at[
+        jnp.asarray([INDEX[n] for n in self.modalities])].set(jnp.arange(m, dtype=jnp.int32))
+    positions = position_of[pattern_missing[0]]  # [k]
+    taken = jax.tree.map(lambda a: a[positions], per_slot)
+    draw = jax.lax.stop_gradient(self.recover(fixed, taken[0], taken[1], sampler, positions))
+    refined = self.refine_at(params, positions, draw)
+    score = rec = jnp.zeros((k, b))
+    if train:
+      target, condition, loss_key = taken[2:]
+      score = self.score_loss(params, target, condition, loss_key, positions)
+      rec = jnp.mean(jnp.square(refined - target), axis=(2, 3))
+    place = lambda x: jnp.zeros((m,) + x.shape[1:], x.dtype).at[positions].set(x)  # noqa: E731
+    return place(refined), place(score), place(rec)
 
   def recovery_views(self, params, batch, rng):
     """For the picture: every modality's real projection, its recovery conditioned on what the
