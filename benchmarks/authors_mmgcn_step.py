@@ -19,6 +19,11 @@ given numbers of turns (IEMOCAP sizes: text 100, audio 1582, visual 342; their d
   train_depth<d>   zero_grad, forward, class-weighted NLL, backward, Adam step (lr 3e-4, L2 3e-5)
   infer_depth<d>   forward under `torch.no_grad()` in eval mode, on the `--eval_turns` batch
 
+  train_epoch_depth<d>, infer_epoch_depth<d>   with `--epoch_batches` / `--eval_epoch_batches`
+                   (batches separated by ';', each its dialogues' turns): one such call per
+                   batch, the whole epoch timed `--epoch_repeats` times after one untimed pass;
+                   also the utterances and utterances per second at the median
+
 Prints one JSON line: per entry the median, min and max seconds over `--steps` timed calls after
 one untimed call, the torch version and its thread count.
 
@@ -102,6 +107,20 @@ def infer(torch, model, data):
     return model(feats['text'], qmask, umask, lengths, feats['audio'], feats['visual'])[0]
 
 
+def parse_batches(text: str | None) -> list[list[int]]:
+  """'3,4;5' -> [[3, 4], [5]]."""
+  return [[int(t) for t in b.split(',')] for b in (text or '').split(';') if b]
+
+
+def time_epoch(fn, batches, repeats: int, sync) -> dict:
+  """Seconds of one pass of `fn(batch)` over `batches` (median of `repeats` after one untimed
+  pass) and the utterances per second at the median."""
+  timed = timing.time_calls(lambda: [fn(b) for b in batches], repeats, sync)
+  utterances = sum(sum(b[3]) for b in batches)  # b[3]: the batch's dialogue lengths
+  return {**timed, 'batches': len(batches), 'utterances': utterances,
+          'utterances_per_s': utterances / timed['median']}
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--authors_repo', required=True, help='a checkout of hujingwen6666/MMGCN')
@@ -111,6 +130,9 @@ def main():
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--dropout', type=float, default=0.4)
   parser.add_argument('--device', default='cpu', help='cpu | cuda')
+  parser.add_argument('--epoch_batches', default=None, help="training epoch: batches' turns, 'a,b;c,d'")
+  parser.add_argument('--eval_epoch_batches', default=None, help="inference epoch: batches' turns")
+  parser.add_argument('--epoch_repeats', type=int, default=2)
   opts = parser.parse_args()
   turns = [int(t) for t in opts.turns.split(',')]
   eval_turns = [int(t) for t in (opts.eval_turns or opts.turns).split(',')]
@@ -130,6 +152,15 @@ def main():
       report[f'infer_depth{depth}'] = timing.time_calls(lambda: infer(torch, model, eval_data),
                                                         opts.steps, sync)
       print(f'infer_depth{depth}: {report[f"infer_depth{depth}"]}', file=sys.stderr, flush=True)
+      epochs = {'train': (parse_batches(opts.epoch_batches),
+                          lambda d: train_step(torch, model, optimizer, loss_fn, d)),
+                'infer': (parse_batches(opts.eval_epoch_batches), lambda d: infer(torch, model, d))}
+      for kind, (batches, fn) in epochs.items():
+        if batches:
+          data_list = [inputs(torch, b, seed=k, device=opts.device) for k, b in enumerate(batches)]
+          report[f'{kind}_epoch_depth{depth}'] = time_epoch(fn, data_list, opts.epoch_repeats, sync)
+          print(f'{kind}_epoch_depth{depth}: {report[f"{kind}_epoch_depth{depth}"]}', file=sys.stderr,
+                flush=True)
   report.update(torch=torch.__version__, threads=torch.get_num_threads())
   print(json.dumps(report), flush=True)
 

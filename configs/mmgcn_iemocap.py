@@ -64,7 +64,10 @@ def get_config(arg: str | None = None):
   config.data.name = 'iemocap_6'
   config.data.batch_size = 16  # dialogues
   config.data.eval_batch_size = 16
-  config.data.buckets = (16, 32, 64, 128)
+  # Training batches of dialogues of similar length, padded to fine buckets: a fifth of the turn
+  # slots padding instead of three fifths (docs/mmgcn.md#speed).
+  config.data.buckets = (16, 24, 32, 48, 64, 96, 128)
+  config.data.length_grouping = 'sorted'
 
   config.method = mmgcn_method()
 

@@ -20,6 +20,11 @@ defines flags). It prints ONE JSON line on stdout (everything else goes to stder
   timed_compiles        XLA compilations during the timed steps (must be 0: no retracing)
   batch_fields          the fields of the timed training batch (e.g. MMIN's cached `teacher_full`)
   devices               devices the step runs on (the run's mesh)
+  rng_impl              the PRNG impl of the run's keys (`config.rng_impl`, mmer_jax/rng.py)
+  train_epoch, eval_epoch  with --epoch_repeats=N: whole epochs timed (`epoch_throughput`:
+                        examples/s, padding_waste of dialogue batches)
+  train_gflop(s_per_s), eval_gflop(s_per_s)  with --flops: XLA's FLOP count per step (a scanned
+                        stack counted unrolled) and FLOPs / median step time
 
 It measures device compute, not the input pipeline: one host batch is taken from the training
 stream, placed on the devices once (`Run.place`) and fed to every step (the state is donated
@@ -54,6 +59,7 @@ from mmer_jax import rng
 from mmer_jax import stages
 from mmer_jax import steps as steps_lib
 from mmer_jax import train
+from mmer_jax.data import grouping
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -146,14 +152,70 @@ def eval_modality_mask(config: ml_collections.ConfigDict, host_mask: np.ndarray,
   return np.asarray(drawn)
 
 
+def _flops(cost) -> float | None:
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  flops = (cost or {}).get('flops')
+  return None if flops is None or flops < 0 else float(flops)
+
+
+def step_flops(config: ml_collections.ConfigDict, run: train.Run, state, batch, params,
+               eval_batch) -> tuple[float | None, float | None]:
+  """XLA's FLOP counts of the train and eval steps, from the lowered (not compiled) HLO.
+
+  XLA counts a loop's body once, so a method whose layers run as a `lax.scan` (MMGCN's fused
+  GCN, `method.unroll`) is lowered fully unrolled for the count; the timed steps are not."""
+  method = run.method
+  if 'unroll' in config.method:
+    unrolled = ml_collections.ConfigDict(config.to_dict())
+    unrolled.method.unroll = True
+    method = run.method.__class__(unrolled, run.spec)
+  train_fn, eval_fn, _ = steps_lib.compile_steps(method, config, run.mesh)
+  unwrap = lambda f: getattr(f, '__wrapped__', f)
+  with jax.set_mesh(run.mesh):
+    train_flops = _flops(unwrap(train_fn).lower(state, batch).cost_analysis())
+    eval_flops = _flops(unwrap(eval_fn).lower(params, eval_batch, run.predict_rng).cost_analysis())
+  return train_flops, eval_flops
+
+
+def epoch_throughput(run: train.Run, step: Callable, batches: list, *, repeats: int,
+                     level: str) -> dict[str, Any]:
+  """Examples per second over whole epochs of host `batches` (placed on the devices first):
+  every batch shape is compiled and run once untimed, then the epoch is timed `repeats` times
+  (median). `step(device_batch)` runs one step and returns what to block on. Dialogue batches also report their padding
+  waste, the share of turn slots that are padding."""
+  placed = [run.place(b) for b in batches]
+  seen = set()
+  for b, d in zip(batches, placed):
+    shape = np.asarray(b['example_mask']).shape
+    if shape not in seen:
+      seen.add(shape)
+      _timed(lambda d=d: step(d))
+  with jax.transfer_guard('disallow'):
+    times = [_timed(lambda: [step(d) for d in placed]) for _ in range(repeats)]
+  examples = sum(count_examples(b, level) for b in batches)
+  median = float(np.median(times))
+  out = {'batches': len(batches), 'examples': examples, 'epoch_s_median': median,
+         'epoch_s_min': float(min(times)), 'examples_per_s': examples / median,
+         'shapes': sorted(list(s) for s in seen), 'repeats': repeats}
+  if level == 'dialogue':
+    slots = sum(int(np.asarray(b['turn_mask']).size) for b in batches)
+    out['padding_waste'] = 1.0 - examples / slots
+    out['dialogue_turns'] = [_turns(b) for b in batches]
+  return out
+
+
 def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int = 3,
               devices=None, run: train.Run | None = None,
               profile_dir: str | None = None, eval_missing: str = 'train',
-              state=None) -> dict[str, Any]:
+              state=None, epoch_repeats: int = 0, flops: bool = False) -> dict[str, Any]:
   """Times the compiled train and eval steps of `config`; returns the JSON-able report.
 
   `state`: the state to start from (`run.init_state()`, made by the caller for something else
-  too: it is donated to the first step), default a fresh `run.init_state()`."""
+  too: it is donated to the first step), default a fresh `run.init_state()`. `epoch_repeats` > 0
+  also times whole epochs (`epoch_throughput`: the training split's epoch 0 as the config batches
+  it, and the eval split); `flops` adds XLA's FLOP counts and the GFLOP/s they give at the
+  median step times (`step_flops`)."""
   if steps < 1:
     raise ValueError(f'steps must be >= 1, got {steps}')
   if warmup < 0:
@@ -187,6 +249,8 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
   eval_host = dict(next(iter(run.streams.epoch(split, train=False))))
   eval_host['modality_mask'] = eval_modality_mask(config, np.asarray(eval_host['modality_mask']),
                                                   run.method.spec.available, eval_missing)
+  if run.group_patterns:  # evaluation predicts in batches of one pattern (grouping.PatternBatcher)
+    eval_host = grouping.as_one_pattern(eval_host, run.method.spec.available)
   eval_batch = run.place(eval_host)
   params = run.device_params(run.from_devices(state).eval_params)
   eval_fn = lambda: run._eval_step(params, eval_batch, run.predict_rng)  # pylint: disable=protected-access
@@ -194,12 +258,32 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 20, warmup: int
       eval_fn, warmup=warmup, steps=steps)
   eval_examples = count_examples(eval_host, level)
 
+  extra = {}
+  if flops:
+    train_flops, eval_flops = step_flops(config, run, state, batch, params, eval_batch)
+    extra.update(train_gflop=None if train_flops is None else train_flops / 1e9,
+                 eval_gflop=None if eval_flops is None else eval_flops / 1e9,
+                 train_gflops_per_s=None if train_flops is None else train_flops / step_median / 1e9,
+                 eval_gflops_per_s=None if eval_flops is None else eval_flops / eval_median / 1e9)
+  if epoch_repeats:
+    def train_epoch_step(device_batch):
+      nonlocal state
+      state, metrics = run.train_step(state, device_batch)
+      return metrics  # the state is donated to the next step: block on the metrics
+    # Eval first: `params` may share the state's buffers, which the train steps donate.
+    extra['eval_epoch'] = epoch_throughput(
+        run, lambda d: run._eval_step(params, d, run.predict_rng),  # pylint: disable=protected-access
+        list(run.streams.epoch(split, train=False)), repeats=epoch_repeats, level=level)
+    extra['train_epoch'] = epoch_throughput(run, train_epoch_step, list(run.train_batches(0)),
+                                            repeats=epoch_repeats, level=level)
+
   mesh_devices = list(run.mesh.devices.flat)
   turns = {}
   if level == 'dialogue':  # so that another implementation can be timed on the same dialogues
     turns = {'dialogue_turns': _turns(host_batch), 'eval_dialogue_turns': _turns(eval_host)}
   return {
       **turns,
+      **extra,
       'compile_s': compile_s,
       'step_s_median': step_median,
       'step_s_min': step_min,
@@ -247,6 +331,9 @@ def _define_flags():
                       'Modalities dropped from the timed eval batch: train (as '
                       'config.train.missing drops them in training), none, drop_one, drop_two, '
                       'patterns, rate.')
+  flags.DEFINE_integer('epoch_repeats', 0, 'Also time whole epochs (train split, epoch 0, and the '
+                       'eval split) this many times each; 0: off.')
+  flags.DEFINE_bool('flops', False, "Also report XLA's FLOP counts and GFLOP/s of the steps.")
   flags.mark_flags_as_required(['config'])
   return config, steps, warmup, profile_dir
 
@@ -262,7 +349,8 @@ def main(argv, *, config_flag, steps_flag, warmup_flag, profile_flag):
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout to the one JSON line
       report = benchmark(config, steps=steps_flag.value, warmup=warmup_flag.value,
                          profile_dir=profile_flag.value,
-                         eval_missing=flags.FLAGS.eval_missing)
+                         eval_missing=flags.FLAGS.eval_missing,
+                         epoch_repeats=flags.FLAGS.epoch_repeats, flops=flags.FLAGS.flops)
   except schema.DataError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
