@@ -71,9 +71,9 @@ def run(config: ml_collections.ConfigDict, *, seed: int = 0) -> dict:
         x + cfg.gradcheck.jitter * np.asarray(jax.random.normal(k, np.shape(x), jnp.float64))
         if np.issubdtype(np.asarray(x).dtype, np.floating) else x for k, x in zip(noise_keys, leaves)])
     mask_rng, loss_rng = jax.random.split(jax.random.fold_in(rng, 1))
-    batch['modality_mask'] = steps.training_modality_mask(
-        mask_rng, jnp.asarray(batch['modality_mask']), missing_mode=cfg.train.missing,
-        rate=steps.training_rate(cfg), available=run_.spec.available)
+    batch['modality_mask'] = steps.batch_training_mask(
+        mask_rng, {**batch, 'modality_mask': jnp.asarray(batch['modality_mask'])},
+        missing_mode=cfg.train.missing, rate=steps.training_rate(cfg), available=run_.spec.available)
     count = max(float(np.asarray(batch['example_mask']).sum()), 1.0)
 
     # Stop-gradient targets (frozen teachers, cycle targets) are computed at the checked point

@@ -129,6 +129,14 @@ def training_modality_mask(rng, batch_mask: jax.Array, *, missing_mode: str, rat
   return batch_mask & drawn.reshape(batch_mask.shape)
 
 
+def batch_training_mask(rng, batch: dict, **kwargs) -> jax.Array:
+  """The mask a training batch is seen with: its own AND the host-drawn `train_mask` where the
+  batch carries one (`train.mask_draw`, data/grouping.py), else `training_modality_mask`'s draw."""
+  if 'train_mask' in batch:
+    return batch['modality_mask'] & batch['train_mask']
+  return training_modality_mask(rng, batch['modality_mask'], **kwargs)
+
+
 def weighted_loss(loss_fn: Callable, params, batch: dict, rng, count):
   """The scalar training objective: masked per-example losses summed and divided by `count`.
 
@@ -148,16 +156,12 @@ def train_step(state: TrainState, batch: dict, *, method: base.Method, missing_m
   shard = jax.lax.axis_index(axis_name) if axis_name else 0
   batch = dict(batch)
   batch['observed_mask'] = batch['modality_mask']  # what the data has, before the random drop
-  if 'train_mask' in batch:  # drawn on the host per example (train.mask_draw, data/grouping.py)
-    batch['modality_mask'] = batch['modality_mask'] & batch.pop('train_mask')
-  else:
-    global_mask = None
-    if axis_name and missing_mode == 'rate':
-      global_mask = jax.lax.all_gather(batch['modality_mask'], axis_name, axis=0, tiled=True)
-    batch['modality_mask'] = training_modality_mask(
-        mask_rng, batch['modality_mask'], missing_mode=missing_mode, rate=rate,
-        available=method.spec.available, num_shards=num_shards, shard_index=shard,
-        global_mask=global_mask)
+  global_mask = None
+  if axis_name and missing_mode == 'rate' and 'train_mask' not in batch:
+    global_mask = jax.lax.all_gather(batch['modality_mask'], axis_name, axis=0, tiled=True)
+  batch['modality_mask'] = batch_training_mask(
+      mask_rng, batch, missing_mode=missing_mode, rate=rate, available=method.spec.available,
+      num_shards=num_shards, shard_index=shard, global_mask=global_mask)
   # A sample left with no modality (its data lacks what the drawn pattern keeps) is not trained on.
   batch['example_mask'] = batch['example_mask'] & batch['modality_mask'].any(-1)
   weight = batch['example_mask'].astype(jnp.float32)

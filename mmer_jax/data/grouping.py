@@ -210,3 +210,12 @@ class PatternBatcher:
     for positions, values in self._done:
       out[positions] = values
     return out
+
+
+def as_one_pattern(batch: dict, available) -> dict:
+  """The batch with every row given its first row's modality mask, and `pattern_missing`: what
+  `PatternBatcher` would send (for timing a one-pattern step, `mmer_jax.benchmark`)."""
+  mask = np.asarray(batch['modality_mask'], bool)
+  size = len(mask)
+  return {**batch, 'modality_mask': np.tile(mask[0], (size, 1)),
+          'pattern_missing': pattern_missing(mask[0], available, size)}
