@@ -133,3 +133,30 @@ def test_eval_batch_is_dropped_as_training_drops(mode, dropped):
   other = 'drop_two' if mode == 'drop_one' else 'drop_one'
   assert ((~benchmark.eval_modality_mask(config, full, np.ones(3, bool), other)).sum(1)
           == 3 - dropped).all()
+
+
+def test_mmgcn_epochs_padding_and_unrolled_flops(tmp_path):
+  """--epoch_repeats times every training dialogue once (sorted batches waste less padding than
+  unsorted ones); --flops counts the fused GCN's scan unrolled (2 layers ~ twice the GCN of 1)."""
+  reports = {}
+  for grouping, depth in (('sorted', 2), ('none', 2), ('sorted', 1)):
+    reports[grouping, depth] = run_cli(
+        tmp_path, 'configs/mmgcn_iemocap.py:smoke', '--steps', '1', '--warmup', '0', '--flops',
+        '--epoch_repeats=1', f'--config.data.length_grouping={grouping}',
+        f'--config.method.num_layers={depth}', '--config.data.buckets=(16,32,48,64,96)', num_devices=1)
+  sorted_, plain = reports['sorted', 2], reports['none', 2]
+  for r in (sorted_, plain):
+    epoch = r['train_epoch']
+    assert epoch['examples'] == sum(map(sum, epoch['dialogue_turns']))
+    assert sum(map(len, epoch['dialogue_turns'])) == 8  # the smoke training split, each once
+    assert 0 <= epoch['padding_waste'] < 1 and r['rng_impl'] == 'threefry2x32'
+    assert r['train_gflops_per_s'] == pytest.approx(r['train_gflop'] / r['step_s_median'])
+  assert sorted(map(sorted, sorted_['train_epoch']['dialogue_turns'])) != sorted(
+      map(sorted, plain['train_epoch']['dialogue_turns']))
+  assert sorted_['train_epoch']['padding_waste'] <= plain['train_epoch']['padding_waste']
+  # A layer more adds its propagation and P product (counted only when unrolled) besides its
+  # h0 Q product (before the loop, counted either way): well over one [N, 100] x [100, 100] product.
+  (batch, turns), = sorted_['eval_epoch']['shapes']
+  one_product = 2 * batch * 3 * turns * 100 * 100
+  added = (sorted_['eval_gflop'] - reports['sorted', 1]['eval_gflop']) * 1e9
+  assert added > 1.5 * one_product, (added, one_product)

@@ -5,8 +5,9 @@ rows: 'a', 'v', 't', 'at', 'av', 'vt', 'avt'), `fusion` ('graph' is MMGCN; 'earl
 'gated' the paper's fusion baselines on the same encoders), the encoders' `width`,
 `speaker_nodes`, `num_speakers`, the GCN's `num_layers`, `gcn_hidden`, `alpha`, `lamda`,
 `gcn_form` ('paper' | 'authors'), `remat`, `fused` and `unroll` (the GCN's layers as one scan
-over folded kernels, and how far it unrolls; models/mmgcn.py `DeepGCN`), `cross_modal_weight`, `cos_scale`, `dropout`,
-`message_passing` ('blocks', or 'edges': the jraph edge list, see models/mmgcn.py), and the
+over folded kernels, and how far it unrolls; models/mmgcn.py `DeepGCN`), `cross_modal_weight`,
+`cos_scale`, `dropout`, `message_passing` ('blocks', or 'edges': the jraph edge list, see
+models/mmgcn.py), and the
 loss: `loss` ('nll', 'weighted_nll', 'focal', 'focal_authors'), `class_weights` (empty: inverse
 training-split frequencies, fitted once and carried by the checkpoint) and `focal_gamma`.
 
