@@ -138,14 +138,11 @@ def shrink(config, smoke: bool) -> None:
 def train_step_flops(run, state) -> float | None:
   """XLA's FLOP count of the train step for `state`, from the lowered (not compiled) HLO: cheap."""
   import jax  # pylint: disable=g-import-not-at-top
+  from mmer_jax import benchmark  # pylint: disable=g-import-not-at-top
   batch = run.place(next(iter(run.train_batches(0))))
   step = getattr(run.train_step, '__wrapped__', run.train_step)
   with jax.set_mesh(run.mesh):
-    cost = step.lower(run.to_devices(state), batch).cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  flops = (cost or {}).get('flops')
-  return None if flops is None or flops < 0 else float(flops)
+    return benchmark.cost_flops(step.lower(run.to_devices(state), batch).cost_analysis())
 
 
 def worker(spec: dict) -> int:

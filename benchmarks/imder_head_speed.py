@@ -20,7 +20,7 @@ load changes slows both alike. Timed, each `--steps` calls after one untimed cal
                the current head
 
 For each: the median, min and max seconds, XLA's FLOP count of the lowered computation
-(`benchmark._flops`), the achieved GFLOP/s (FLOPs / median) and the ratio baseline / current.
+(`benchmark.cost_flops`), the achieved GFLOP/s (FLOPs / median) and the ratio baseline / current.
 The outputs and gradients of the two heads are compared (deterministic, max relative
 difference). Writes `<out>.json`; prints the JSON.
 """
@@ -115,8 +115,8 @@ def head_case(baseline, dataset: str, batch: int, length: int, steps: int) -> di
     grad = jax.jit(jax.value_and_grad(loss), static_argnames='deterministic')
     fwd = jax.jit(lambda p, x, head=head: head.apply(p, x, deterministic=True))
     train[name], infer[name] = grad, fwd
-    flops[f'train/{name}'] = benchmark_lib._flops(grad.lower(params, projected, key).cost_analysis())  # pylint: disable=protected-access
-    flops[f'infer/{name}'] = benchmark_lib._flops(fwd.lower(params, projected).cost_analysis())  # pylint: disable=protected-access
+    flops[f'train/{name}'] = benchmark_lib.cost_flops(grad.lower(params, projected, key).cost_analysis())
+    flops[f'infer/{name}'] = benchmark_lib.cost_flops(fwd.lower(params, projected).cost_analysis())
   det = {n: train[n](params, projected, key, deterministic=True) for n in heads}
   agreement = {'output': rel_diff(infer['baseline'](params, projected),
                                   infer['current'](params, projected)),
@@ -169,7 +169,7 @@ def step_case(baseline, dataset: str, batch: int, missing: str, recovery: str, s
 def _train_flops(run, state, batch):
   step = getattr(run.train_step, '__wrapped__', run.train_step)
   with jax.set_mesh(run.mesh):
-    return benchmark_lib._flops(step.lower(state, batch).cost_analysis())  # pylint: disable=protected-access
+    return benchmark_lib.cost_flops(step.lower(state, batch).cost_analysis())
 
 
 def main():

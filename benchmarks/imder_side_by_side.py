@@ -15,7 +15,8 @@ Runs, each in its own process so that neither side's threads or caches touch the
   mosei     with --mosei: the same complete-data train step at MOSEI's batch 128 on both sides.
 
 Writes `<out>.json` (every raw report and the ratios) and `<out>.md` (the table: seconds per
-step, medians, and authors / ours). Only medians of the timed calls are compared.
+step, medians, authors / ours, and our achieved GFLOP/s: XLA's FLOP count of the step, from
+`benchmark --flops`, over its median time). Only medians of the timed calls are compared.
 """
 
 import argparse
@@ -49,24 +50,31 @@ def ours(case, sampler, steps, config='configs/imder_mosi.py:synthetic', batch=3
   return _json_line([sys.executable, '-m', 'mmer_jax.benchmark', f'--config={config}',
                      f'--config.data.batch_size={batch}', f'--config.data.eval_batch_size={batch}',
                      f'--config.train.missing={MISSING[case]}', f'--steps={steps}', '--warmup=1',
-                     *SAMPLERS[sampler]])
+                     '--flops', *SAMPLERS[sampler]])
+
+
+def _rate(report, prefix):
+  """Our achieved GFLOP/s (XLA's FLOP count / median step time) of `benchmark --flops`."""
+  rate = report.get(f'{prefix}_gflops_per_s')
+  return '—' if rate is None else f'{rate:.1f}'
 
 
 def table(report):
   rows = ['| case | sampler | authors train s | ours train s | ratio | authors infer s | '
-          'ours infer s | ratio |', '|---|---|---|---|---|---|---|---|']
+          'ours infer s | ratio | ours train / infer GFLOP/s |', '|---|---|---|---|---|---|---|---|---|']
   for key, r in report['ours'].items():
     case, sampler = key.split('/')
     a_train = report['authors'][f'train_{case}']['median']
     a_infer = report['authors'][f'infer_{case}']['median']
     rows.append(f'| {case} | {sampler} | {a_train:.3f} | {r["step_s_median"]:.3f} | '
                 f'{a_train / r["step_s_median"]:.1f}x | {a_infer:.3f} | '
-                f'{r["eval_step_s_median"]:.3f} | {a_infer / r["eval_step_s_median"]:.1f}x |')
+                f'{r["eval_step_s_median"]:.3f} | {a_infer / r["eval_step_s_median"]:.1f}x | '
+                f'{_rate(r, "train")} / {_rate(r, "eval")} |')
   if 'mosei' in report:
     m = report['mosei']
     a = m['authors']['train_complete']['median']
     rows.append(f'| MOSEI batch 128, complete | — | {a:.3f} | {m["ours"]["step_s_median"]:.3f} | '
-                f'{a / m["ours"]["step_s_median"]:.1f}x | | | |')
+                f'{a / m["ours"]["step_s_median"]:.1f}x | | | | {_rate(m["ours"], "train")} |')
   return '\n'.join(rows) + '\n'
 
 

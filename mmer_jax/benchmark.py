@@ -23,7 +23,7 @@ defines flags). It prints ONE JSON line on stdout (everything else goes to stder
   rng_impl              the PRNG impl of the run's keys (`config.rng_impl`, mmer_jax/rng.py)
   train_epoch, eval_epoch  with --epoch_repeats=N: whole epochs timed (`epoch_throughput`:
                         examples/s, padding_waste of dialogue batches)
-  train_gflop(s_per_s), eval_gflop(s_per_s)  with --flops: XLA's FLOP count per step (a scanned
+  train_gflop(s_per_s), eval_gflop(s_per_s)  (--noflops: left out) XLA's FLOP count per step (a scanned
                         stack counted unrolled) and FLOPs / median step time
 
 It measures device compute, not the input pipeline: one host batch is taken from the training
@@ -152,7 +152,10 @@ def eval_modality_mask(config: ml_collections.ConfigDict, host_mask: np.ndarray,
   return np.asarray(drawn)
 
 
-def _flops(cost) -> float | None:
+def cost_flops(cost) -> float | None:
+  """The 'flops' of an XLA cost analysis (`Lowered/Compiled.cost_analysis()`; older jax: a list
+  of one dict), or None where XLA gives none. The one reader of FLOP counts (device_check,
+  benchmarks/imder_head_speed.py use it too)."""
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}
   flops = (cost or {}).get('flops')
@@ -173,8 +176,8 @@ def step_flops(config: ml_collections.ConfigDict, run: train.Run, state, batch, 
   train_fn, eval_fn, _ = steps_lib.compile_steps(method, config, run.mesh)
   unwrap = lambda f: getattr(f, '__wrapped__', f)
   with jax.set_mesh(run.mesh):
-    train_flops = _flops(unwrap(train_fn).lower(state, batch).cost_analysis())
-    eval_flops = _flops(unwrap(eval_fn).lower(params, eval_batch, run.predict_rng).cost_analysis())
+    train_flops = cost_flops(unwrap(train_fn).lower(state, batch).cost_analysis())
+    eval_flops = cost_flops(unwrap(eval_fn).lower(params, eval_batch, run.predict_rng).cost_analysis())
   return train_flops, eval_flops
 
 
@@ -333,7 +336,8 @@ def _define_flags():
                       'patterns, rate.')
   flags.DEFINE_integer('epoch_repeats', 0, 'Also time whole epochs (train split, epoch 0, and the '
                        'eval split) this many times each; 0: off.')
-  flags.DEFINE_bool('flops', False, "Also report XLA's FLOP counts and GFLOP/s of the steps.")
+  flags.DEFINE_bool('flops', True, "Report XLA's FLOP counts and GFLOP/s of the steps (one more "
+                    'trace of each step; --noflops skips it).')
   flags.mark_flags_as_required(['config'])
   return config, steps, warmup, profile_dir
 

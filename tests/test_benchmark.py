@@ -57,6 +57,12 @@ def test_cli_utterance_config(tmp_path):
   assert report['level'] == 'utterance'
   assert report['batch_size'] == 8
   assert report['examples_per_step'] == 8  # utterance batches count their rows
+  # Achieved GFLOP/s by default: XLA's FLOP count of each step over its median time.
+  for prefix in ('train', 'eval'):
+    assert report[f'{prefix}_gflop'] > 0, report
+    assert report[f'{prefix}_gflops_per_s'] > 0, report
+  assert report['train_gflops_per_s'] == pytest.approx(report['train_gflop'] / report['step_s_median'])
+  assert report['eval_gflops_per_s'] == pytest.approx(report['eval_gflop'] / report['eval_step_s_median'])
 
 
 def test_mmin_benchmark_times_the_training_step_with_cached_teacher_targets(tmp_path):
