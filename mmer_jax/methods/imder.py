@@ -132,7 +132,7 @@ class IMDerMethod(base.Method):
   def refine_at(self, params, positions, x):
     """The refinement networks of the modalities at stacked `positions` [k]: [k, B, L, d]."""
     apply = lambda v, x: base.full_precision(self.refine_module.apply(v, x))  # noqa: E731
-    return _over_networks(apply, self._networks(params, 'refine', positions), x)
+    return jax.vmap(apply)(self._networks(params, 'refine', positions), x)
 
   def recover(self, params, condition, keys, sampler, positions=None):
     """One draw per slot [M, C, L, d] given the slots' conditions [M, C, L, d] and keys [M, C]
@@ -179,8 +179,8 @@ class IMDerMethod(base.Method):
       network = self._network(params)
     else:
       apply = lambda v, *a: base.full_precision(self.score_module.apply(v, *a))  # noqa: E731
-      network = lambda x, t, c: _over_networks(apply, self._networks(params, 'score', positions),  # noqa: E731
-                                               x, t, c)
+      network = lambda x, t, c: jax.vmap(apply)(  # noqa: E731
+          self._networks(params, 'score', positions), x, t, c)
     x_t, std = dsm.perturb(x0, t, z, self.sde)
     if self.perturb_condition:
       condition = condition + std[..., None, None] * z
@@ -348,9 +348,10 @@ class IMDerMethod(base.Method):
 def _over_networks(fn, variables, *args):
   """fn(variables[j], *args[j]) for each of the k gathered networks, stacked: [k, ...].
 
-  One network at a time (`lax.map`), not `vmap`: vmapping a conv over stacked kernels makes it a
-  grouped convolution, which XLA:CPU runs several times slower than k plain ones (measured:
-  two missing modalities cost 3-6x one, not 2x)."""
+  One network at a time (`lax.map`), for the draws (never differentiated): measured faster than
+  `vmap` over the stacked kernels on XLA:CPU (MOSI batch 32, NFE 10: one missing 0.42 s against
+  0.49 s, two 0.75 against 0.81 s). The differentiated score and refinement terms stay vmapped:
+  under `lax.map` their training step took 2.9 s against 1.1 s (one missing)."""
   return jax.lax.map(lambda a: fn(*a), (variables, *args))
 
 
