@@ -98,13 +98,12 @@ def is_vmapped(config: ml_collections.ConfigDict, field: str, value: Any) -> boo
   Training masks drawn on the host (`train.mask_draw`) are data, not part of the compiled step:
   members that differ in the seed or the missing rate draw different patterns (under
   'host_grouped', batches of different shapes and counts), so those too are separate jobs."""
-  resolved = stages_lib.resolve(config)
-  host_masks = any(c.train.get('mask_draw', 'step') != 'step'
-                   for c in [resolved, *resolved.stages.values()])
-  if host_masks and field in ('seed', 'train.missing_rate'):
-    return False
-  if field == 'seed':
-    return methods.get_method_class(resolved.method.name).level == 'utterance'
+  if field in ('seed', 'train.missing_rate'):  # the only fields whose answer needs the resolved config
+    resolved = stages_lib.resolve(config)
+    if any(c.train.get('mask_draw', 'step') != 'step' for c in [resolved, *resolved.stages.values()]):
+      return False
+    if field == 'seed':
+      return methods.get_method_class(resolved.method.name).level == 'utterance'
   if field in VMAPPED_FIELDS:
     return True
   if not field.startswith('method.') or field.endswith('.name') or field == 'method.variant':

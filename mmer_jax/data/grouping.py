@@ -22,7 +22,7 @@ row's predictions do not depend on it for a method whose draws are keyed per exa
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -111,10 +111,6 @@ class EpochPlans:
     self.available = np.asarray(available, bool)
     self._cache: dict[int, tuple[list[np.ndarray], np.ndarray]] = {}
 
-  def masks(self, epoch: int) -> np.ndarray:
-    """bool [N, 3]: every example's training mask (own AND drawn) in `epoch`."""
-    return self.plan(epoch)[1]
-
   def plan(self, epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
     """(the epoch's batches as example positions, every example's mask bool [N, 3])."""
     if epoch not in self._cache:
@@ -150,11 +146,6 @@ class EpochPlans:
     if self.grouped:
       batch['pattern_missing'] = pattern_missing(fill, self.available, size)
     return batch
-
-
-def epoch_sizes_bounds(sizes: Sequence[int]) -> np.ndarray:
-  """The cumulative step count at each epoch's end: [num_epochs]."""
-  return np.cumsum(np.asarray(sizes, np.int64))
 
 
 class PatternBatcher:
