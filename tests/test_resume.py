@@ -1,8 +1,9 @@
 """A training run killed with SIGKILL part way resumes from its workdir and ends exactly like an
 uninterrupted run with the same seed (same selected checkpoint, same results.json).
 
-Four kills: early fusion trained with missing patterns, and with host-drawn masks in one-pattern
-batches (epochs of different lengths); MMIN's two stages killed in stage 1
+Five kills: early fusion trained with missing patterns, and with host-drawn masks in one-pattern
+batches (epochs of different lengths); MMGCN on dialogues of different lengths in length-sorted
+batches (`data.length_grouping='sorted'`); MMIN's two stages killed in stage 1
 (mid-epoch, nothing of stage `mmin` yet); and killed in stage `mmin` (stage 1 finished, the
 student, imagination nets, fitted teacher tables and optimiser mid-training, and the resumed run
 must not refit the tables).
@@ -22,30 +23,43 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 COMMON = ['--config.data.batch_size=8', '--config.data.eval_batch_size=16', '--config.train.num_epochs=4',
-          '--config.train.checkpoint_every_steps=5', '--config.eval.rates=(0.0,0.5)',
-          '--config.method.encoders.embed_dim=16', '--config.method.encoders.num_filters=8']
+          '--config.train.checkpoint_every_steps=5', '--config.eval.rates=(0.0,0.5)']
+_ENCODERS = ['--config.method.encoders.embed_dim=16', '--config.method.encoders.num_filters=8']
 _MMIN = ['--config=configs/mmin_iemocap.py', '--config.stages.stage1.train.num_epochs=2',
          '--config.stages.stage1.optimizer.constant_epochs=1', '--config.optimizer.constant_epochs=2',
          '--config.method.cra.num_blocks=2', '--config.method.cra.layers=(12,8,4)',
          '--config.method.classifier.hidden=(8,)', '--config.method.head.hidden=(8,)',
-         '--config.optimizer.learning_rate=0.003', '--config.analysis=()']
+         '--config.optimizer.learning_rate=0.003', '--config.analysis=()', *_ENCODERS]
 RUNS = {
     'fusion': ['--config=configs/fusion_iemocap.py', '--config.train.missing=patterns',
-               '--config.method.head.hidden=(16,)', '--config.optimizer.learning_rate=0.01'],
+               '--config.method.head.hidden=(16,)', '--config.optimizer.learning_rate=0.01',
+               *_ENCODERS],
     # Masks drawn on the host, batches of one pattern: epochs of different lengths.
     'fusion_grouped': ['--config=configs/fusion_iemocap.py', '--config.train.missing=rate',
                        '--config.train.mask_draw=host_grouped', '--config.method.head.hidden=(16,)',
-                       '--config.optimizer.learning_rate=0.01'],
+                       '--config.optimizer.learning_rate=0.01', *_ENCODERS],
+    # 8 steps per epoch of 2 dialogues (lengths 2-9 turns), sorted into two buckets.
+    'mmgcn_sorted': ['--config=configs/mmgcn_iemocap.py', '--config.data.length_grouping=sorted',
+                     '--config.data.buckets=(4,10)', '--config.method.width=16',
+                     '--config.method.gcn_hidden=16', '--config.method.num_layers=2',
+                     '--config.train.missing=rate', '--config.analysis=()'],
     'mmin_stage1': _MMIN,
     'mmin': _MMIN,
 }
 # Which stage's directory the kill watches ('' = the workdir itself), and the steps of one epoch.
-KILLED_IN = {'fusion': '', 'fusion_grouped': '', 'mmin_stage1': 'stage1', 'mmin': 'mmin'}
+KILLED_IN = {'fusion': '', 'fusion_grouped': '', 'mmgcn_sorted': '', 'mmin_stage1': 'stage1',
+             'mmin': 'mmin'}
+DIALOGUE_LENGTHS = (2, 9, 3, 7, 4, 5)  # turns, cycled: MMGCN's toy dialogues
 
 
-def _command(run, toy, data_dir, workdir):
+def _command(run, toys, data_dir, workdir):
+  dialogues = run.startswith('mmgcn')
+  toy = toys['dialogues' if dialogues else 'utterances']
+  # Batches of 2 dialogues (MMGCN) or 8 utterances; COMMON's 8 comes first, the run's size after.
+  size = ['--config.data.batch_size=2', '--config.data.eval_batch_size=4'] if dialogues else []
   return ['-m', 'mmer_jax.main', *RUNS[run], f'--workdir={workdir}', f'--config.data.features_dir={toy}',
-          f'--config.data.data_dir={data_dir}', *COMMON]
+          f'--config.data.data_dir={data_dir / ("dialogues" if dialogues else "utterances")}',
+          *COMMON, *size]
 
 
 # Runs main, but SIGKILLs the process right after the second checkpoint save (mid-epoch) of the
@@ -78,7 +92,9 @@ def _run(args, **kwargs):
 def shared(tmp_path_factory):
   """One toy dataset for every case, and each distinct uninterrupted run trained once."""
   root = tmp_path_factory.mktemp('resume')
-  toy = toy_data.write_features_dir(root / 'toy', n=120, classes=4)
+  toy = {'utterances': toy_data.write_features_dir(root / 'toy', n=120, classes=4),
+         'dialogues': toy_data.write_features_dir(root / 'toy_dialogues', n=90, classes=4,
+                                                  dialogues=True, turns=DIALOGUE_LENGTHS)}
   straight = {}
 
   def uninterrupted(run):
@@ -107,7 +123,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, shared, run):
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   assert not (workdir / 'results.json').exists() and not (watched / 'results.json').exists()
   steps = sorted(int(p.name) for p in (watched / 'checkpoints' / 'latest').iterdir() if p.name.isdigit())
-  if run == 'fusion_grouped':  # its epochs end anywhere: the second save may be an epoch's end
+  if run in ('fusion_grouped', 'mmgcn_sorted'):  # the second save may be an epoch's end
     assert steps and steps[-1] < 4 * 9, steps
   else:
     assert steps and steps[-1] % 5 == 0 and steps[-1] < 4 * 9, steps  # died part way, mid-epoch
