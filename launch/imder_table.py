@@ -20,6 +20,11 @@ interrupted table resumes. `--scale=cpu` (default) runs the config's `cpu` varia
 Writes `table.md` / `table.json`: per row and rate the mean ± sample std over seeds of MAE,
 Acc-2 (non-zero), F1, Acc-7 and Corr, and the paired differences imder - zeros_* per seed.
 
+`--fast` adds the accuracy cost of `:fast` (issue 27): per seed an `imder_fast` run (stage 2
+only, from the `imder` run's stage 1, trained and evaluated with `configs/imder_mosi.py:...,fast`),
+and both checkpoints re-evaluated at rate 0.5 with Euler-Maruyama, 100 steps (the authors'
+sampler); writes `fast.json` / `fast.md`: per seed and mean ± std, with paired differences.
+
 `--nfe_seed=K` re-evaluates that seed's IMDer checkpoint at rate 0.5 with every sampler at NFE
 5, 10, 20, 50 and 100 (where the sampler's steps make that NFE), writing `nfe.json`, `nfe.md`
 and `nfe.png`.
@@ -62,6 +67,7 @@ def define_flags():
       'nfe_fast_max': flags.DEFINE_integer('nfe_fast_max', 100, 'Largest NFE for the samplers '
                                            'other than Euler-Maruyama.'),
       'nfe_only': flags.DEFINE_bool('nfe_only', False, 'Only the NFE curve (the runs exist).'),
+      'fast': flags.DEFINE_bool('fast', False, 'Also the accuracy cost of :fast against EM-100.'),
   }
 
 
@@ -69,9 +75,9 @@ def run_dir(root: str, row: str, seed: str) -> str:
   return os.path.join(root, row, f'seed_{seed}')
 
 
-def config_arg(scale: str) -> str:
-  """The `--config=` value of a run at `scale` ('cpu' | 'authors')."""
-  return f'{CONFIG}:{SCALES[scale]}'
+def config_arg(scale: str, fast: bool = False) -> str:
+  """The `--config=` value of a run at `scale` ('cpu' | 'authors'), `fast`: with `:fast`."""
+  return f'{CONFIG}:{SCALES[scale]}' + (',fast' if fast else '')
 
 
 def train(root: str, row: str, seed: str, *, overrides=(), scale: str = 'cpu') -> dict:
@@ -83,13 +89,14 @@ def train(root: str, row: str, seed: str, *, overrides=(), scale: str = 'cpu') -
     path = os.path.join(workdir, 'results.json')
     if not os.path.exists(path):
       extra = []
-      if row == 'zeros_missing':  # the imder run's stage 1, not a retrained one
+      if row in ('zeros_missing', 'imder_fast'):  # the imder run's stage 1, not a retrained one
         os.makedirs(workdir, exist_ok=True)
         link = os.path.join(workdir, 'stage1')
         if not os.path.exists(link):
           os.symlink(os.path.abspath(os.path.join(run_dir(root, 'imder', seed), 'stage1')), link)
-        extra = ['--config.method.recovery=zeros']
-      command = [sys.executable, '-m', 'mmer_jax.main', f'--config={config_arg(scale)}',
+        extra = ['--config.method.recovery=zeros'] if row == 'zeros_missing' else []
+      command = [sys.executable, '-m', 'mmer_jax.main',
+                 f'--config={config_arg(scale, fast=row == "imder_fast")}',
                  f'--config.seed={seed}', f'--config.eval.rates={RATES!r}',
                  "--config.eval.conditions=('full',)", f'--workdir={workdir}', *extra,
                  *overrides]
@@ -153,28 +160,49 @@ def markdown(agg: dict, seeds) -> str:
   return '\n'.join(lines)
 
 
+def _restored_run(root: str, row: str, seed: str, overrides=(), scale: str = 'cpu'):
+  """(config, workdir, best params) of one row's stage-2 checkpoint, with the config the row
+  was trained with (`scale`, `overrides`, `:fast` for `imder_fast`)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from mmer_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from mmer_jax import stages  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.getcwd())
+  from configs import imder_mosi  # pylint: disable=g-import-not-at-top
+  config = imder_mosi.get_config(SCALES[scale] + (',fast' if row == 'imder_fast' else ''))
+  config.seed = int(seed)
+  apply_overrides(config, overrides)
+  config = stages.main_stage(config)
+  workdir = os.path.join(run_dir(root, row, seed), 'imder')
+  _, best = checkpoint.create_managers(workdir)
+  shapes = checkpoint.saved_params_shapes(best)
+  target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+  return config, workdir, checkpoint.restore(best, {'params': target})[0]['params']
+
+
+def evaluate_at(config, workdir, params, sampler: str, steps: int, options=None,
+                rate: float = 0.5) -> dict[str, float]:
+  """Test metrics at missing `rate` of restored `params` with one sampler of `steps` steps."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from mmer_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from mmer_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  with config.unlocked():
+    config.method.sampler = 'dpm_solver' if sampler.startswith('dpm') else sampler
+    config.method.num_steps = steps
+    config.method.sampler_options = dict(options or {})
+  run = train_lib.Run(config, devices=jax.devices()[:1], workdir=workdir)
+  rows = evaluate.run_grid(run.spec, run.predict, run.device_params(params),
+                           run.eval_batches(config.eval.split), conditions=(),
+                           rates=(rate,), seed=config.seed, group_patterns=run.group_patterns)
+  return {m: float(rows[0]['metrics'][m]) for m in METRICS}
+
+
 def nfe_curve(root: str, seed: str, overrides=(), fast_max: int = 100, scale: str = 'cpu') -> dict:
   """Every sampler at each NFE of `NFES` it can make, at rate 0.5, from one IMDer checkpoint.
 
   `scale` and `overrides` are the ones the run was trained with (the table's), so the model is
   the same; samplers other than Euler-Maruyama stop at `fast_max` NFE (`--nfe_fast_max`, to save
   time)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from mmer_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from mmer_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from mmer_jax import stages  # pylint: disable=g-import-not-at-top
-  from mmer_jax import train as train_lib  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, os.getcwd())
-  from configs import imder_mosi  # pylint: disable=g-import-not-at-top
-  config = imder_mosi.get_config(SCALES[scale])
-  config.seed = int(seed)
-  apply_overrides(config, overrides)
-  config = stages.main_stage(config)
-  workdir = os.path.join(run_dir(root, 'imder', seed), 'imder')
-  _, best = checkpoint.create_managers(workdir)
-  shapes = checkpoint.saved_params_shapes(best)
-  target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-  params = checkpoint.restore(best, {'params': target})[0]['params']
+  config, workdir, params = _restored_run(root, 'imder', seed, overrides, scale)
   out = []
   for sampler, (options, per_step) in SAMPLER_GRID.items():
     for nfe in NFES:
@@ -183,18 +211,46 @@ def nfe_curve(root: str, seed: str, overrides=(), fast_max: int = 100, scale: st
         continue
       if sampler != 'euler_maruyama' and nfe > fast_max:  # the fast samplers' range
         continue
-      with config.unlocked():
-        config.method.sampler = 'dpm_solver' if sampler.startswith('dpm') else sampler
-        config.method.num_steps = steps
-        config.method.sampler_options = dict(options)
-      run = train_lib.Run(config, devices=jax.devices()[:1], workdir=workdir)
-      rows = evaluate.run_grid(run.spec, run.predict, run.device_params(params),
-                               run.eval_batches(config.eval.split), conditions=(),
-                               rates=(0.5,), seed=config.seed, group_patterns=run.group_patterns)
-      metrics = {m: float(rows[0]['metrics'][m]) for m in METRICS}
+      metrics = evaluate_at(config, workdir, params, sampler, steps, options)
       out.append({'sampler': sampler, 'nfe': nfe, 'num_steps': steps, **metrics})
       print(json.dumps(out[-1]), flush=True)
   return {'seed': seed, 'rate': 0.5, 'split': config.eval.split, 'points': out}
+
+
+def fast_cost(root: str, seeds, overrides=(), scale: str = 'cpu') -> dict:
+  """`:fast` against EM-100 at rate 0.5, per seed: `fast` (imder_fast as trained, its own
+  sampler), `em100` (the imder row's checkpoint, EM-100), `fast_em100` (imder_fast's checkpoint,
+  EM-100: the training draws' share of the difference); paired differences fast - em100."""
+  per_seed = []
+  for seed in seeds:
+    # The run's own test grid at rate 0.5 is `:fast` as trained (evaluation is deterministic).
+    cell = {'seed': seed, 'fast': rate_scores(
+        train(root, 'imder_fast', seed, overrides=overrides, scale=scale))['0.5']}
+    for name, row in (('em100', 'imder'), ('fast_em100', 'imder_fast')):
+      config, workdir, params = _restored_run(root, row, seed, overrides, scale)
+      cell[name] = evaluate_at(config, workdir, params, 'euler_maruyama', 100)
+      print(json.dumps({'seed': seed, name: cell[name]}), flush=True)
+    per_seed.append(cell)
+  summary = {name: {m: _mean_std([c[name][m] for c in per_seed]) for m in METRICS}
+             for name in ('fast', 'em100', 'fast_em100')}
+  paired = {}
+  for name in ('em100', 'fast_em100'):
+    paired[f'fast - {name}'] = {m: _mean_std([c['fast'][m] - c[name][m] for c in per_seed])
+                                for m in METRICS}
+  return {'rate': 0.5, 'seeds': list(seeds), 'per_seed': per_seed, 'summary': summary,
+          'paired': paired}
+
+
+def fast_markdown(cost: dict) -> str:
+  lines = [f'`:fast` against EM-100, test split at rate {cost["rate"]}, seeds '
+           f'{",".join(cost["seeds"])} (mean ± sample std).', '',
+           '| | ' + ' | '.join(METRICS) + ' |', '|---|' + '---|' * len(METRICS)]
+  for name, cells in {**cost['summary'], **cost['paired']}.items():
+    lines.append(f'| {name} | ' + ' | '.join(f'{cells[m][0]:+.3f} ± {cells[m][1]:.3f}'
+                                            if name.startswith('fast -') else
+                                            f'{cells[m][0]:.3f} ± {cells[m][1]:.3f}'
+                                            for m in METRICS) + ' |')
+  return '\n'.join(lines) + '\n'
 
 
 def apply_overrides(config, overrides) -> None:
@@ -265,6 +321,13 @@ def main(argv, flag_values):
   with open(os.path.join(root, 'table.md'), 'w', encoding='utf-8') as f:
     f.write(text)
   print(text)
+  if v['fast']:
+    cost = fast_cost(root, v['seeds'], overrides, scale)
+    with open(os.path.join(root, 'fast.json'), 'w', encoding='utf-8') as f:
+      json.dump(cost, f, indent=1)
+    with open(os.path.join(root, 'fast.md'), 'w', encoding='utf-8') as f:
+      f.write(fast_markdown(cost))
+    print(fast_markdown(cost))
   if v['nfe_seed'] is not None:
     write_nfe(root, v['nfe_seed'], overrides, v['nfe_fast_max'], scale)
 

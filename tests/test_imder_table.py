@@ -77,7 +77,7 @@ def test_scale_selects_the_config_variant(tmp_path, monkeypatch, scale, config):
   commands = _fake_runs(monkeypatch)
   values = {'workdir': str(tmp_path), 'seeds': ['0'], 'scale': scale,
             'override': ['--config.train.patience=3'], 'nfe_seed': None, 'nfe_fast_max': 100,
-            'nfe_only': False}
+            'nfe_only': False, 'fast': False}
   imder_table.main([], {k: types.SimpleNamespace(value=v) for k, v in values.items()})
   assert len(commands) == 2  # imder (both stages; zeros_complete is its stage 1), zeros_missing
   for command in commands:
@@ -86,6 +86,37 @@ def test_scale_selects_the_config_variant(tmp_path, monkeypatch, scale, config):
   table = json.loads((tmp_path / 'table.json').read_text())
   assert table['config'] == config and table['overrides'] == ['--config.train.patience=3']
   assert not hasattr(imder_table, 'CPU_SCALE')  # one copy of the settings: the config's variant
+
+
+def test_fast_trains_from_the_imder_stage1_and_pairs_with_em100(tmp_path, monkeypatch):
+  commands = _fake_runs(monkeypatch)
+  evaluated = []
+
+  def restored(root, row, seed, overrides, scale):
+    return types.SimpleNamespace(row=row, seed=seed), None, None
+
+  def evaluate_at(config, workdir, params, sampler, steps, options=None, rate=0.5):
+    evaluated.append((config.row, config.seed, sampler, steps))
+    mae = 0.9 + 0.01 * int(config.seed) + (0.05 if config.row == 'imder_fast' else 0.0)
+    return {m: mae if m == 'mae' else 0.5 for m in imder_table.METRICS}
+  monkeypatch.setattr(imder_table, '_restored_run', restored)
+  monkeypatch.setattr(imder_table, 'evaluate_at', evaluate_at)
+  values = {'workdir': str(tmp_path), 'seeds': ['0', '1'], 'scale': 'cpu', 'override': [],
+            'nfe_seed': None, 'nfe_fast_max': 100, 'nfe_only': False, 'fast': True}
+  imder_table.main([], {k: types.SimpleNamespace(value=v) for k, v in values.items()})
+  fast = [c for c in commands if any('imder_fast' in a for a in c)]
+  assert len(fast) == 2 and all('--config=configs/imder_mosi.py:synthetic,cpu,fast' in c
+                                for c in fast)
+  link = tmp_path / 'imder_fast' / 'seed_0' / 'stage1'
+  assert link.is_symlink() and link.resolve() == (tmp_path / 'imder' / 'seed_0' / 'stage1').resolve()
+  assert evaluated == [(row, s, 'euler_maruyama', 100) for s in ('0', '1')
+                       for row in ('imder', 'imder_fast')]
+  cost = json.loads((tmp_path / 'fast.json').read_text())
+  # fast (the run's own rate-0.5 MAE, 0.8) minus EM-100's per seed: 0.8 - 0.90, 0.8 - 0.91
+  np.testing.assert_allclose(cost['paired']['fast - em100']['mae'],
+                             [-0.105, np.std([-0.1, -0.11], ddof=1)], atol=1e-9)
+  np.testing.assert_allclose(cost['summary']['fast_em100']['mae'][0], 0.955, atol=1e-9)
+  assert '| fast - em100 | -0.105' in (tmp_path / 'fast.md').read_text()
 
 
 def test_the_nfe_curve_loads_the_variant_the_table_trained():
