@@ -223,6 +223,11 @@ def fast_cost(root: str, seeds, overrides=(), scale: str = 'cpu') -> dict:
   EM-100: the training draws' share of the difference); paired differences fast - em100."""
   per_seed = []
   for seed in seeds:
+    done = os.path.join(run_dir(root, 'imder_fast', seed), 'fast_cost.json')  # a seed's cell
+    if os.path.exists(done):
+      with open(done, encoding='utf-8') as f:
+        per_seed.append(json.load(f))
+      continue
     # The run's own test grid at rate 0.5 is `:fast` as trained (evaluation is deterministic).
     cell = {'seed': seed, 'fast': rate_scores(
         train(root, 'imder_fast', seed, overrides=overrides, scale=scale))['0.5']}
@@ -230,6 +235,8 @@ def fast_cost(root: str, seeds, overrides=(), scale: str = 'cpu') -> dict:
       config, workdir, params = _restored_run(root, row, seed, overrides, scale)
       cell[name] = evaluate_at(config, workdir, params, 'euler_maruyama', 100)
       print(json.dumps({'seed': seed, name: cell[name]}), flush=True)
+    with open(done, 'w', encoding='utf-8') as f:
+      json.dump(cell, f, indent=1)
     per_seed.append(cell)
   summary = {name: {m: _mean_std([c[name][m] for c in per_seed]) for m in METRICS}
              for name in ('fast', 'em100', 'fast_em100')}
