@@ -50,7 +50,7 @@ def _tuples(value: Any) -> Any:
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
-  """The resolved config a run wrote to `config.json` (`train._write_config`), as a ConfigDict.
+  """The resolved config a run wrote to `config.json` (`train.write_config`), as a ConfigDict.
 
   JSON turned its tuples into lists; they are tuples again. Unset placeholders come back as plain
   None fields, which every reader of a config accepts."""

@@ -57,7 +57,7 @@ def rate_name(rate) -> str:
   """`rate=0.3` for one rate, `rate=a:0.1,v:0.5,t:0.0` for per-modality rates."""
   if np.ndim(rate):
     return 'rate=' + missing.rates_name(rate)
-  return f'rate={rate:.1f}'
+  return f'rate={missing.probability_text(rate)}'
 
 
 def parse_noise(condition: str) -> float:

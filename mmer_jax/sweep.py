@@ -46,8 +46,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mmer_jax import checkpoint
-from mmer_jax import diagnostics
 from mmer_jax import evaluate
+from mmer_jax import loop
 from mmer_jax import methods
 from mmer_jax import metrics as metrics_lib
 from mmer_jax import optim
@@ -202,10 +202,6 @@ def stack(trees: Sequence[Any]) -> Any:
   return jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
-def unstack(tree: Any, index: int) -> Any:
-  return jax.tree_util.tree_map(lambda x: np.asarray(x[index]), tree)
-
-
 class SweepRun:
   """The members of one group: their Runs (data, method, init), the stacked state, and the
   vmapped compiled steps."""
@@ -326,14 +322,11 @@ def validation_metrics(sweep_run: SweepRun, params) -> list[tuple[dict, tuple]]:
           for i in range(sweep_run.size)]
 
 
-def _fresh_meta() -> dict:
-  return {'best_metric': None, 'best_step': None, 'epoch_done': 0}
-
-
 def train_group(config: ml_collections.ConfigDict, members: Sequence[dict], workdir: str, *,
                 devices=None) -> list[dict | None]:
   """Trains one group of members, stage by stage, each stage as one vmapped program; returns each
-  member's results (None for a member that diverged before any validation).
+  member's results (None for a member that diverged: its `diverged.json` says why; a member
+  that diverged in a stage is stopped from the start in the stages after it).
 
   Member i runs in `<workdir>/<member_name>/` exactly as `train.train_and_evaluate` would lay it
   out (a staged config: one directory per stage, the final table copied up); finished stages
@@ -350,7 +343,7 @@ def train_group(config: ml_collections.ConfigDict, members: Sequence[dict], work
   dirs = [os.path.join(workdir, n) for n in names]
   plans = [stages_lib.plan(c, d) for c, d in zip(configs, dirs)]
   for c, d in zip(configs, dirs):
-    train._write_config(c, d)  # pylint: disable=protected-access
+    train.write_config(c, d)
   staged = len(plans[0]) > 1
   results = None
   for k, stage in enumerate(plans[0]):
@@ -360,18 +353,25 @@ def train_group(config: ml_collections.ConfigDict, members: Sequence[dict], work
       continue
     if staged:
       for p in plans:
-        train._write_config(p[k].config, p[k].workdir)  # pylint: disable=protected-access
+        train.write_config(p[k].config, p[k].workdir)
     sweep_run = SweepRun([p[k].config for p in plans], stage_dirs,
                          os.path.join(workdir, stage.name) if staged else workdir,
                          fields=traced_fields(members), devices=devices)
-    results = _train_stage(sweep_run)
+    results = _train_stage(sweep_run, [_diverged_in(p[:k]) for p in plans])
   if staged:
     for d, p in zip(dirs, plans):
-      if stages_lib.is_finished(p[-1].workdir):  # not a member that diverged before validation
+      if stages_lib.is_finished(p[-1].workdir):  # not a member that diverged
         train.publish_final_results(p, d)
+      elif _diverged_in(p):
+        loop.write_diverged(d, loop.Member(diverged=_diverged_in(p)))
   if results is None:  # every stage had finished
     results = [_load_results(d) for d in dirs]
   return results
+
+
+def _diverged_in(stages: Sequence[stages_lib.Stage]) -> str | None:
+  """The message of the first of a member's `stages` that diverged, if any."""
+  return next((m for m in (loop.read_diverged(s.workdir) for s in stages) if m), None)
 
 
 def _load_results(workdir: str) -> dict | None:
@@ -382,135 +382,96 @@ def _load_results(workdir: str) -> dict | None:
     return json.load(f)
 
 
-def _train_stage(sweep_run: SweepRun) -> list[dict | None]:
-  """Trains one stage of a group as one vmapped program, resuming from the group's stacked
-  checkpoint; evaluates each member's selected checkpoint on the test grid."""
-  size = sweep_run.size
-  num_steps = sweep_run.template.num_steps
+class SweepDriver:
+  """The loop's driver (`loop.Driver`) for a group's S members: the vmapped step, one validation
+  pass for all, each member's best checkpoint in its own directory, the stacked latest state in
+  the group's."""
+
+  def __init__(self, sweep_run: SweepRun, latest_mgr):
+    self.sweep_run, self.latest_mgr = sweep_run, latest_mgr
+    template = sweep_run.template
+    self.config, self.spec, self.num_steps = sweep_run.configs[0], sweep_run.spec, template.num_steps
+    self.names, self.member_dirs = sweep_run.names, sweep_run.member_dirs
+    self.valid_conditions = template.valid_conditions
+    self.epoch_position, self.epochs_done = template.epoch_position, template.epochs_done
+    self.is_epoch_end = template.is_epoch_end
+    self.best_mgrs = [checkpoint.create_managers(d)[1] for d in self.member_dirs]
+
+  def describe(self) -> str:
+    return f'a vmapped sweep of {self.sweep_run.size}, batch {self.config.data.batch_size} each'
+
+  def batches(self, epoch, start):
+    return zip(*[run.train_batches(epoch, start) for run in self.sweep_run.runs])
+
+  def train_step(self, states, member_batches):
+    states, metrics = self.sweep_run.train_step(states, member_batches)
+    return states, {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
+
+  def validate(self, states):
+    return validation_metrics(self.sweep_run, states.eval_params)
+
+  def save_best(self, i, step, states, member):
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x[i]), jax.device_get(states.eval_params))
+    checkpoint.save(self.best_mgrs[i], step, {'params': params}, member.meta())
+
+  def save_latest(self, step, states, members):
+    checkpoint.save(self.latest_mgr, step, jax.device_get(states).checkpoint_items(),
+                    {'members': [m.meta() for m in members]})
+
+
+def _train_stage(sweep_run: SweepRun, diverged: Sequence[str | None]) -> list[dict | None]:
+  """Trains one stage of a group as one vmapped program (`loop.train_members`), resuming from the
+  group's stacked checkpoint; evaluates each member's selected checkpoint on the test grid.
+  `diverged`: per member, an earlier stage's divergence (the member stays stopped)."""
   latest_mgr, _ = checkpoint.create_managers(sweep_run.workdir)
   saved = checkpoint.saved_params_shapes(latest_mgr)
+  patience = sweep_run.configs[0].train.get('patience')
   if saved is None:
     states = sweep_run.init_states()
-    best_params = jax.tree_util.tree_map(np.zeros_like, jax.device_get(states.eval_params))
-    metas = [_fresh_meta() for _ in range(size)]
+    members = [loop.Member(stopped=bool(d), diverged=d) for d in diverged]
   else:
     member_shapes = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), saved)
     target = sweep_run.abstract_states(member_shapes)
-    items, meta = checkpoint.restore(latest_mgr, {**target.checkpoint_items(),
-                                                  'best_params': target.params})
-    best_params = items.pop('best_params')
+    items, meta = checkpoint.restore(latest_mgr, target.checkpoint_items())
     states = target.restore_items(items)
-    metas = meta['members']
+    members = [loop.Member.from_meta(m, patience) for m in meta['members']]
     logging.info('sweep resumed from step %d', int(states.step[0]))
-  tc = sweep_run.configs[0].train
-  select, mode = train.selection(sweep_run.configs[0], sweep_run.spec)
+  driver = SweepDriver(sweep_run, latest_mgr)
   step = int(np.asarray(states.step)[0])
-  warnings = [list(m.get('warnings', [])) for m in metas]
-  stopped = [bool(m.get('stopped')) for m in metas]  # patience spent or diverged: selection frozen
-  writers_ = [writers.MetricWriter(sweep_run.member_dir(i)) for i in range(size)]
-  progress = writers.Progress(num_steps, step, every_steps=tc.log_every_steps,
-                              every_s=tc.get('log_every_seconds'), name=f'sweep of {size}',
-                              first_step=train.FIRST_STEP).start()
-  states = sweep_run.place_states(states)
-  if step < num_steps:
-    progress.activity(f'training steps {step + 1}-{num_steps}; compiling the vmapped train step')
-
-  def warn(i, kind, message):
-    logging.warning('member %s: %s', sweep_run.names[i], message)
-    if not any(w.startswith(kind) for w in warnings[i]):
-      warnings[i].append(f'{kind}: {message}')
-
-  def save_latest():
-    host = jax.device_get(states)
-    checkpoint.save(latest_mgr, step, {**host.checkpoint_items(), 'best_params': best_params},
-                    {'members': [{**m, 'warnings': w, 'stopped': s}
-                                 for m, w, s in zip(metas, warnings, stopped)]})
-
+  metric_writers = [writers.MetricWriter(d) for d in sweep_run.member_dirs]
+  progress = writers.Progress(driver.num_steps, step, every_steps=driver.config.train.log_every_steps,
+                              every_s=driver.config.train.get('log_every_seconds'),
+                              name=f'sweep of {sweep_run.size}', first_step=loop.FIRST_STEP).start()
   try:
-    while step < num_steps and not all(stopped):
-      epoch, start = sweep_run.template.epoch_position(step)
-      streams = [run.train_batches(epoch, start) for run in sweep_run.runs]
-      for member_batches in zip(*streams):
-        states, metrics = sweep_run.train_step(states, member_batches)
-        metrics = jax.device_get(metrics)
-        step += 1
-        for i in range(size):
-          loss = float(metrics['loss'][i])
-          if stopped[i]:
-            continue
-          if not math.isfinite(loss):
-            warn(i, 'diverged', f'training loss is {loss} at step {step}: this member stopped; '
-                 f'its selection keeps its last best checkpoint')
-            stopped[i] = True
-            continue
-          message = diagnostics.check_loss(loss, step, bound=tc.get('loss_bound'),
-                                                 workdir=sweep_run.member_dir(i))
-          if message:
-            warn(i, 'loss_bound', message)
-        progress.step(step, float(np.mean(metrics['loss'])))
-        if step % tc.log_every_steps == 0 or step == num_steps:
-          rate = {'steps_per_sec': progress.steps_per_sec}
-          for i in range(size):
-            writers_[i].write_scalars(step, {f'train/{k}': v[i] for k, v in metrics.items()} | rate)
-        end_of_epoch = sweep_run.template.is_epoch_end(step)
-        if step % tc.checkpoint_every_steps == 0 and not end_of_epoch:
-          save_latest()
-        if step >= num_steps:
-          break
-      epoch_done = sweep_run.template.epochs_done(step)
-      if epoch_done % tc.eval_every_epochs == 0 or step == num_steps:
-        progress.activity(f'validating after epoch {epoch_done}', log=False)
-        eval_params = jax.device_get(states.eval_params)
-        for i, (valid, pooled) in enumerate(validation_metrics(sweep_run, states.eval_params)):
-          valid = {f'valid/{k}': v for k, v in valid.items()}
-          writers_[i].write_scalars(step, valid)
-          if stopped[i]:
-            continue
-          collapse = diagnostics.prediction_collapse(sweep_run.spec.task, *pooled)
-          if collapse:
-            warn(i, 'collapse', f'epoch {epoch_done}: {collapse}')
-          if train._is_better(valid[select], metas[i]['best_metric'], mode):  # pylint: disable=protected-access
-            metas[i] = {**metas[i], 'best_metric': float(valid[select]), 'best_step': step,
-                        'best_epoch': epoch_done}
-            best_params = jax.tree_util.tree_map(
-                lambda b, p, i=i: np.concatenate([b[:i], p[i:i + 1], b[i + 1:]]),
-                best_params, eval_params)
-        logging.info('epoch %d valid %s = %s', epoch_done, select,
-                     [round(m['best_metric'] or float('nan'), 4) for m in metas])
-      for i in range(size):
-        metas[i] = {**metas[i], 'epoch_done': epoch_done}
-        if not stopped[i] and train._patience_spent(metas[i], tc.get('patience')):  # pylint: disable=protected-access
-          logging.info('member %s: early stopping after epoch %d', sweep_run.names[i], epoch_done)
-          stopped[i] = True
-      save_latest()
-      progress.resume_training(step)
-  finally:
-    for w in writers_:
-      w.close()
-  try:
-    return _evaluate_members(sweep_run, best_params, metas, warnings, progress)
+    try:
+      loop.train_members(driver, sweep_run.place_states(states), step, members,
+                         progress=progress, metric_writers=metric_writers)
+    finally:
+      for w in metric_writers:
+        w.close()
+    return _evaluate_members(sweep_run, driver.best_mgrs, members, progress)
   finally:
     progress.close()
 
 
-def _evaluate_members(sweep_run: SweepRun, best_params, metas, warnings,
-                      progress: writers.Progress) -> list[dict | None]:
-  """Saves each member's selected parameters as its own best checkpoint and evaluates them on
-  the test grid (`train.evaluate_stage`), with the group's compiled predict."""
+def _evaluate_members(sweep_run: SweepRun, best_mgrs, members, progress) -> list[dict | None]:
+  """Each member's selected checkpoint on the test grid (`train.evaluate_stage`), with the
+  group's compiled predict; None for a member that diverged (`diverged.json` says why) or has
+  no selected checkpoint."""
   results = []
   for i, run in enumerate(sweep_run.runs):
-    if metas[i]['best_step'] is None:
-      logging.warning('member %s has no selected checkpoint (diverged before validation)',
-                      sweep_run.names[i])
+    member = members[i]
+    if member.diverged or member.best_step is None:
+      if member.diverged:
+        loop.write_diverged(sweep_run.member_dir(i), member)
+      logging.warning('member %s has no results: %s', sweep_run.names[i],
+                      member.diverged or 'no selected checkpoint')
       results.append(None)
       continue
-    _, best_mgr = checkpoint.create_managers(sweep_run.member_dir(i))
-    checkpoint.save(best_mgr, metas[i]['best_step'], {'params': unstack(best_params, i)},
-                    {**metas[i], 'warnings': warnings[i]})
-    run.predict = sweep_run.member_predict(i)  # one compilation serves every member
     progress.activity(f'member {sweep_run.names[i]} ({i + 1}/{sweep_run.size}): the test grid')
-    results.append(train.evaluate_stage(run, sweep_run.member_dir(i), best_mgr=best_mgr,
-                                        warnings=warnings[i], progress=progress))
+    results.append(train.evaluate_stage(run, sweep_run.member_dir(i), best_mgr=best_mgrs[i],
+                                        warnings=member.warnings, progress=progress,
+                                        predict=sweep_run.member_predict(i)))
   return results
 
 
@@ -538,13 +499,14 @@ def _grid(results: Sequence[dict], names: Sequence[str]) -> list[dict]:
 
 
 def summarize(names: Sequence[str], overrides: Sequence[dict], results: Sequence[dict | None],
-              workdirs: Sequence[str] | None = None) -> dict:
+              workdirs: Sequence[str] | None = None,
+              diverged: Sequence[str | None] | None = None) -> dict:
   """sweep.json: every grid row with each member's metrics and their mean and std over all
   members, and `settings`: the same per setting (a member's overrides but the seed), i.e. mean
   and std over the seeds of each hyperparameter setting."""
   done = [(n, o, r) for n, o, r in zip(names, overrides, results) if r is not None]
   if not done:
-    raise ValueError('no member of the sweep has results (all diverged before validation)')
+    raise ValueError('no member of the sweep has results (each diverged or had no validation)')
   first = done[0][2]
   settings: dict[str, list] = {}
   for n, o, r in done:
@@ -552,8 +514,10 @@ def summarize(names: Sequence[str], overrides: Sequence[dict], results: Sequence
     settings.setdefault(json.dumps(setting, sort_keys=True, default=str), []).append((n, setting, r))
   return {'method': first['method'], 'dataset': first['dataset'], 'task': first['task'],
           'split': first['split'], 'num_members': len(done),
-          'members': [{'name': n, 'workdir': w, 'overrides': o, 'has_results': r is not None}
-                      for n, o, r, w in zip(names, overrides, results, workdirs or names)],
+          'members': [{'name': n, 'workdir': w, 'overrides': o, 'has_results': r is not None,
+                       **({'diverged': d} if d else {})}
+                      for n, o, r, w, d in zip(names, overrides, results, workdirs or names,
+                                               diverged or [None] * len(names))],
           'rows': _grid([r for _, _, r in done], [n for n, _, _ in done]),
           'settings': [{'overrides': group[0][1], 'members': [n for n, _, _ in group],
                         'rows': [{k: row[k] for k in ('condition', 'mean', 'std', 'num_members')}
@@ -581,6 +545,9 @@ def sweep_markdown(table: dict) -> str:
     for setting in table['settings']:
       lines += ['', f"## {member_name(setting['overrides'])} (over seeds)", '']
       lines += _mean_std_table(setting['rows'], cols)
+  failed = [m for m in table['members'] if m.get('diverged')]
+  if failed:
+    lines += ['', '## Diverged (no results)', ''] + [f"- {m['name']}: {m['diverged']}" for m in failed]
   main = cols[0]
   names = [m['name'] for m in table['members'] if m['has_results']]
   lines += ['', f'## {main} per member', '', '| condition | ' + ' | '.join(names) + ' |',
@@ -596,7 +563,7 @@ def gather(workdir: str, jobs: Sequence[tuple[str | None, Group]]) -> dict:
 
   `jobs`: (the group's directory, or None for a single member run in `<workdir>/<member>`, group).
   """
-  names, overrides, results, workdirs = [], [], [], []
+  names, overrides, results, workdirs, diverged = [], [], [], [], []
   for directory, group in jobs:
     for member in group.members:
       name = member_name(member)
@@ -604,11 +571,12 @@ def gather(workdir: str, jobs: Sequence[tuple[str | None, Group]]) -> dict:
                             os.path.join(workdir, name), workdir)
       path = os.path.join(workdir, rel, 'results.json')
       result = _load_results(os.path.dirname(path))
+      diverged.append(loop.read_diverged(os.path.dirname(path)))
       names.append(rel)
       overrides.append(member)
       results.append(result)
       workdirs.append(rel)
-  table = summarize(names, overrides, results, workdirs)
+  table = summarize(names, overrides, results, workdirs, diverged)
   write_table(workdir, table)
   return table
 
@@ -624,6 +592,8 @@ def run_group(config: ml_collections.ConfigDict, members: Sequence[dict], workdi
               devices=None) -> dict:
   """Trains and evaluates a group and writes its sweep.json / sweep.md; returns the table."""
   results = train_group(config, members, workdir, devices=devices)
-  table = summarize([member_name(m) for m in members], members, results)
+  names = [member_name(m) for m in members]
+  table = summarize(names, members, results,
+                    diverged=[loop.read_diverged(os.path.join(workdir, n)) for n in names])
   write_table(workdir, table)
   return table

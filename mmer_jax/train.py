@@ -1,24 +1,11 @@
-"""`train_and_evaluate(config, workdir)`: the stages of a config and the training loop, generic
-over methods.
+"""`train_and_evaluate(config, workdir)`: a config's stages in order, each a `Run` (data, method,
+compiled steps, state) trained by the one loop (`loop.py`, with `RunDriver`: one member) and
+then evaluated once, the selected checkpoint over the test split's missing-modality grid.
 
-The config is first resolved (`stages.resolve`: variants into fields, stages into complete
-configs) and written to `<workdir>/config.json`. Each stage then trains with compiled steps,
-evaluates the validation split at each epoch end, keeps the best checkpoint by
-`config.train.select_metric` (validation only; unset, the task's default: `selection`), stops
-early after `config.train.patience` epochs without improvement, stops at once on a non-finite loss
-and flags collapsed predictions (`diagnostics.py`), checkpoints the latest state every
-`checkpoint_every_steps` and at each epoch end, resumes from its workdir after any interruption
-with the same results as an uninterrupted run, and finally evaluates the selected checkpoint once
-over the missing-modality grid of the test split. A finished stage is skipped.
-
-Several processes (`jax.distributed`, one per host; docs/scaling.md) run this same loop in step:
-every process reads the same global batches and places its own devices' rows (`parallel.py`),
-the state is replicated, and what the loop reads back (step metrics, predictions, checkpointed
-state) comes to every host through `parallel.to_host`. Process 0 alone writes the run's files
-(config.json, metrics, results, analysis figures); the others compute the same and discard it.
-The first to build the dataset and to fit the feature statistics is process 0, the others then
-read what it wrote. The workdir must be on a filesystem all hosts share.
-"""
+Resolved configs are written to `<workdir>/config.json`; finished stages are skipped and an
+interrupted one resumes to the uninterrupted result. Several processes (`jax.distributed`) run
+the same loop in step on the same global batches; process 0 alone writes files, and builds the
+dataset and feature statistics first. Details: docs/training.md, docs/scaling.md."""
 
 from __future__ import annotations
 
@@ -38,6 +25,7 @@ from mmer_jax import analysis
 from mmer_jax import checkpoint
 from mmer_jax import diagnostics
 from mmer_jax import evaluate
+from mmer_jax import loop
 from mmer_jax import methods
 from mmer_jax import metrics as metrics_lib
 from mmer_jax import missing
@@ -183,34 +171,10 @@ class Run:
     return tuple(evaluate.condition_names(self.spec, self.method.valid_conditions))
 
 
-DEFAULT_SELECT = {'classification': 'valid/ua', 'regression': 'valid/mae'}
-_LOWER_IS_BETTER = ('mae', 'loss')
+selection = loop.selection  # where the loop and results.json read it
 
 
-def selection(config: ml_collections.ConfigDict, spec) -> tuple[str, str]:
-  """(metric, mode) of model selection: `train.select_metric` / `select_mode`, or, when unset, the
-  task's default (valid/ua for classification, valid/mae for regression) and the metric's
-  direction. A metric the task does not compute is an error before any training."""
-  metric = config.train.select_metric or DEFAULT_SELECT[spec.task]
-  keys = metrics_lib.CLASSIFICATION_KEYS if spec.task == 'classification' else metrics_lib.REGRESSION_KEYS
-  names = [f'valid/{k}' for k in keys]
-  if metric not in names:
-    raise ValueError(f'train.select_metric={metric!r} is not a validation metric of this '
-                     f'{spec.task} dataset ({spec.name}); expected one of {names}, or leave it '
-                     f'unset for {DEFAULT_SELECT[spec.task]}')
-  mode = config.train.select_mode or ('min' if metric.split('/')[-1] in _LOWER_IS_BETTER else 'max')
-  if mode not in ('min', 'max'):
-    raise ValueError(f"train.select_mode: expected 'min' or 'max', got {mode!r}")
-  return metric, mode
-
-
-def _is_better(value: float, best: float | None, mode: str) -> bool:
-  if best is None:
-    return True
-  return value > best if mode == 'max' else value < best
-
-
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if not parallel.is_main_process():
     return
   os.makedirs(workdir, exist_ok=True)
@@ -226,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
   (and .md) is the final stage's table, copied from `<workdir>/<stage_name>/`.
   """
   config = stages_lib.resolve(config)
-  _write_config(config, workdir)
+  write_config(config, workdir)
   parallel.check_shared_directory(workdir)
   plan = stages_lib.plan(config, workdir)
   names = [s.name for s in plan]
@@ -247,7 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
                               f'has not finished in {source}: run it first')
     logging.info('stage %s in %s', s.name, s.workdir)
     if len(plan) > 1:
-      _write_config(s.config, s.workdir)
+      write_config(s.config, s.workdir)
     later = [t.config for t in plan[index + 1:]] if stage is None else []
     results = train_stage(s.config, s.workdir, devices=devices, later=later,
                           name=f'stage {s.name}' if len(plan) > 1 else '')
@@ -261,16 +225,6 @@ def publish_final_results(plan: list[stages_lib.Stage], workdir: str) -> None:
   for name in ('results.json', 'results.md'):
     with open(os.path.join(plan[-1].workdir, name), encoding='utf-8') as f:
       writers.write_atomic(os.path.join(workdir, name), f.read())
-
-
-def _patience_spent(meta: dict, patience: int | None) -> bool:
-  """Early stopping: `patience` evaluated epochs have passed without a better valid metric."""
-  if not patience or meta.get('best_epoch') is None:
-    return False
-  return meta['epoch_done'] - meta['best_epoch'] >= patience
-
-
-FIRST_STEP = 'compiling and running the first train step'  # logged with its time (writers.Progress)
 
 
 def _later_steps(run: Run, later: list[ml_collections.ConfigDict]) -> int:
@@ -293,11 +247,48 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str, *, devices=None
   log lines."""
   tc = config.train
   progress = writers.Progress(0, every_steps=tc.log_every_steps, every_s=tc.get('log_every_seconds'),
-                              name=name, first_step=FIRST_STEP).start()
+                              name=name, first_step=loop.FIRST_STEP).start()
   try:
     return _train_stage(config, workdir, devices, later, progress)
   finally:
     progress.close()
+
+
+class RunDriver:
+  """The loop's driver (`loop.Driver`) for one run: one member, jit or pmap, several hosts."""
+
+  def __init__(self, run: Run, workdir: str, latest_mgr, best_mgr):
+    self.run, self.latest_mgr, self.best_mgr = run, latest_mgr, best_mgr
+    self.config, self.spec, self.num_steps = run.config, run.spec, run.num_steps
+    self.names, self.member_dirs = [''], [workdir]
+    self.valid_conditions = run.valid_conditions
+    self.epoch_position, self.epochs_done = run.epoch_position, run.epochs_done
+    self.is_epoch_end, self.batches = run.is_epoch_end, run.train_batches
+
+  def describe(self) -> str:
+    return (f'{self.run.steps_per_epoch} a epoch, batch {self.config.data.batch_size} on '
+            f'{self.run.mesh.devices.size} device(s)')
+
+  def train_step(self, state, batch):
+    state, metrics = self.run.train_step(state, self.run.place(batch))
+    metrics = parallel.to_host(metrics)  # block on each step: no overlapping collectives
+    if self.run.is_pmap:
+      metrics = jax.tree_util.tree_map(lambda x: x[0], metrics)
+    return state, {k: np.asarray(v)[None] for k, v in metrics.items()}
+
+  def validate(self, state):
+    params = self.run.device_params(self.run.from_devices(state).eval_params)
+    valid, pooled = self.run.evaluate_split(params, 'valid', self.valid_conditions,
+                                            with_outputs=True)
+    return [(valid, pooled)]
+
+  def save_best(self, i, step, state, member):
+    checkpoint.save(self.best_mgr, step, {'params': self.run.from_devices(state).eval_params},
+                    member.meta())
+
+  def save_latest(self, step, state, members):
+    checkpoint.save(self.latest_mgr, step, self.run.from_devices(state).checkpoint_items(),
+                    members[0].meta())
 
 
 def _train_stage(config, workdir, devices, later, progress: writers.Progress) -> dict:
@@ -306,8 +297,8 @@ def _train_stage(config, workdir, devices, later, progress: writers.Progress) ->
   progress.total, progress.later_steps = run.num_steps, _later_steps(run, list(later))
   progress.at_most = bool(config.train.get('patience'))
   latest_mgr, best_mgr = checkpoint.create_managers(workdir)
-  meta: dict[str, Any] = {'best_metric': None, 'best_step': None, 'epoch_done': 0}
   saved = checkpoint.saved_params_shapes(latest_mgr)
+  meta = None
   if saved is None:
     progress.activity('initialising the parameters (init, init_from, fit on the training split)')
     state = run.init_state()
@@ -317,75 +308,22 @@ def _train_stage(config, workdir, devices, later, progress: writers.Progress) ->
     items, meta = checkpoint.restore(latest_mgr, target.checkpoint_items())
     state = target.restore_items(items)
     logging.info('resumed from step %d', int(state.step))
-  writer = writers.for_process(workdir, parallel.is_main_process())
-  tc = config.train
+  member = loop.Member.from_meta(meta, config.train.get('patience'))
   step = int(state.step)
   progress.reset_window(step)
   parallel.check_same_on_processes(state, 'the initial (or restored) state')
   state = run.to_devices(state)
-  select, mode = selection(config, run.spec)
-  warnings = list(meta.get('warnings', []))  # what results.json reports: the first of each kind
-
-  def warn(kind, message):
-    logging.warning('%s', message)
-    if not any(w.startswith(kind) for w in warnings):
-      warnings.append(f'{kind}: {message}')
-  if step < run.num_steps:
-    progress.activity(
-        f'training steps {step + 1}-{run.num_steps} ({run.steps_per_epoch} a epoch, batch '
-        f'{config.data.batch_size} on {run.mesh.devices.size} device(s)); compiling the train step')
+  writer = writers.for_process(workdir, parallel.is_main_process())
   try:
-    while step < run.num_steps and not _patience_spent(meta, tc.get('patience')):
-      epoch, start = run.epoch_position(step)
-      for batch in run.train_batches(epoch, start):
-        state, metrics = run.train_step(state, run.place(batch))
-        metrics = parallel.to_host(metrics)  # block on each step: no overlapping collectives
-        if run.is_pmap:
-          metrics = jax.tree_util.tree_map(lambda x: x[0], metrics)
-        step += 1
-        # Before anything is saved: a diverged state never reaches a checkpoint.
-        message = diagnostics.check_loss(float(metrics['loss']), step, bound=tc.get('loss_bound'),
-                                         workdir=workdir)
-        if message and not any(w.startswith('loss_bound') for w in warnings):
-          warn('loss_bound', message)
-        progress.step(step, float(metrics['loss']))
-        if step % tc.log_every_steps == 0 or step == run.num_steps:
-          writer.write_scalars(step, {f'train/{k}': v for k, v in metrics.items()}
-                               | {'steps_per_sec': progress.steps_per_sec})
-        end_of_epoch = run.is_epoch_end(step)
-        if step % tc.checkpoint_every_steps == 0 and not end_of_epoch:
-          checkpoint.save(latest_mgr, step, run.from_devices(state).checkpoint_items(),
-                          {**meta, 'warnings': warnings})
-        if step >= run.num_steps:
-          break
-      epoch_done = run.epochs_done(step)
-      if epoch_done % tc.eval_every_epochs == 0 or step == run.num_steps:
-        progress.activity(f'validating after epoch {epoch_done} '
-                          f'(conditions {", ".join(run.valid_conditions)})', log=False)
-        host_state = run.from_devices(state)
-        valid, (outputs, labels, mask) = run.evaluate_split(
-            run.device_params(host_state.eval_params), 'valid', run.valid_conditions,
-            with_outputs=True)
-        valid = {f'valid/{k}': v for k, v in valid.items()}
-        writer.write_scalars(step, valid)
-        logging.info('epoch %d valid %s (%.1f s)', epoch_done,
-                     {k: round(v, 4) for k, v in valid.items()}, progress.seconds())
-        collapse = diagnostics.prediction_collapse(run.spec.task, outputs, labels, mask)
-        if collapse:
-          warn('collapse', f'epoch {epoch_done}: {collapse}')
-        if _is_better(valid[select], meta['best_metric'], mode):
-          meta = {**meta, 'best_metric': float(valid[select]), 'best_step': step,
-                  'best_epoch': epoch_done}
-          checkpoint.save(best_mgr, step, {'params': host_state.eval_params}, meta)
-      meta = {**meta, 'epoch_done': epoch_done, 'warnings': warnings}
-      checkpoint.save(latest_mgr, step, run.from_devices(state).checkpoint_items(), meta)
-      progress.resume_training(step)
-      if _patience_spent(meta, tc.get('patience')):
-        logging.info('early stopping after epoch %d: no better %s since epoch %d',
-                     epoch_done, select, meta['best_epoch'])
+    loop.train_members(RunDriver(run, workdir, latest_mgr, best_mgr), state, step, [member],
+                       progress=progress, metric_writers=[writer])
   finally:
     writer.close()
-  return evaluate_stage(run, workdir, best_mgr=best_mgr, warnings=warnings, progress=progress)
+  if member.diverged:
+    loop.write_diverged(workdir, member)
+    raise diagnostics.TrainingDiverged(member.diverged)
+  return evaluate_stage(run, workdir, best_mgr=best_mgr, warnings=member.warnings,
+                        progress=progress)
 
 
 def evaluate_best(config: ml_collections.ConfigDict, workdir: str, *, devices=None) -> dict:
@@ -400,11 +338,12 @@ def evaluate_best(config: ml_collections.ConfigDict, workdir: str, *, devices=No
 
 
 def evaluate_stage(run: Run, workdir: str, *, best_mgr=None, warnings=None,
-                   progress: writers.Progress | None = None) -> dict:
+                   progress: writers.Progress | None = None, predict=None) -> dict:
   """Evaluates the selected (best-on-valid) checkpoint on the test grid; writes results files.
 
   `warnings`: what training flagged (default: those recorded with the selected checkpoint);
-  `progress`: where the grid's rows are reported (default: the log)."""
+  `progress`: where the grid's rows are reported (default: the log); `predict`: instead of
+  `run.predict` (a sweep member's, from the group's compiled program)."""
   config = run.config
   if progress is not None:
     progress.activity('restoring the selected checkpoint', log=False)
@@ -421,7 +360,7 @@ def evaluate_stage(run: Run, workdir: str, *, best_mgr=None, warnings=None,
   noise_fractions, noise_snr_db = evaluate.configured_noise(config.eval)
   split = config.eval.split
   report = progress.activity if progress is not None else logging.info
-  rows = evaluate.run_grid(run.spec, run.predict, run.device_params(params),
+  rows = evaluate.run_grid(run.spec, predict or run.predict, run.device_params(params),
                            run.eval_batches(split), conditions=config.eval.conditions,
                            rates=config.eval.rates, seed=config.seed, noise_fractions=noise_fractions,
                            noise_snr_db=noise_snr_db, report=lambda row: report(f'{split} {row}'),

@@ -102,6 +102,16 @@ def test_rate_name_one_decimal():
   assert evaluate.rate_name(0.1 + 0.2) == 'rate=0.3'
   assert evaluate.rate_name(0) == 'rate=0.0'
   assert evaluate.rate_name(0.7) == 'rate=0.7'
+  assert evaluate.rate_name(0.25) == 'rate=0.25' and evaluate.rate_name(0.05) == 'rate=0.05'
+
+
+def test_rates_finer_than_a_decimal_are_evaluated_at_themselves(cls_setup):
+  """eval.rates=(0.25, 0.05): rows rate=0.25 and rate=0.05, each drawn at its own rate (its
+  masks differ from those of 0.2 and 0.1, which a one-decimal name would have evaluated)."""
+  spec, _, _, batches = cls_setup
+  rows = by_name(grid(spec, batches, conditions=(), rates=(0.25, 0.05, 0.2, 0.1)))
+  assert list(rows) == ['rate=0.25', 'rate=0.05', 'rate=0.2', 'rate=0.1']
+  assert rows['rate=0.25'] != rows['rate=0.2'] and rows['rate=0.05'] != rows['rate=0.1']
 
 
 def test_row_names_all_modalities(cls_setup):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from mmer_jax.models import imder_head, imder_refine, score_net
+from mmer_jax.models import imder_head, imder_refine, mult, score_net
 
 KEY = jax.random.PRNGKey(0)
 
@@ -291,7 +291,7 @@ def test_transformer_matches_a_reference_of_the_authors_encoder():
   x = rng.normal(size=(2, 5, 8))
   x_k = rng.normal(size=(2, 3, 8))
   x_k[0, 1, 0] = 0.  # a "padding" frame for the positional embedding (first feature exactly 0)
-  enc = imder_head.TransformerEncoder(num_heads=2, layers=2, attn_mask=True)
+  enc = mult.TransformerEncoder(num_heads=2, layers=2, attn_mask=True)
   with jax.enable_x64(True):
     variables = to64(jit_init(enc, jnp.asarray(x), jnp.asarray(x_k), jnp.asarray(x_k)))
     cross = jit_apply(enc, variables, jnp.asarray(x), jnp.asarray(x_k), jnp.asarray(x_k))
@@ -306,10 +306,10 @@ def test_transformer_matches_a_reference_of_the_authors_encoder():
 def test_positions_and_future_mask():
   x = np.ones((1, 4, 6))
   x[0, 2, 0] = 0.
-  emb = np.asarray(imder_head.sinusoidal_positions(jnp.asarray(x[..., 0]), 6))
+  emb = np.asarray(mult.sinusoidal_positions(jnp.asarray(x[..., 0]), 6))
   np.testing.assert_allclose(emb, ref_positions(x.transpose(1, 0, 2)).transpose(1, 0, 2), atol=1e-6)
   assert np.all(emb[0, 2] == 0)
-  mask = np.asarray(imder_head.future_mask(3, 5))
+  mask = np.asarray(mult.future_mask(3, 5))
   np.testing.assert_array_equal(mask, np.isinf(np.triu(np.full((3, 5), -np.inf), 3)))
   assert not mask[:, 0].any()  # no query ever loses every key
 
@@ -318,13 +318,13 @@ def test_cross_attention_gradients():
   with jax.enable_x64(True):
     x = jax.random.normal(KEY, (2, 4, 8), jnp.float64)
     x_k = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 8), jnp.float64)
-    enc = imder_head.TransformerEncoder(num_heads=2, layers=1, attn_mask=True)
+    enc = mult.TransformerEncoder(num_heads=2, layers=1, attn_mask=True)
     variables = to64(jit_init(enc, x, x_k, x_k))
     check_grads(jax.jit(lambda q, k: enc.apply(variables, q, k, k)), (x, x_k), order=1, modes=['rev'])
 
 
 def test_attention_rejects_keys_of_another_width():
-  enc = imder_head.TransformerEncoder(num_heads=2, layers=1)
+  enc = mult.TransformerEncoder(num_heads=2, layers=1)
   with pytest.raises(ValueError, match='wide'):
     jax.eval_shape(enc.init, KEY, jnp.zeros((1, 4, 8)), jnp.zeros((1, 4, 6)), jnp.zeros((1, 4, 6)))
 

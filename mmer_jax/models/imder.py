@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from mmer_jax.models import imder_head
 from mmer_jax.models import imder_refine
 from mmer_jax.models import layers
+from mmer_jax.models import mult
 from mmer_jax.models import score_net
 
 Array = jax.Array
@@ -60,7 +61,7 @@ class UtteranceTokens(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     x = layers.cast_inputs(x, self.dtype)
-    h = imder_head.torch_linear(self.tokens * self.d, x.shape[-1], dtype=self.dtype, name='dense')(x)
+    h = mult.torch_linear(self.tokens * self.d, x.shape[-1], dtype=self.dtype, name='dense')(x)
     return h.reshape(x.shape[:-1] + (self.tokens, self.d))
 
 

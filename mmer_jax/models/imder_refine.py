@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from mmer_jax.models import layers
-from mmer_jax.models.imder_head import torch_conv1d
+from mmer_jax.models.mult import torch_conv1d
 
 Array = jax.Array
 Dtype = layers.Dtype

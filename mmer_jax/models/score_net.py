@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 
 from mmer_jax.models import layers
-from mmer_jax.models.imder_head import TransformerEncoder, torch_bias_init, torch_kernel_init, torch_linear
+from mmer_jax.models.mult import TransformerEncoder, torch_bias_init, torch_kernel_init, torch_linear
 
 Array = jax.Array
 Dtype = layers.Dtype

@@ -6,7 +6,7 @@ builds the authors' networks from the user's checkout (imported at run time, nev
 `checkout.py`), copies one set of weights into both implementations through a documented map
 between their parameter names and layouts and ours (`layouts.py` for the generic PyTorch <-> Flax
 layer layouts, `mmin.py` for MMIN's names), runs both on the same batch and missing pattern in
-float32 and float64, and prints one JSON line (`compare.py`):
+float32 and float64, and prints one JSON line (`tolerances.py`):
 
   {"method", "authors_repo", "authors_commit", "options": {config field: value}, "notes": [...],
    "float32": {quantity: {"max_abs", "max_rel", "tolerance", "ok"}}, "float64": {...}, "ok"}

@@ -9,7 +9,7 @@ L1 loss is `torch.nn.L1Loss`, their trainer's regression criterion. Ours are the
 (`models/score_net.py`, `models/imder_refine.py`, `models/imder_head.py`) and the diffusion
 package (`diffusion/sde.py`, `losses.py`, `sampling.py`, `conditioning.py`).
 
-What is compared, in float32 and float64 (`compare.TOLERANCES`):
+What is compared, in float32 and float64 (`tolerances.TOLERANCES`):
 
   score/*        their `score_a` and our ScoreNet at the same (x, t, condition), B x 48 x 32.
   loss/score     their `loss_fn(score_a, x, marginal_prob_std, condition)` and ours (mean over the
@@ -118,7 +118,7 @@ from mmer_jax.models import imder_head
 from mmer_jax.models import imder_refine
 from mmer_jax.models import score_net
 from mmer_jax.parity import checkout
-from mmer_jax.parity import compare
+from mmer_jax.parity import tolerances
 
 REQUIRED = ('trains/singleTask/model/scoremodel.py', 'trains/singleTask/model/rcan.py',
             'trains/singleTask/model/imder.py',
@@ -737,7 +737,7 @@ def run(authors_repo: str, *, precisions=('float32', 'float64'), seed: int = 0, 
   sections = {}
   for precision in precisions:
     dtype = np.dtype(precision).type
-    tol = compare.TOLERANCES[precision]
+    tol = tolerances.TOLERANCES[precision]
     f, g = tol['forward'], tol['gradient']
     variables = _cast(variables32, dtype)
     inputs = _cast(inputs32, dtype)
@@ -753,37 +753,37 @@ def run(authors_repo: str, *, precisions=('float32', 'float64'), seed: int = 0, 
     score = ours.score(score_vars, inputs['x'], inputs['t'], inputs['condition'])
     if np.asarray(score).dtype != dtype:
       raise AssertionError(f'ours computed in {np.asarray(score).dtype}, not {precision}')
-    q['score/output'] = compare.difference(score, theirs['score'], f)
+    q['score/output'] = tolerances.difference(score, theirs['score'], f)
     loss, grads = ours.dsm(score_vars['params'], score_vars['constants'], inputs['x'], t, z, inputs['condition'])
-    q['loss/score'] = compare.difference(loss, theirs['loss_score'], f)
+    q['loss/score'] = tolerances.difference(loss, theirs['loss_score'], f)
     their_grads = from_authors(theirs['grad_score'], score_key)['params']
-    q.update(compare.compare_groups(grads, their_grads, SCORE_LEVELS, g, 'gradient/score'))
+    q.update(tolerances.compare_groups(grads, their_grads, SCORE_LEVELS, g, 'gradient/score'))
     for n, noise in em_noises.items():
-      q[f'em{n}/time_grid'] = compare.difference(noise['times'], theirs[f'em{n}_times'], f)
+      q[f'em{n}/time_grid'] = tolerances.difference(noise['times'], theirs[f'em{n}_times'], f)
       sample = ours.em(score_vars, inputs['condition'], noise['init'], noise['steps'], noise['cond_key'])
-      q[f'em{n}/sample'] = compare.difference(sample, theirs[f'em{n}'], f)
+      q[f'em{n}/sample'] = tolerances.difference(sample, theirs[f'em{n}'], f)
     (mse, pred), rec_grads = ours.rec(variables['params'][refine_key], inputs['x'], inputs['target'])
-    q['refine/output'] = compare.difference(pred, theirs['refine'], f)
-    q['loss/rec'] = compare.difference(mse, theirs['loss_rec'], f)
+    q['refine/output'] = tolerances.difference(pred, theirs['refine'], f)
+    q['loss/rec'] = tolerances.difference(mse, theirs['loss_rec'], f)
     their_rec = from_authors(theirs['grad_refine'], refine_key)['params']
-    q.update(compare.compare_groups(rec_grads, their_rec, ('conv_in', 'group', 'conv_out'), g, 'gradient/refine'))
+    q.update(tolerances.compare_groups(rec_grads, their_rec, ('conv_in', 'group', 'conv_out'), g, 'gradient/refine'))
     features = {m: inputs[m] for m in ('text', 'audio', 'visual')}
     projected = ours.proj({'params': variables['params']['projections']['conv']}, features)
     for m in ('text', 'audio', 'visual'):
-      q[f'projection/{m}'] = compare.difference(projected[m], theirs['proj'][m], f)
+      q[f'projection/{m}'] = tolerances.difference(projected[m], theirs['proj'][m], f)
     cond = ours.cat({'params': variables['params']['cat_lv']}, projected['text'], projected['visual'])
-    q['condition/cat_lv'] = compare.difference(cond, theirs['cat_lv'], f)
+    q['condition/cat_lv'] = tolerances.difference(cond, theirs['cat_lv'], f)
     (l1, (out, aux)), head_grads = ours.head(variables['params']['head'], projected, inputs['label'])
     for ours_name, their_name in (('text', 'Feature_t'), ('audio', 'Feature_a'), ('visual', 'Feature_v'),
                                   ('fused', 'Feature_f')):
-      q[f'head/{their_name}'] = compare.difference(aux[ours_name], theirs['head'][their_name], f)
-    q['head/M'] = compare.difference(out, theirs['head']['M'], f)
-    q['loss/l1'] = compare.difference(l1, theirs['loss_l1'], f)
+      q[f'head/{their_name}'] = tolerances.difference(aux[ours_name], theirs['head'][their_name], f)
+    q['head/M'] = tolerances.difference(out, theirs['head']['M'], f)
+    q['loss/l1'] = tolerances.difference(l1, theirs['loss_l1'], f)
     their_head = from_authors(theirs['grad_head'])['params']['head']
-    q.update(compare.compare_groups(head_grads, their_head, HEAD_NETWORKS, g, 'gradient/head'))
+    q.update(tolerances.compare_groups(head_grads, their_head, HEAD_NETWORKS, g, 'gradient/head'))
     sections[precision] = q
 
-  return compare.report(
+  return tolerances.report(
       'imder', sections, authors_repo=authors_repo, authors_commit=checkout.commit(authors_repo),
       options={'dataset': DATASET, 'use_bert': False, 'train_mode': 'regression', 'nlevels': args.nlevels,
                'missing': MISSING, 'em_steps': list(em_steps), 'em_eps': EM_EPS, 'dsm_eps': DSM_EPS},

@@ -10,7 +10,7 @@ and their model is in eval mode. Ours is `models/mmgcn.py`'s `MMGCN` with the op
 compute the same (`OUR_OPTIONS`: the 'authors' GCN form `gcn_concat_input=True`, 64 layers, gamma
 1, their cosine scale), on a graph from `data/graphs.py` (`add_dialogue_graph`).
 
-What is compared, in float32 and float64 (`compare.TOLERANCES`), on one batch of dialogues of
+What is compared, in float32 and float64 (`tolerances.TOLERANCES`), on one batch of dialogues of
 equal length (their LSTM runs over padding, unpacked; ours stops at each dialogue's end, so only
 equal lengths compute the same):
 
@@ -86,7 +86,7 @@ from mmer_jax.data import graphs
 from mmer_jax.methods import mmgcn as mmgcn_method
 from mmer_jax.models import mmgcn
 from mmer_jax.parity import checkout
-from mmer_jax.parity import compare
+from mmer_jax.parity import tolerances
 from mmer_jax.parity import layouts
 
 REQUIRED = ('model.py', 'model_mm.py', 'model_GCN.py')
@@ -109,8 +109,8 @@ ALL_LAYERS = 'gcn/layers'  # the worst of the per-layer GCN gradient comparisons
 # ~1e-5 on either side (measured: each side's float32 self-loops against its own float64 ones,
 # the report's `self_loops_float32_vs_float64`). The gradient tolerance covers it; every other
 # adjacency entry keeps the forward one.
-SELF_LOOP_TOLERANCE = {'float32': compare.TOLERANCES['float32']['gradient'],
-                       'float64': compare.TOLERANCES['float64']['forward']}
+SELF_LOOP_TOLERANCE = {'float32': tolerances.TOLERANCES['float32']['gradient'],
+                       'float64': tolerances.TOLERANCES['float64']['forward']}
 
 # Their DialogueGCNModel's arguments, as train.py passes them for run.sh's IEMOCAP line (dropout 0).
 AUTHORS_OPTIONS = {
@@ -496,7 +496,7 @@ def compare_adjacency(ours, theirs, tolerance: float, self_loop_tolerance: float
   out = {}
   parts = (('adjacency', ~diag, tolerance), ('adjacency/self_loops', diag, self_loop_tolerance))
   for name, where, tol in parts:
-    diff = compare.difference(ours[where], theirs[where], tol)
+    diff = tolerances.difference(ours[where], theirs[where], tol)
     diff['max_rel'] = diff['max_abs'] / scale
     diff['ok'] = bool(np.isfinite(diff['max_rel']) and diff['max_rel'] <= tol)
     out[name] = diff
@@ -526,7 +526,7 @@ def worst_of(entries_: dict) -> dict:
 
 def compare_gradients(grads, their_grads, tolerance: float, num_layers: int = NUM_LAYERS) -> dict:
   """gradient/<group> for each group; the GCN layers reduced to their worst, `gradient/gcn/layers`."""
-  q = compare.compare_groups(grads, their_grads, gradient_groups(num_layers), tolerance, 'gradient')
+  q = tolerances.compare_groups(grads, their_grads, gradient_groups(num_layers), tolerance, 'gradient')
   layers = {k: q.pop(k) for k in list(q) if k.startswith('gradient/gcn/layer_')}
   out = {k: v for k, v in q.items() if k != 'gradient/classifier'}
   out[f'gradient/{ALL_LAYERS}'] = worst_of(layers)
@@ -555,7 +555,7 @@ def run(authors_repo: str, *, precisions=('float32', 'float64'), seed: int = 0, 
   sections, adjacency = {}, {}
   for precision in precisions:
     dtype = np.dtype(precision).type
-    tol = compare.TOLERANCES[precision]
+    tol = tolerances.TOLERANCES[precision]
     f, g = tol['forward'], tol['gradient']
     batch = _cast(batch32, dtype)
     params = _cast(params32, dtype)
@@ -567,19 +567,19 @@ def run(authors_repo: str, *, precisions=('float32', 'float64'), seed: int = 0, 
     gcn = to_authors_nodes(inter['gcn'], graph, turn_mask)  # [3 N, width + hidden]
     q = {}
     for m in ('audio', 'visual'):
-      q[f'encoder/{m}'] = compare.difference(_real_turns(inter[f'encoder_{m}'], turn_mask),
+      q[f'encoder/{m}'] = tolerances.difference(_real_turns(inter[f'encoder_{m}'], turn_mask),
                                              _real_turns(theirs[m].transpose(1, 0, 2), turn_mask), f)
     their_lstm = theirs['text_lstm'].transpose(1, 0, 2)  # [L, B, D] -> [B, L, D]
-    q['encoder/text_lstm'] = compare.difference(_real_turns(inter['Bidirectional_1'], turn_mask),
+    q['encoder/text_lstm'] = tolerances.difference(_real_turns(inter['Bidirectional_1'], turn_mask),
                                                 _real_turns(their_lstm, turn_mask), f)
     for m in MODALITIES:
-      q[f'nodes/{m}'] = compare.difference(gcn[rows[m], :width], theirs['nodes'][rows[m]], f)
+      q[f'nodes/{m}'] = tolerances.difference(gcn[rows[m], :width], theirs['nodes'][rows[m]], f)
     adjacency[precision] = (dense_adjacency(weights, graph, turn_mask), theirs['adjacency'])
     q.update(compare_adjacency(*adjacency[precision], f, SELF_LOOP_TOLERANCE[precision]))
-    q['gcn/output'] = compare.difference(gcn[:, width:], theirs['gcn'][:, width:], f)
+    q['gcn/output'] = tolerances.difference(gcn[:, width:], theirs['gcn'][:, width:], f)
     log_probs = jax.nn.log_softmax(jnp.asarray(logits), axis=-1)
-    q['log_probs'] = compare.difference(_real_turns(log_probs, turn_mask), theirs['log_probs'], f)
-    q['loss'] = compare.difference(loss, theirs['loss'], f)
+    q['log_probs'] = tolerances.difference(_real_turns(log_probs, turn_mask), theirs['log_probs'], f)
+    q['loss'] = tolerances.difference(loss, theirs['loss'], f)
     their_grads = from_authors(theirs['grads'], gradient=True)
     q.update(compare_gradients(grads, their_grads, g))
     sections[precision] = q
@@ -587,7 +587,7 @@ def run(authors_repo: str, *, precisions=('float32', 'float64'), seed: int = 0, 
   extra = {}
   if {'float32', 'float64'} <= set(adjacency):
     extra['self_loops_float32_vs_float64'] = self_loop_rounding(adjacency['float32'], adjacency['float64'])
-  return compare.report(
+  return tolerances.report(
       'mmgcn', sections, authors_repo=authors_repo, authors_commit=checkout.commit(authors_repo),
       options={'authors': AUTHORS_OPTIONS, 'authors_mm_gcn': {'nlayers': NUM_LAYERS, 'variant': True},
                'ours': {k: list(v) if isinstance(v, tuple) else v for k, v in OUR_OPTIONS.items()}},

@@ -50,7 +50,7 @@ from mmer_jax import stages
 from mmer_jax import steps
 from mmer_jax import train
 from mmer_jax.parity import checkout
-from mmer_jax.parity import compare
+from mmer_jax.parity import tolerances
 from mmer_jax.parity import layouts
 
 CONFIG = 'configs/mmin_iemocap.py:smoke'  # the authors' feature sizes, a synthetic batch
@@ -337,7 +337,7 @@ def run(authors_repo: str, *, precisions=('float32', 'float64'), seed: int = 0, 
   sections = {}
   for precision in precisions:
     dtype = np.dtype(precision).type
-    tol = compare.TOLERANCES[precision]
+    tol = tolerances.TOLERANCES[precision]
     batch = _cast(batch32, dtype)
     params = _cast(params32, dtype)
     theirs, their_grads, their_after = _authors_side(
@@ -347,25 +347,25 @@ def run(authors_repo: str, *, precisions=('float32', 'float64'), seed: int = 0, 
       raise AssertionError(f'ours computed in {np.asarray(out["logits"]).dtype}, not {precision}')
     f, g = tol['forward'], tol['gradient']
     student = np.asarray(out['student'])
-    q = {f'embedding/{m}': compare.difference(student[:, slot[m]], theirs[f'feat_{ENCODER_NETS[m][-1]}'], f)
+    q = {f'embedding/{m}': tolerances.difference(student[:, slot[m]], theirs[f'feat_{ENCODER_NETS[m][-1]}'], f)
          for m in modalities}
-    q['forward_target'] = compare.difference(target, theirs['target'][:, perm], f)
-    q['cra/output'] = compare.difference(out['imagined'], theirs['imagined'][:, perm], f)
-    q['cra/latents'] = compare.difference(out['latents'], theirs['latents'], f)
-    q['cycle/output'] = compare.difference(out['cycle'], theirs['cycle'][:, perm], f)
-    q['logits'] = compare.difference(out['logits'], theirs['logits'], f)
-    q['loss/ce'] = compare.difference(np.mean(aux['ce']), theirs['ce'], f)
-    q['loss/forward'] = compare.difference(np.mean(aux['fwd_mse']), theirs['fwd'], f)
-    q['loss/cycle'] = compare.difference(np.mean(aux['cycle_mse']), theirs['cycle_loss'], f)
-    q['loss/total'] = compare.difference(np.mean(loss), theirs['total'], f)
+    q['forward_target'] = tolerances.difference(target, theirs['target'][:, perm], f)
+    q['cra/output'] = tolerances.difference(out['imagined'], theirs['imagined'][:, perm], f)
+    q['cra/latents'] = tolerances.difference(out['latents'], theirs['latents'], f)
+    q['cycle/output'] = tolerances.difference(out['cycle'], theirs['cycle'][:, perm], f)
+    q['logits'] = tolerances.difference(out['logits'], theirs['logits'], f)
+    q['loss/ce'] = tolerances.difference(np.mean(aux['ce']), theirs['ce'], f)
+    q['loss/forward'] = tolerances.difference(np.mean(aux['fwd_mse']), theirs['fwd'], f)
+    q['loss/cycle'] = tolerances.difference(np.mean(aux['cycle_mse']), theirs['cycle_loss'], f)
+    q['loss/total'] = tolerances.difference(np.mean(loss), theirs['total'], f)
     biases = config.method.encoders.lstm_biases
     their_grads = from_authors(their_grads, entries, perm, gradient=True, lstm_biases=biases)
     their_after = from_authors(their_after, entries, perm, lstm_biases=biases)
-    q.update(compare.compare_groups(grads, their_grads, TRAINABLE, g, 'gradient'))
-    q.update(compare.compare_groups(after, their_after, (*TRAINABLE, 'teacher'), g, 'step'))
+    q.update(tolerances.compare_groups(grads, their_grads, TRAINABLE, g, 'gradient'))
+    q.update(tolerances.compare_groups(after, their_after, (*TRAINABLE, 'teacher'), g, 'step'))
     sections[precision] = q
 
-  return compare.report(
+  return tolerances.report(
       'mmin', sections, authors_repo=authors_repo, authors_commit=checkout.commit(authors_repo),
       config=CONFIG, options={k: list(v) if isinstance(v, tuple) else v for k, v in PARITY_OPTIONS.items()},
       batch={'size': batch_size, 'patterns': list(missing.MISSING_CONDITIONS),
