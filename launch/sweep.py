@@ -28,7 +28,6 @@ import importlib.util
 import json
 import os
 import shlex
-import subprocess
 import sys
 
 sys.path.insert(0, os.getcwd())  # the config files import `configs.default` from the repository
@@ -37,6 +36,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from ml_collections import config_flags
 
+from mmer_jax import jobs
 from mmer_jax import rng
 from mmer_jax import sweep
 
@@ -93,28 +93,6 @@ def _done(workdir: str, group: sweep.Group, groups: list) -> bool:
   return os.path.exists(os.path.join(workdir, sweep.member_name(group.members[0]), 'results.json'))
 
 
-def _run_jobs(commands: list[list[str]]) -> None:
-  """Runs the commands, `--jobs_at_once` at a time, each on its own slice of the GPUs."""
-  running = []
-  for k, command in enumerate(commands):
-    env = dict(os.environ)
-    if _DEVICES.value:
-      slot = k % max(_JOBS.value, 1)
-      env['CUDA_VISIBLE_DEVICES'] = ','.join(
-          str(slot * _DEVICES.value + d) for d in range(_DEVICES.value))
-    print('+ ' + shlex.join(command), flush=True)
-    running.append(subprocess.Popen(command, env=env))
-    if len(running) >= max(_JOBS.value, 1):
-      _wait(running.pop(0))
-  for process in running:
-    _wait(process)
-
-
-def _wait(process: subprocess.Popen) -> None:
-  if process.wait() != 0:
-    raise SystemExit(f'job failed (exit {process.returncode}): {shlex.join(process.args)}')
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -134,7 +112,8 @@ def main(argv):
     for command in commands:
       print(shlex.join(command))
     return
-  _run_jobs([c for c, g in zip(commands, groups) if not _done(workdir, g, groups)])
+  jobs.run([c for c, g in zip(commands, groups) if not _done(workdir, g, groups)],
+           jobs_at_once=_JOBS.value, devices_per_job=_DEVICES.value)
   table = sweep.gather(workdir, [(group_dir(workdir, g, groups) if g.vmapped else None, g)
                                 for g in groups])
   print(f'wrote {os.path.join(workdir, "sweep.md")} ({table["num_members"]} members, '
