@@ -32,7 +32,7 @@ inside training are config fields (`method.sampler`, `method.num_steps`, `method
 `method.train_num_steps`).
 
 `:cpu` (`cpu_scale`, docs/imder.md "CPU scale"; with `synthetic`, or alone on the real release or
-a features directory) is the laptop size that `launch/imder_table.py --scale=cpu` and
+a features directory) is the laptop size that `launch/table.py --spec=launch/tables/imder_mosi.py` and
 `launch/features_table.py` run: score U-Nets of two levels (32, 64) with one attention layer, two
 RCABs, DPM-Solver-2 draws (3 steps in training, 10 at evaluation), 15 epochs per stage, selection
 pooled over the three one-missing patterns. At the authors' scale one training step takes about

@@ -29,6 +29,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs and the table go
 _SEEDS = flags.DEFINE_list('seeds', None, "Seeds (default: the spec's).")
 _ROWS = flags.DEFINE_list('rows', None, "Rows to run and tabulate (default: all the spec's).")
 _OVERRIDE = flags.DEFINE_multi_string('override', [], 'Extra --config.x=v for every run.')
+_TRAIN = flags.DEFINE_bool('train', True, 'Run the pending runs (--notrain: only tabulate what ran).')
 _PRINT = flags.DEFINE_bool('print', False, 'Print the pending commands, one per line, by wave.')
 _JOBS = flags.DEFINE_integer('jobs_at_once', 1, 'Runs side by side.')
 _DEVICES = flags.DEFINE_integer('devices_per_job', 0, 'GPUs per run (CUDA_VISIBLE_DEVICES); 0: all.')
@@ -54,7 +55,7 @@ def main(argv):
       for command in wave:
         print(shlex.join(command))
     return
-  for wave in waves:
+  for wave in waves if _TRAIN.value else ():
     jobs.run(wave, jobs_at_once=_JOBS.value, devices_per_job=_DEVICES.value)
   table = tables.aggregate(workdir, spec, tables.with_needs(spec, rows), seeds)
   table['overrides'] += list(_OVERRIDE.value)

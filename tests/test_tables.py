@@ -87,3 +87,38 @@ def test_published_specs_print_their_commands(tmp_path, name):
   if name == 'imder_mosi':
     assert out.stdout.index('# wave 1') > out.stdout.index('/imder/seed=0')
     assert os.path.islink(tmp_path / 'zeros_missing' / 'seed=0' / 'stage1')
+
+
+def test_imder_fast_cost_pairs_fast_with_em100_per_seed(tmp_path, monkeypatch):
+  """The IMDer spec's analysis: imder_fast's own rate-0.5 row against both checkpoints
+  re-evaluated with Euler-Maruyama 100 (faked here), paired by seed, kept per seed."""
+  from mmer_jax import reevaluate  # pylint: disable=g-import-not-at-top
+  spec = tables.load_spec(str(REPO / 'launch' / 'tables' / 'imder_mosi.py'))
+  metrics = ('mae', 'acc2', 'f1', 'acc7', 'corr')
+  for seed in (0, 1):
+    for row, mae in (('imder', 0.9), ('imder_fast', 0.8)):
+      path = tmp_path / row / f'seed={seed}' / 'results.json'
+      path.parent.mkdir(parents=True)
+      path.write_text(json.dumps({'rows': [{'condition': 'rate=0.5', 'metrics': {
+          m: mae + 0.01 * seed if m == 'mae' else 0.5 for m in metrics}}]}))
+  calls = []
+
+  class Fake:
+    def __init__(self, run_dir):
+      self.run_dir = run_dir
+
+    def metrics_at(self, rate, changes):
+      calls.append((os.path.relpath(self.run_dir, tmp_path), rate, changes['method.num_steps']))
+      fast = os.path.relpath(self.run_dir, tmp_path).startswith('imder_fast')
+      return {m: (0.95 if fast else 0.9) if m == 'mae' else 0.5
+              for m in metrics}
+  monkeypatch.setattr(reevaluate, 'Restored', Fake)
+  table = tables.aggregate(str(tmp_path), spec, list(spec.rows), [0, 1])
+  cost = spec.analysis(str(tmp_path), spec, table)['fast']
+  assert calls == [(f'{row}/seed={s}', 0.5, 100) for s in (0, 1) for row in ('imder', 'imder_fast')]
+  # fast (0.80, 0.81) - em100 (0.90, 0.90): -0.10, -0.09
+  np.testing.assert_allclose(cost['paired']['fast - em100']['mae'],
+                             [-0.095, np.std([-0.1, -0.09], ddof=1)], atol=1e-9)
+  assert cost['summary']['fast_em100']['mae'][0] == pytest.approx(0.95)
+  spec.analysis(str(tmp_path), spec, table)  # kept: no evaluation again
+  assert len(calls) == 4
