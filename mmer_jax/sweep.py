@@ -46,6 +46,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mmer_jax import checkpoint
+from mmer_jax import compare
 from mmer_jax import evaluate
 from mmer_jax import loop
 from mmer_jax import methods
@@ -478,9 +479,11 @@ def _evaluate_members(sweep_run: SweepRun, best_mgrs, members, progress) -> list
 # -- the sweep's table --------------------------------------------------------------------------
 
 def _mean_std(values: Sequence[dict], keys) -> tuple[dict, dict]:
-  arrays = {k: np.asarray([v[k] for v in values if k in v], np.float64) for k in keys}
-  return ({k: float(a.mean()) for k, a in arrays.items() if len(a)},
-          {k: float(a.std(ddof=1)) if len(a) > 1 else 0.0 for k, a in arrays.items() if len(a)})
+  """Per key, the mean and sample std (`compare.summarize`; 0 for one value) of the dicts with it."""
+  summaries = {k: compare.summarize(v[k] for v in values if k in v) for k in keys
+               if any(k in v for v in values)}
+  return ({k: s['mean'] for k, s in summaries.items()},
+          {k: s['std'] or 0.0 for k, s in summaries.items()})
 
 
 def _grid(results: Sequence[dict], names: Sequence[str]) -> list[dict]:
@@ -528,9 +531,10 @@ def summarize(names: Sequence[str], overrides: Sequence[dict], results: Sequence
 def _mean_std_table(rows: Sequence[dict], cols) -> list[str]:
   lines = ['| condition | ' + ' | '.join(cols) + ' | n |', '|---|' + '---|' * (len(cols) + 1)]
   for row in rows:
+    n = row['num_members']
     lines.append(f"| {row['condition']} | " + ' | '.join(
-        f"{row['mean'][c]:.4f} ± {row['std'][c]:.4f}" if c in row['mean'] else '' for c in cols)
-        + f" | {row['num_members']} |")
+        compare.format_cell({'mean': row['mean'][c], 'std': row['std'][c] if n > 1 else None,
+                             'n': n}, n) if c in row['mean'] else '' for c in cols) + f' | {n} |')
   return lines
 
 
