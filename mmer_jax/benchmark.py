@@ -1,42 +1,15 @@
 """Step-time benchmark of a config: compile time, train and eval step times, throughput, memory.
 
   python -m mmer_jax.benchmark --config=configs/fusion_iemocap.py:synthetic --steps 20
-  python -m mmer_jax.benchmark --config=configs/bclstm_meld.py --config.data.features_dir=../shared/data/meld_text
-  python -m mmer_jax.benchmark --config=configs/fusion_iemocap.py:smoke --config.parallel=pmap
 
 The second entry point of the library besides `mmer_jax.main` (and the only other module that
-defines flags). It prints ONE JSON line on stdout (everything else goes to stderr):
+defines flags). It prints ONE JSON line on stdout (everything else goes to stderr). It measures
+device compute, not the input pipeline: one host batch is placed on the devices once and fed to
+every step. The timed steps run under `jax.transfer_guard('disallow')`, so a host round-trip
+fails the benchmark instead of slowing it silently, and XLA compilations during them are counted
+(`timed_compiles`, must be 0). `--profile_dir=DIR` also records the timed train steps.
 
-  compile_s             the first train step, compilation included (blocked until ready)
-  step_s_median/min/max train step times over `--steps` timed steps, each blocked until ready,
-                        after `--warmup` untimed steps
-  examples_per_s        examples per train step / step_s_median
-  eval_step_s_median    the same for the eval step (`Run._eval_step`) on an eval-sized batch,
-                        its modalities dropped as `--eval_missing` says (`eval_missing` in the
-                        report): by default as training drops them (`config.train.missing`:
-                        drop_one / drop_two / rate / patterns), `none` for the data as it is
-  eval_examples_per_s   examples per eval batch / eval_step_s_median
-  peak_rss_mb           peak resident memory of the process (`getrusage`)
-  timed_compiles        XLA compilations during the timed steps (must be 0: no retracing)
-  batch_fields          the fields of the timed training batch (e.g. MMIN's cached `teacher_full`)
-  devices               devices the step runs on (the run's mesh)
-  rng_impl              the PRNG impl of the run's keys (`config.rng_impl`, mmer_jax/rng.py)
-  train_epoch, eval_epoch  with --epoch_repeats=N: whole epochs timed (`epoch_throughput`:
-                        examples/s, padding_waste of dialogue batches)
-  train_gflop(s_per_s), eval_gflop(s_per_s)  (--noflops: left out) XLA's FLOP count per step (a scanned
-                        stack counted unrolled) and FLOPs / median step time
-
-It measures device compute, not the input pipeline: one host batch is taken from the training
-stream, placed on the devices once (`Run.place`) and fed to every step (the state is donated
-and threaded through, as in training). Examples are counted as the rows of an utterance batch
-(its configured size, padding rows included: the device computes them) and as the valid turns
-(`example_mask.sum()`) of a dialogue batch, whose padded length depends on its bucket.
-
-The timed steps run under `jax.transfer_guard('disallow')`, so a step that moved data between
-host and device (a host round-trip) would fail the benchmark instead of slowing it silently, and
-XLA compilations are counted through `jax.monitoring`. `--profile_dir=DIR` also records the
-timed train steps with `jax.profiler.trace` (TensorBoard / Perfetto; `create_perfetto_trace`
-writes a `perfetto_trace.json.gz` that `benchmarks/profile_summary.py` ranks by op).
+The JSON fields and how examples are counted: docs/training.md#benchmark.
 """
 
 from __future__ import annotations

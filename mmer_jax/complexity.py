@@ -2,24 +2,14 @@
 
   report = complexity.measure(complexity.load_config('runs/x/config.json'), run_dir='runs/x')
 
-What `python -m mmer_jax.compare` reports per entry (docs/compare.md):
+What `python -m mmer_jax.compare` reports per entry: `params_trainable` (from the best
+checkpoint's metadata, or a fresh `Run.init_state()`), `params_total`, `flops_per_example` (XLA's
+cost analysis of the compiled train step over the batch's examples), `memory_bytes` (XLA's buffer
+assignment of that step) and the rest of `benchmark.benchmark`'s report. Everything runs on ONE
+device (the first of `jax.devices()`), whatever mesh the run trained on, so that runs trained on
+different hosts are comparable. `memory_bytes` is per step, so it is the memory column to compare.
 
-  params_trainable  parameters the optimiser updates (`Method.trainable_mask`), counted from the
-                    run's best checkpoint (its metadata: no array is read), or, without one, from
-                    a fresh `Run.init_state()` (`params_from` says which)
-  params_total      every leaf of the parameter tree, fitted/frozen ones too (MMIN's teacher
-                    tables, M3ER's fitted maps)
-  flops_per_example XLA's cost analysis of the compiled train step (`cost_analysis()['flops']`),
-                    divided by the examples of its batch (`benchmark.count_examples`: the batch's
-                    rows, or its valid turns for a dialogue method)
-  memory_bytes      XLA's buffer assignment of the compiled train step (`memory_analysis()`):
-                    arguments + outputs - aliased (the donated state, counted once) + temporaries
-  step_s_median ... the rest of `benchmark.benchmark`'s report (compiled train and eval steps)
-
-Everything runs on ONE device (the first of `jax.devices()`), whatever mesh the run trained on,
-so that the numbers of runs trained on different hosts are comparable and the FLOPs are those
-of one whole batch. The process's peak RSS (`peak_rss_mb`) is cumulative over everything this
-process ran before; `memory_bytes` is per step, so it is the memory column to compare.
+The columns: docs/compare.md#complexitymd.
 """
 
 from __future__ import annotations

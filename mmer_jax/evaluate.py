@@ -1,24 +1,15 @@
 """The missing-modality evaluation grid, the same for every method, and the results table.
 
-Rows: `full` (every modality the dataset has), MMIN's six conditions (`a`, `v`, `t`, `av`, `at`,
-`vt`, those the dataset can express), and per-sample missing rates `rate=0.0` ... `rate=0.7`
-(masks from `missing.missing_rate_mask`, keyed by the run's seed, the rate and each example's
-position in the split, so a rerun, or another batch size, gives the same masks). A condition may
-also be a rate, one for all (`rate=0.3`) or per modality (`rate=a:0.1,v:0.5,t:0.0`). Columns: the
-task's metrics. Written to `<workdir>/results.json` (a stable interface) and `results.md`.
+Rows: `full`, MMIN's six conditions (those the dataset can express), per-sample missing rates
+`rate=0.0` ... `rate=0.7` (one for all, or per modality: `rate=a:0.1,v:0.5,t:0.0`), and M3ER's
+ineffectual-modality rows `noise=0.3` (complete data, a share of the samples with one present
+modality replaced by noise). Every mask and corruption is keyed by the run's seed, the row and
+each example's position in the split, so a rerun or another batch size gives the same masks.
+Columns: the task's metrics. Written to `<workdir>/results.json` (a stable interface) and
+`results.md`. `noise_batches` yields the corrupted batches with the ground truth, for analyses.
+A condition removes modalities, never adds one back; a sample left with none is not scored.
 
-Ineffectual-modality rows `noise=0.3` (M3ER): complete data, but each sample is, with probability
-0.3, given one of its present modalities replaced by white Gaussian noise (`missing.noise_corrupt`,
-at `noise_snr_db`, or replaced outright with None), keyed like the rate masks by the seed, the
-fraction and each example's position. These rows also report `noised_fraction` (per modality,
-the share of the scored samples whose modality was replaced). `noise_batches` yields the same
-corrupted batches with the ground truth, for analyses (e.g. a modality-check ROC).
-
-Samples the data itself lacks modalities for (a presence file) keep their gaps under every
-condition: a condition removes modalities, never adds one back, and a rate keeps one of the
-sample's own modalities. A sample left with no modality under a condition is not scored in that
-row; each row reports `num_samples` (how many it scored) and `missing_fraction` (per modality, the
-share of the scored samples without it).
+The grid, the noise rows and results.json: docs/protocol.md#the-evaluation-grid.
 """
 
 from __future__ import annotations

@@ -8,12 +8,9 @@
 This is the only module of the library that defines flags. `--workdir` defaults to
 `runs/<config name>[_<variant>]`.
 
-Multi-host data parallelism (docs/scaling.md): the same command on every host, one process per
-host, joined into one job by `jax.distributed.initialize()`:
-
-  python -m mmer_jax.main --config=... --distributed          # SLURM (srun), TPU VM pod, Open MPI
-  python -m mmer_jax.main --config=... --coordinator_address=HOST0:1234 --num_processes=2 --process_id=0
-  (launch/slurm.sh, launch/tpu_vm.sh)
+Multi-host data parallelism: the same command on every host, one process per host, joined into
+one job by `jax.distributed.initialize()` (`--distributed` under SLURM, a TPU VM pod or Open MPI;
+else `--coordinator_address`, `--num_processes`, `--process_id`): docs/scaling.md#commands.
 """
 
 import logging as std_logging

@@ -1,38 +1,15 @@
 """Evaluation metrics for emotion recognition, computed exactly on the host with numpy.
 
-Every method reports the same numbers, so they live in one place:
+Every method reports the same numbers, so they live in one place: for classification WA, UA,
+weighted F1, macro F1 and M3ER's per-class one-vs-rest accuracy and its mean ("MA"); for
+regression (CMU-MOSI / MOSEI sentiment in [-3, 3]) MAE, Pearson correlation, Acc-2 and its F1 in
+MMSA's two conventions (non-zero and has-zero), Acc-7 and Acc-5.
 
-* classification (IEMOCAP, MELD, MSP-IMPROV): WA (accuracy), UA (mean per-class recall),
-  weighted F1, macro F1, and M3ER's "MA", the mean over classes of the one-vs-rest accuracy;
-* regression (CMU-MOSI / MOSEI sentiment in [-3, 3]): MAE, Pearson correlation, Acc-2 and its
-  F1 in the two conventions of MMSA (non-zero and has-zero), Acc-7 and Acc-5.
+All functions take predictions and labels `[N]` plus an optional boolean `mask` `[N]`; masked-out
+rows are dropped first, so padding rows never change a result. An empty selection raises
+`ValueError`. Degenerate cases return 0.0 instead of nan.
 
-All functions take integer (classification) or float (regression) predictions and labels as
-arrays `[N]` plus an optional boolean `mask` `[N]`. Rows where `mask` is False are dropped before
-anything is computed, so the padding rows of fixed-shape eval batches never change a result.
-An empty selection raises `ValueError`: a metric over no samples is a bug upstream, not a number.
-
-Conventions (chosen to match the references the papers were evaluated with):
-
-* `ua` follows `sklearn.metrics.balanced_accuracy_score`: the mean recall over the classes that
-  occur in the labels. A class that is only predicted (absent from the labels) has no recall and
-  is left out of the mean; its false positives still lower the recall of the true classes.
-* `macro_f1` follows `sklearn.metrics.f1_score(average='macro')`: the unweighted mean of the
-  per-class F1 over every class that occurs in the labels *or* the predictions, so predicting a
-  class that never occurs costs a zero term. `weighted_f1` weights per-class F1 by label support.
-* `mean_ovr_accuracy` (M3ER's MA) averages, over the classes 0..C-1, the accuracy of the binary
-  problem `pred == c` vs `label == c` on all samples (`per_class_accuracy`). Every error costs two
-  of those binary problems one sample each, so it equals `1 - 2 (1 - wa) / C`: it depends on C
-  (`num_classes`, the logits' width in `compute`; else one more than the largest index seen) and
-  is high even for weak classifiers when C is large. Reported because M3ER reports it.
-* The regression metrics follow MMSA's `eval_mosei_regression`: Acc-2 non-zero drops samples
-  whose label is exactly 0 and compares `pred > 0` with `label > 0`; Acc-2 has-zero keeps all
-  samples and compares `pred >= 0` with `label >= 0`; the F1 next to each is the weighted F1 of
-  that binary problem. Acc-7 / Acc-5 clip both arrays to [-3, 3] / [-2, 2] and round with
-  `np.round` (half to even, as MMSA does), then compare.
-* Degenerate cases return 0.0 instead of nan so that logs and sweeps stay numeric: `corr` when
-  either array is constant (its Pearson correlation is undefined), and the non-zero `acc2` / `f1`
-  when every label is exactly 0 (no sample takes part).
+The conventions (sklearn's and MMSA's): docs/protocol.md#metrics.
 """
 
 from __future__ import annotations

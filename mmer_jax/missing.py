@@ -1,54 +1,16 @@
 """The missing-modality protocol shared by every method: masks, conditions and missing rates.
 
 A modality mask is a boolean array `[batch, 3]` in `MODALITIES` order (audio, visual, text):
-True means the modality is present for that sample. Models receive the mask itself, never a
-zeroed tensor they would have to guess from; `apply_mask` exists only for models whose inputs
-must be zero where a modality is missing, and even then the mask stays the source of truth.
-
-Two families of evaluation settings are used in the literature, and both are produced here:
-
-* Fixed conditions (MMIN): every test sample sees the same pattern, one of the six
-  {a}, {v}, {t}, {a,v}, {a,t}, {v,t}, or the full {a,v,t} (`CONDITIONS`, `condition_mask`).
-  MMIN trains with one of the six patterns drawn uniformly per sample (`random_pattern_mask`).
-
-* A missing rate r (GCNet, IMDer): `missing_rate_mask` drops each available modality of each
-  sample independently with probability r and conditions on at least one modality remaining,
-  which is exactly "re-draw until one remains". It samples the pattern directly from that
-  conditional distribution, P(pattern) proportional to (1 - r)^kept * r^dropped over the
-  non-empty patterns, so it needs no rejection loop and compiles under `jax.jit`.
-  At r = 0 nothing is dropped; at r = 1 (the limit r -> 1 of the same distribution) exactly
-  one available modality is kept, chosen uniformly.
-
-Bookkeeping of the missing fraction. With three modalities, let a be the fraction of samples
-missing two modalities and b the fraction missing one. The fraction of missing modality slots
-is (2a + b) / 3. GCNet picks a and b so that 2a + b = 3r exactly, i.e. the realized fraction is
-the nominal rate; since a + b <= 1 gives 2a + b <= 2, that is impossible above r = 2/3. Our
-independent-drop-then-condition scheme instead gives the realized fraction
-
-    effective_missing_fraction(r) = r (1 + r) / (1 + r + r^2)  <  r   for 0 < r <= 1
-
-(it reaches 2/3 at r = 1), because conditioning removes the all-missing samples. Results
-tables report the nominal r; `effective_missing_fraction` converts it.
-
-Differences from the IMDer authors' code, which we deliberately do not copy: their masks are
-drawn once per batch (every sample in a batch misses the same modalities), ours are drawn per
-sample; and their missing rate 0.0 still drops two modalities from every batch (an index -1
-bug), whereas our rate 0 drops nothing.
-
-Real data loses modalities unevenly (faces far more often than audio): `missing_rate_mask` also
-takes one rate per modality (`parse_rates('a:0.1,v:0.5,t:0.0')`), each modality dropped with its
-own probability and again conditioned on one remaining; `effective_missing_fractions` gives each
-modality's realised missing fraction. Where the data itself lacks a modality for a sample (a
-presence file), `sample_available` conditions that sample on keeping one of the modalities it has.
-
-Ineffectual modalities (M3ER): rather than removing a modality, `noise_corrupt` replaces one
-present modality of a share of the samples with white Gaussian noise at a given signal-to-noise
-ratio (or replaces it outright), and returns which modality of which sample it replaced, the
-ground truth a modality-check detector is scored against. The mask is left as it was.
+True means the modality is present for that sample. Models receive the mask itself; `apply_mask`
+exists only for models whose inputs must be zero where a modality is missing. Fixed conditions
+(MMIN: `CONDITIONS`, `condition_mask`, `random_pattern_mask`) and missing rates (GCNet, IMDer:
+`missing_rate_mask`, one rate or one per modality, conditioned on one modality remaining;
+`effective_missing_fraction(s)` give the realised fractions) are both produced here, and
+`noise_corrupt` replaces modalities by noise (M3ER's ineffectual modalities).
 
 Everything random takes an explicit `jax.random` key: the same key gives the same masks.
-Arguments that decide shapes or pattern sets (`batch_size`, `available`) must be static
-(Python or numpy values); the key and `rate` may be traced.
+Arguments that decide shapes or pattern sets (`batch_size`, `available`) must be static; the key
+and `rate` may be traced. The protocol: docs/protocol.md#masks.
 """
 
 from __future__ import annotations

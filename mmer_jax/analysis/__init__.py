@@ -1,20 +1,15 @@
 """The papers' figures, chosen by `config.analysis` and run after the test evaluation.
 
 Each entry is `name -> function(run, params, workdir) -> list of written paths`, where `run` is
-the evaluated `train.Run` and `params` the selected checkpoint's parameters:
-
-  imagination_pca   MMIN's picture: an imagined vs. real embedding, PCA (PNG)
-  imagination_mse   MMIN's imagination claim: MSE of the imagined missing embeddings against the
-                    train-mean and zero imputers, per missing condition (JSON)
-  recovery_pca      IMDer's picture: recovered (unconditional, conditional) vs. real projections
-                    of a missing modality, PCA (PNG)
-  mmgcn_adjacency   MMGCN's picture: the normalised adjacency around one utterance (PNG, JSON)
-  m3er_check_roc    M3ER's modality check against noise-replaced modalities: ROC over the
-                    threshold, precision and recall at the run's (JSON, PNG)
+the evaluated `train.Run` and `params` the selected checkpoint's parameters: `imagination_pca`,
+`imagination_mse` (MMIN), `recovery_pca` (IMDer), `mmgcn_adjacency` (MMGCN) and `m3er_check_roc`
+(M3ER).
 
 They run after results.json is written and only add to it, so one that fails (a figure that
 cannot be drawn for this dataset, a full disk) is logged as a warning and the next one runs: the
 run still succeeds. An unknown name is a config error and raises (stages.py checks it up front).
+
+What each one draws: docs/training.md#figures.
 """
 
 from __future__ import annotations

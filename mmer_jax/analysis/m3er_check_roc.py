@@ -1,21 +1,14 @@
 """M3ER's modality check, measured: does it find the modalities replaced by noise?
 
 On the validation and the evaluation split, one modality of every sample is replaced by noise
-(`evaluate.noise_batches` at fraction 1, the run's `eval.noise_snr_db` / `noise_replace`, keyed
-as the grid's `noise=1.0` row). Each present (sample, modality) is a case, positive when it was
-replaced. For both check statistics, the ROC over the threshold:
+(`evaluate.noise_batches` at fraction 1, keyed as the grid's `noise=1.0` row). Each present
+(sample, modality) is a case, positive when it was replaced. For both check statistics
+(correlation, typicality) the ROC over the threshold, and for the run's own statistic and
+threshold the check's actual decisions: precision and recall of "ineffectual". Writes
+`m3er_check_roc.json` and `m3er_check_roc.png` (one panel per split).
 
-  correlation  a modality is flagged when its best agreement with a present partner is below tau
-               (the paper's rule without the fallback that keeps one modality)
-  typicality   a modality is flagged when its typicality is above tau
-
-and, for the run's own statistic and threshold, the check's actual decisions (the fallback
-included): precision and recall of "ineffectual". Writes `m3er_check_roc.json` and
-`m3er_check_roc.png` (one panel per split):
-
-  {"fraction", "snr_db", "statistic", "tau", "splits": {split: {"cases", "positives",
-   "at_tau": {"precision", "recall"}, "roc": {statistic: {"auc", "thresholds", "tpr", "fpr",
-   "precision", "best_f1": {"tau", "precision", "recall", "f1"}}}}}}
+The statistics' rules, the JSON's fields and the results:
+docs/m3er.md#the-checks-precision-and-recall.
 """
 
 from __future__ import annotations

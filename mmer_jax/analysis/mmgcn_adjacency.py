@@ -1,19 +1,13 @@
 """MMGCN's picture: the learned adjacency around one utterance (heat map, PNG, and JSON).
 
-The paper illustrates what the graph learns around an utterance: how strongly it is tied to the
-turns near it in each modality and to its own other modalities. Here, on the first batch of the
-evaluation split (the host batch as the evaluation stream yields it, graph included), the
-method's `adjacency` gives the normalised edge weights `D^-1/2 A D^-1/2` the GCN propagates
-with. One dialogue is chosen (the batch's first with at least two speakers, else its first), and
-its middle utterance (turn n // 2); the matrix is drawn over the nodes of the turns within
-`WINDOW` of it, in every modality the model uses, grouped by modality (rows and columns
-`t<turn> <a|v|t> s<speaker>`, the chosen utterance's rows marked in red). The same matrix, its
-labels and the choice are written as `mmgcn_adjacency.json`. Needs a method with
-`adjacency(params, batch)` (methods/mmgcn.py).
+On the first batch of the evaluation split, the method's `adjacency` gives the normalised edge
+weights `D^-1/2 A D^-1/2` the GCN propagates with; the matrix is drawn over the nodes of the
+turns within `WINDOW` of one dialogue's middle utterance, in every modality the model uses,
+grouped by modality, and written with its labels and the choice as `mmgcn_adjacency.json`. Entry
+[i, j] is A[receiver, sender]. Needs a method with `adjacency(params, batch)` (methods/mmgcn.py).
 
-Entry [i, j] is A[receiver, sender] (`models.mmgcn.propagate`: node i sums w_ij h_j); the graph
-and its normalisation are symmetric, so the picture is too. Nodes of different utterances and
-different modalities share no edge, so those entries are 0.
+How the dialogue is chosen, the labels and the picture:
+docs/mmgcn.md#synthetic-iemocap-6-the-papers-table.
 """
 
 from __future__ import annotations

@@ -1,53 +1,16 @@
 """The generic feature directory: bring your own features as plain files.
 
-A directory holds one dataset in the common format of `schema.py`:
+A directory holds one dataset in the common format of `schema.py`: `meta.json` (name, task,
+labels, modalities), `utterances.csv` (one row per utterance: split, dialogue_id, turn, speaker,
+label) and one `.npy` per listed modality, with lengths files for sequences and optional presence
+files. A modality that meta.json does not list is missing for every sample.
 
-  meta.json        {"name": ..., "task": "classification" | "regression",
-                    "label_names": [...]            (classification; label i = class i)
-                    "label_range": [lo, hi]          (regression; inclusive),
-                    "modalities": {"audio" | "visual" | "text":
-                                   {"file": "x.npy", "level": "utterance" | "sequence",
-                                    "dim": D, "max_len": T (optional, sequences only),
-                                    "present": "x_present.npy" (optional)}},
-                    "description": ... (optional)}
-  utterances.csv   columns split (train | valid | test), dialogue_id, turn, speaker, label;
-                   one row per utterance; extra columns are ignored. A split empty in every row
-                   means the data has none of its own: whole dialogues, shuffled with a fixed
-                   seed, are cut 7:1:2 (train : valid : test, M3ER's split; `ratio_split`)
-  <file>.npy       per listed modality, row i = data row i of the csv: [N, D] (utterance level)
-                   or [N, T, D] (sequence level) plus `<modality>_lengths.npy` [N] giving the valid
-                   frames of each row (1 <= length <= T)
-  <present>.npy    optional, per modality: bool [N], False where that sample lacks the modality in
-                   the data itself (a face not found, a silent clip). Those rows of the feature
-                   (and lengths) files may hold anything, NaN included: they are never read.
+`read_directory` does every check; the TFDS builder `FeaturesDir` gets one BuilderConfig per
+directory content (a changed directory is rebuilt, an unchanged one reused). Every defect is a
+`schema.DataError` naming the file, the field (and row) and what was expected, raised before
+TFDS writes anything.
 
-A modality that meta.json does not list is missing for every sample. `../shared/data/meld_text/`
-is a real dataset in this format.
-
-Decisions the format leaves open, and why:
-  - `label` is a class index (`3`, or `3.0` as pandas writes it) or one of `label_names` for
-    classification, a finite float inside `label_range` for regression.
-  - `turn` only orders a dialogue: examples carry turns renumbered 0..n-1 in that order (the
-    common format wants contiguous turns; MELD's own turns have gaps), while `utterance_id` keeps
-    the csv's value, `<dialogue_id>/<turn>`, so an example can be traced back to its csv row.
-  - A dialogue lives in one split and each (dialogue_id, turn) pair appears once: anything else
-    is a leak between splits or a duplicated row, and is rejected.
-  - A sequence modality's default padded length (`max_len`) is the longest length in its lengths
-    file, so the pipeline truncates nothing unless meta.json asks for a shorter `max_len`.
-  - Features may be any real dtype (float16 included) and are stored as float32; NaN/Inf is an
-    error, except in the padding frames of a sequence past its length, which are never read.
-  - Rows in error messages are 0-based data rows (= rows of the .npy files); csv errors also give
-    the line of the file.
-
-Every defect is a `schema.DataError` naming the file, the field (and row) and what was expected,
-raised before TFDS writes anything: `read_directory` does every check; the builder runs all but
-the value scan when it is created and the NaN/Inf scan first thing in the build. Large `.npy`
-files are memory-mapped and scanned in blocks. (TFDS passes generator errors through unchanged,
-so even a DataError raised while examples are written reaches the caller of `registry.load`.)
-
-The TFDS builder `FeaturesDir` gets one BuilderConfig per directory content: its name is the
-sanitized dataset name plus a fingerprint of meta.json, utterances.csv (content) and the .npy
-files (size and mtime), so a changed directory is rebuilt and an unchanged one reused.
+The format in full and the decisions it leaves open: docs/data.md#the-directory-format-in-full.
 """
 
 from __future__ import annotations

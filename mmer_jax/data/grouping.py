@@ -2,21 +2,13 @@
 
 `train.mask_draw='step'` (the default) draws each training batch's masks inside the compiled
 step. `'host'` draws them here instead, one example at a time from the same protocol
-distribution (`steps.training_modality_mask` on a batch of one: `train.missing`, its rates, the
-example's own availability), with a key folded from (seed, epoch, example index): a draw does not
-depend on the batch size, the batch order or the number of devices. `'host_grouped'` then forms
-each epoch's batches from examples whose final masks (drawn AND own) are equal: the examples are
-shuffled, grouped by pattern, cut into batches, and the batches shuffled, all keyed by (seed,
-epoch). A method sees a batch of one pattern with static shapes (`pattern_missing`, below);
-IMDer then draws exactly the batch's missing slots (docs/imder.md). An epoch then has
-sum_p ceil(n_p / B) batches, a number that varies with the epoch (`EpochPlans.sizes`).
+distribution, with a key folded from (seed, epoch, example index). `'host_grouped'` then forms
+each epoch's batches from examples whose final masks are equal, so a method sees a batch of one
+pattern with static shapes (`pattern_missing`); the number of batches varies with the epoch
+(`EpochPlans.sizes`). `PatternBatcher` regroups evaluation rows the same way.
 
-Batches carry `train_mask` bool [B, 3] (the drawn mask, applied by the train step) and, grouped,
-`pattern_missing` int32 [B, k]: the `MODALITIES` columns the batch's pattern lacks among the
-dataset's modalities, the same on every row (padding rows included), k in 0..M-1.
-
-`PatternBatcher` regroups evaluation rows the same way (a method's `groups_patterns`): a grid
-row's predictions do not depend on it for a method whose draws are keyed per example.
+Batches carry `train_mask` bool [B, 3] and, grouped, `pattern_missing` int32 [B, k].
+Details: docs/protocol.md#missing-modalities-while-training.
 """
 
 from __future__ import annotations

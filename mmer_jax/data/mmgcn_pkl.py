@@ -1,23 +1,11 @@
 """Reading MMGCN's conversation pickles (`IEMOCAP_features.pkl`, `MELD_features_raw1.pkl`).
 
-Both releases are tuples of dicts keyed by dialogue id (the order of MMGCN's `dataloader.py`):
-
-  videoIDs       {dia: [utterance id per turn]}
-  videoSpeakers  {dia: ['M'|'F' per turn]} (IEMOCAP) | {dia: [one-hot vector per turn]} (MELD)
-  videoLabels    {dia: [class index per turn]}
-  videoText      {dia: [n, D_text]}    (list of vectors or one array)
-  videoAudio     {dia: [n, D_audio]}
-  videoVisual    {dia: [n, D_visual]}
-  videoSentence  {dia: [transcript per turn]}           (not used: features are given)
-  trainVid       dialogue ids of the training set
-  testVid        dialogue ids of the test set
-  (MELD only)    a tenth element MMGCN ignores; so do we.
-
-There is no validation split in these files. MMGCN itself picks its reported epoch on the test
-set; we instead hold out a validation split carved from the *training* dialogues
-(`carve_valid`): `VALID_FRACTION` of them (at least one), chosen by a permutation seeded with
-`valid_seed` over the sorted dialogue ids, so the split is the same on every machine for a seed and
+Both releases are tuples of dicts keyed by dialogue id (the order of MMGCN's `dataloader.py`),
+read with `safe_pickle`. There is no validation split in these files: we hold out one carved from
+the *training* dialogues (`carve_valid`: `VALID_FRACTION` of them, seeded by `valid_seed`), so
 the test dialogues are never looked at during model selection.
+
+The fields and the carving: docs/data.md#mmgcns-pickles-iemocap_6-meld_7.
 """
 
 from __future__ import annotations

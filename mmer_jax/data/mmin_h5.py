@@ -1,28 +1,13 @@
 """Reading MMIN's feature releases (IEMOCAP 4-class, MSP-IMPROV): h5 features + per-fold targets.
 
-Layout (MMIN's `data/multimodal_dataset.py` and `data/config/*_config.json`), under one release
-folder:
+One release folder holds `A/`, `V/`, `L/` h5 files keyed by utterance id and
+`target/<fold>/{trn,val,tst}_{int2name,label}.npy`. Labels are in the class order angry, happy,
+neutral, sad. `audio_norm='train'` (default) standardises the ComParE frames with the fold's
+training statistics, as MMIN's `--norm_method=trn` does; 'none' keeps raw values. Every corpus
+here is utterance level: each utterance is its own dialogue (turn 0).
 
-  A/comparE.h5            {utterance id: float [T, 130]}   ComParE LLDs (MSP: also comparE_raw.h5)
-  A/comparE_mean_std.h5   {str(fold): {'mean': [130], 'std': [130]}}   optional, IEMOCAP only
-  V/denseface.h5          {utterance id: float [T, 342]}   DenseNet face features per frame
-  L/bert_large.h5         {utterance id: float [T, 1024]}  BERT-large token features
-  target/<fold>/{trn,val,tst}_int2name.npy   utterance ids of the split, in order
-  target/<fold>/{trn,val,tst}_label.npy      labels, same order
-
-Labels: IEMOCAP stores one-hot rows [N, 4] (MMIN takes the argmax) and its int2name as bytes
-rows [N, 1] (MMIN takes element 0); MSP-IMPROV stores class indices [N] and plain strings. Both
-use the class order angry, happy, neutral, sad (IEMOCAP's "happy" includes "excited").
-
-Audio normalisation (`audio_norm`): MMIN standardises ComParE frames with training statistics
-(`--norm_method=trn`). 'train' (default) does the same at build time: it uses the fold's
-`comparE_mean_std.h5` entry when the release has one (IEMOCAP) and otherwise computes the frame
-mean/std over the fold's *training* utterances (MMIN's MSP loader computes them over every
-utterance, test included; we do not). A zero std is replaced by 1. 'none' keeps raw values.
-
-Every corpus here is utterance level: each utterance is its own dialogue (turn 0). A sequence with
-no frames (e.g. no face found) becomes one zero frame, which is what MMIN's zero padding feeds its
-encoders for such an utterance.
+The layout, the label encodings and the normalisation:
+docs/data.md#mmins-h5-releases-iemocap_4-msp_improv_4.
 """
 
 from __future__ import annotations

@@ -1,30 +1,16 @@
 """CMU-MOSI and CMU-MOSEI from MMSA's word-aligned release `aligned_50.pkl` (sentiment regression).
 
-The pickle is a dict of splits 'train', 'valid', 'test' (MMSA's `data_loader.py`), each a dict of
-arrays over N utterances:
+The pickle is a dict of splits 'train', 'valid', 'test', each a dict of arrays over N utterances
+(BERT text, COVAREP audio, Facet vision, all aligned to 50 word slots; labels in [-3, 3]). Every
+length is 50; `-inf` in audio becomes 0, any other NaN/Inf is an error. Each clip is its own
+dialogue; its speaker is the video id.
 
-  text               [N, 50, 768]  BERT features (not `text_bert`, which holds token ids [N, 3, 50])
-  audio              [N, 50, 5 | 74]   COVAREP (MOSI 5, MOSEI 74)
-  vision             [N, 50, 20 | 35]  Facet; stored here as 'visual'
-  regression_labels  [N]           sentiment in [-3, 3]
-  id                 [N]           '<video>$_$<clip>'
-  (raw_text, annotations, classification_labels are not used)
+Before the pickle is read, its SHA-256 is compared with the one MMSA publishes (`SHA256`); a
+mismatch is a DataError, or a logged warning with the builder option `verify_checksum=False`.
 
-All three modalities are aligned to the 50 word slots and zero padded, and models in this family
-(MulT, IMDer) read all 50 steps, so every length is 50. The aligned release has no length fields;
-`audio_lengths`/`vision_lengths`, which MMSA reads only for its unaligned files, are used when a
-file has them. MMSA replaces `-inf` in audio by 0 (COVAREP writes it for silent frames); so do
-we. Any other NaN/Inf is an error. Each clip is its own dialogue; its speaker is the video id.
-
-Before the pickle is read, its SHA-256 is compared with the one MMSA publishes (`SHA256`): a
-different or truncated copy would otherwise train and report numbers that are not comparable with
-the papers'. A mismatch is a DataError; the builder option `verify_checksum=False` turns it into
-a logged warning, for a deliberately different file (e.g. features re-extracted with MMSA's code).
-
-Usage:
   registry.load('mosi', manual_dir=DIR)    # DIR/MOSI/Processed/aligned_50.pkl (MMSA's layout)
-  registry.load('mosi', manual_dir=DIR, verify_checksum=False)  # any file of that shape
-  # from the command line: --config.data.options.verify_checksum=False
+
+The keys and the checks: docs/data.md#mmsas-aligned_50pkl-mosi-mosei.
 """
 
 from __future__ import annotations

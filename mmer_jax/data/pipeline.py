@@ -3,26 +3,10 @@
 Steps compile once per shape, so every batch of a stream has the same shape: the last batch is
 padded with rows whose `example_mask` is False, sequences are padded (or truncated) to the
 modality's `max_len`, and dialogues are padded to a few length buckets. Padding never changes a
-masked result: models pool over `lengths`, losses and metrics weight by `example_mask`.
+masked result: models pool over `lengths`, losses and metrics weight by `example_mask`. The order
+of an epoch is a function of (seed, epoch).
 
-Utterance batch:
-  <modality>     float32 [B, D] (utterance level) or [B, T, D] (sequence level), present modalities
-  lengths        {modality: int32 [B]} for sequence-level modalities
-  modality_mask  bool [B, 3]  (audio, visual, text): what each sample has (the dataset's modalities,
-                 less what a presence file marks absent); `missing.py` drops more
-  label          int32 [B] (classification) | float32 [B] (regression)
-  example_mask   bool [B]
-  index          int32 [B]: each row's position in its split (-1 for padding rows), so per-example
-                 tables (e.g. MMIN's cached teacher embeddings) can be joined on the host
-Dialogue batch (utterance-level features per turn):
-  <modality>     float32 [B, L, D]
-  speaker        int32 [B, L]; turn_mask bool [B, L] (== example_mask); modality_mask bool [B, L, 3]
-  label          [B, L]; dialogue_mask bool [B]
-  index          int32 [B]: each dialogue's position in its split (-1 for padding rows)
-  (graph methods add a padded jraph.GraphsTuple in their host hook: `data/graphs.py`)
-
-Determinism: the order of an epoch is a permutation drawn from `np.random.default_rng((seed, epoch))`;
-length-grouped training epochs (`dialogue_batch_indices`) also shuffle their batches per (seed, epoch).
+The fields of each kind of batch: docs/data.md#batch-fields.
 """
 
 from __future__ import annotations

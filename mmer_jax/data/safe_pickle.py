@@ -5,19 +5,9 @@ code on the user's machine. The releases only ever need numpy arrays, dtypes and
 builtin containers, so `load` resolves exactly those globals and rejects everything else with a
 `schema.DataError` *before* anything is called: nothing in a rejected file runs.
 
-What is allowed and why:
-  * numpy: `_reconstruct`/`ndarray`/`dtype` (how arrays pickle), `scalar` (numpy scalars),
-    `_frombuffer` (arrays under protocol 5), under both `numpy.core` (files written with numpy 1)
-    and `numpy._core` (numpy 2).
-  * builtins that pickle by reduction: set, frozenset, list, dict, tuple, range, bytearray,
-    complex, slice; `_codecs.encode` (bytes under protocols 0-2);
-    `collections.OrderedDict`/`defaultdict`/`deque`.
-  * Python 2 names (`__builtin__`, `copy_reg`) are mapped to their Python 3 modules first.
-    `encoding='latin1'` decodes Python 2 `str` payloads (MMGCN's pickles were written by
-    Python 2); it changes nothing for Python 3 files.
-
-Usage:
   data = safe_pickle.load('/path/IEMOCAP_features.pkl')
+
+What is allowed and why: docs/data.md#the-restricted-unpickler.
 """
 
 from __future__ import annotations

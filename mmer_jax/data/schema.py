@@ -1,19 +1,12 @@
 """The one example format every dataset is stored in, and the checks that guard it.
 
-Every builder (synthetic, official releases, generic feature directory) produces the same per-utterance
-records, so the input pipeline and the methods never care where the data came from:
+Every builder (synthetic, official releases, generic feature directory) produces the same
+per-utterance records (`utterance_id`, `dialogue_id`, `turn`, `speaker`, `speaker_name`, `label`,
+the present modalities' features and presence flags), so the input pipeline and the methods never
+care where the data came from. Modality order is fixed everywhere: audio, visual, text
+(`MODALITIES`). A defect in the data is a `DataError`.
 
-  utterance_id  str     unique within the dataset
-  dialogue_id   str     conversation the utterance belongs to (a singleton for utterance corpora)
-  turn          int32   position inside the dialogue (0-based, contiguous after sorting)
-  speaker       int32   speaker index in order of first appearance inside the dialogue
-  speaker_name  str     the release's own speaker label
-  label         int64 class index (classification) | float32 score (regression)
-  <modality>    float32 [D] (utterance level) or [T, D] (sequence level), only for present modalities
-  <modality>_present  bool  only for the spec's `incomplete` modalities: False where this sample
-                lacks the modality in the data itself (its stored features are zeros, never read)
-
-Modality order is fixed everywhere: audio, visual, text (`MODALITIES`).
+The fields: docs/data.md#the-example-format.
 """
 
 from __future__ import annotations

@@ -1,22 +1,13 @@
 """Per-modality feature standardisation fitted on the training split, applied to every batch.
 
-Real features arrive on their own scales (RAVDESS's OpenWillis summaries span 1e-4 to 1e3), and a
-network fed them unscaled collapses to one class. `fit` computes, per modality and feature
-column, the mean and standard deviation over the training split only: over the samples that
-have the modality (a presence file's absent rows are never read) and, for sequences, over their
-valid frames (padding never counts). `apply` maps every batch of every split through the same
-statistics, host-side, before the method's own hook: `(x - mean) / std`, after which padding
-frames, padding rows and absent rows are zero again, so padding still changes nothing.
+`fit` computes, per modality and feature column, the mean and std over the training split only
+(samples that have the modality, valid frames of sequences). `apply` maps every batch of every
+split through the same statistics, host-side, after which padding and absent rows are zero again.
+A constant column is only centred. `for_run` reads `<workdir>/feature_stats.json` when a run has
+one, so evaluation always uses the statistics the model was trained with. Whether a run
+standardises is `config.data.standardize` (None: the dataset's default).
 
-A column whose standard deviation is zero (or below 1e-6 of its mean's magnitude, which is
-float rounding of a constant) is only centred: its std is stored as 1, never divided by zero.
-
-A run stores its statistics in `<workdir>/feature_stats.json` when it first fits them, and a
-resumed run or a later `--mode=evaluate` reads them back instead of refitting, so evaluation
-always uses the statistics the model was trained with (`for_run`). Whether a run standardises
-is `config.data.standardize`: True / False, or None for the dataset's default (on for a
-features directory, off for the synthetic sets and the official releases, whose builders already
-do what the authors' pipelines do: docs/data.md).
+Details and the defaults: docs/data.md#standardisation.
 """
 
 from __future__ import annotations

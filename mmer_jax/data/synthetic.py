@@ -3,24 +3,12 @@
   python -c "from mmer_jax.data import registry; registry.load('synthetic/iemocap_6')"
 
 One TFDS builder, `mmer_synthetic`, with one config per real release (`RELEASE_NAMES`). The data
-come from `synthetic_generator` (pure numpy): a shared emotion latent seen by every modality plus
-private noise, text > audio > visual in strength, and for conversations a speaker-aware emotion
-Markov chain with ambiguous turns that only context resolves. See that module for the story.
+come from `synthetic_generator` (pure numpy). Options (`make_builder(..., seed=, sizes=,
+strengths=, noise=, ambiguous=, ...)`) override the release's defaults; any override gives the
+config a distinct name `<release>_<hash>` so builds with different options never share a
+directory under data_dir.
 
-Default split sizes (dialogues for the conversation releases, utterances otherwise):
-
-  iemocap_6       108 / 12 / 31 dialogues (~49 turns each; the release's 120 train dialogues
-                  with 12 carved out for validation, and its 31 test dialogues)
-  meld_7          1039 / 114 / 280 dialogues (~9.6 turns, 1-33)
-  iemocap_4       4425 / 553 / 553 utterances (5531, 80/10/10; MMIN uses 10-fold CV instead)
-  msp_improv_4    3055 / 382 / 382 utterances (3819, 80/10/10; MMIN uses 12-fold CV instead)
-  mosi            1284 / 229 / 686 utterances (MMSA's split)
-  mosei           16326 / 1871 / 4659 utterances (MMSA's split)
-  mosei_emotions  as mosei, 6 emotion classes (M3ER)
-
-Options (`make_builder(..., seed=, sizes=, strengths=, noise=, ambiguous=, ...)`) override the
-release's defaults; any override gives the config a distinct name `<release>_<hash>` so builds
-with different options never share a directory under data_dir.
+Default split sizes and the signal: docs/data.md#synthetic-stand-ins.
 """
 
 from __future__ import annotations

@@ -1,27 +1,13 @@
 """Pure-numpy generator behind the synthetic stand-ins (no TFDS here, so it is cheap to test).
 
 Every release is described by a `Release` (shapes, split sizes, labels, conversation shape) and the
-planted signal by `Signal` (the knobs). The generative story, per utterance i and modality m:
+planted signal by `Signal` (the knobs): a shared emotion latent seen by every modality plus
+private noise, text > audio > visual in strength, and for conversations a speaker-aware emotion
+Markov chain with ambiguous turns that only context resolves. Everything is drawn from
+`np.random.default_rng([seed, ...])` streams keyed by (split, chunk), so a split is reproducible
+chunk by chunk and never needs to be held in memory at once.
 
-  z_i      = a_i * mu(y_i) + shared * e_i                 shared emotion latent, [K]
-  u_{i,m}  = strength_m * z_i + noise * p_{i,m}           what modality m sees, [K]
-  x_{i,m}  = tanh(P_m [u_{i,m}; nuisance_{i,m}]) + iso * eps + bias_m
-
-`mu(y)` is a class prototype (classification) or a point on a sentiment/intensity plane
-(regression); `a_i` is the turn's emotional intensity (0 for "ambiguous" turns, whose own features
-say nothing about the label); `e_i` is shared by every modality, so a missing modality can be
-imagined from the others; `p_{i,m}` and the nuisance directions are private to the modality.
-`P_m` is a fixed random isometry into the feature dimension, so a linear probe can find the signal
-but must learn where it is. Sequence modalities add per-frame noise (AR(1) over time) and an
-intensity envelope, so pooling over the valid frames helps.
-
-Conversations draw labels from a speaker-aware Markov chain: a speaker keeps their own last
-emotion with probability `persistence`, takes up the previous turn's emotion with probability
-`influence`, and otherwise draws from the release's class prior. So for an ambiguous turn, the
-same speaker's neighbouring turns are the evidence.
-
-Everything is drawn from `np.random.default_rng([seed, ...])` streams keyed by (split, chunk), so a
-split is reproducible chunk by chunk and never needs to be held in memory at once.
+The generative story: docs/data.md#the-generative-story.
 """
 
 from __future__ import annotations

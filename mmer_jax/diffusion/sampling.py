@@ -6,19 +6,9 @@ jaxpr does not grow with num_steps and `jax.jit(lambda key: sample(key, score_fn
 once per shape. The lower-level functions take an explicit initial sample (and, for
 Euler-Maruyama, the noise) so they can be fed exactly what another implementation used.
 
-Names and score evaluations (N = num_steps):
-
-* `euler_maruyama` (N >= 2): IMDer's loop on the grid linspace(1, eps, N); it returns the last
-  step's mean, i.e. the final step adds no noise. NFE = N.
-* `pc`: score_sde's predictor-corrector, `corrector_steps` Langevin steps then a reverse-diffusion
-  (or Euler-Maruyama) predictor at each of the N times of linspace(1, eps, N); returns the last
-  predictor mean. NFE = N (1 + corrector_steps).
-* `ode_heun`: the probability-flow ODE by Heun's method on N intervals of linspace(1, eps, N + 1),
-  with no evaluation skipped. NFE = 2 N.
-* `ode_rk4`: the same grid, classical Runge-Kutta. NFE = 4 N.
-* `dpm_solver` (VE only): the VE ODE dx/dstd = eps_theta = -std score, on N intervals uniform in
-  log std from std(1) to std(eps); order 1 is DDIM-like (NFE = N), order 2 is DPM-Solver-2 with its
-  midpoint in log std (NFE = 2 N).
+Names: `euler_maruyama`, `pc`, `ode_heun`, `ode_rk4` and `dpm_solver` (VE only, order 1 or 2);
+`sampler_nfe` gives a sampler's NFE without running it. Their grids and NFE:
+docs/imder.md#the-diffusion-package-mmer_jaxdiffusion.
 """
 
 from __future__ import annotations

@@ -1,26 +1,15 @@
 """The interface the trainer knows: a method turns a config into a model with init, loss and predict.
 
 `train.py`, `evaluate.py`, `gradcheck.py` and `benchmark.py` only ever call these; they never
-branch on a method's name. Losses are per example (shape of `batch['example_mask']`: [B] for
-utterance batches, [B, L] for dialogue batches) so the trainer can weight them by the mask and
-reduce them exactly the same way on one device, under sharded jit, and under pmap.
+branch on a method's name. Losses are per example (the shape of `batch['example_mask']`), so the
+trainer can weight them by the mask and reduce them the same way on one device, under sharded jit
+and under pmap. In one run a method's parameters come from `init`, then the trainer's
+`init_from`, then `fit` (what is fitted on the training split without gradient steps, kept as
+frozen leaves); `loss` and `predict` are pure functions of (params, batch, rng). Variants are
+resolved into config fields first (`resolve_config`). Under mixed precision a method builds its
+modules with `self.dtype` and casts its models' outputs to float32 (`full_precision`).
 
-The life of a method's parameters in one run (`train.Run.init_state`):
-  init(rng, batch)          fresh parameters (trainable ones and frozen placeholders)
-  init_from (trainer)       named subtrees restored from another stage or a finished run
-  fit(params, batches)      what is fitted on the training split without gradient steps
-                            (MMIN's teacher tables; later: M3ER's CCA, proxy maps): frozen leaves
-                            of the parameter tree, so checkpoints carry them and a resumed run
-                            never refits them
-  loss / predict            pure functions of (params, batch, rng), compiled by `steps.py`
-Variants of a method are resolved into config fields before any of this (`resolve_config`), so
-the workdir's config.json says what ran.
-
-Mixed precision (`config.precision`, docs/training.md): a method builds its modules with
-`self.dtype` (`compute_dtype`: None for 'float32', i.e. Flax's promotion, bfloat16 for
-'bfloat16'), and casts what its models return to float32 (`full_precision`) before any loss,
-reduction or prediction, so losses, metrics, fitted tables and predictions are float32 and the
-parameters and optimiser state stay float32 whatever the compute dtype.
+Details: docs/training.md#the-method-interface.
 """
 
 from __future__ import annotations

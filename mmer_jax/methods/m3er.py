@@ -2,35 +2,17 @@
 modality check and proxy features. No official code exists; this follows the paper, and
 docs/m3er.md lists every choice the paper leaves open.
 
-At prediction time, per sample:
+At prediction time, per sample: (1) the modality check (`method.modality_check`) in the space of
+a CCA fitted on the training split for every pair of modalities, by `method.check_statistic`
+('correlation', the paper's, or 'typicality', ours); (2) proxy features (`method.proxy`): every
+modality that is not effective is regenerated from each effective one (`ops/proxy`) and the
+regenerations averaged; (3) the classification network (`models/m3er.py`), whose heads'
+probabilities are averaged. The check and the proxies act on utterance-level vectors and at
+inference only; training uses the batch's modality mask and the multiplicative fusion loss
+(`multiplicative_loss`). `fit` learns the CCAs, the linear maps, the neighbour banks and the mean
+sequence lengths, frozen under `fitted`.
 
-  1. modality check (`method.modality_check`), in the space of a CCA fitted on the training
-     split for every pair of modalities, by one of two statistics (`method.check_statistic`):
-     'correlation' (the paper): the per-sample agreement of each pair of present modalities
-     (`ops/cca.sample_correlation`); a modality whose agreement with every other present
-     modality is below `method.tau` is ineffectual. 'typicality' (ours; docs/m3er.md says why):
-     a modality whose whitened canonical variates are atypically large for the training data
-     (`ops/cca.typicality`, averaged over its pairs, above `method.typicality_tau`) is
-     ineffectual. When either would leave none (with two modalities, a failed pair fails
-     both), the present modality most typical of the training data stays effective.
-  2. proxy features (`method.proxy`): every modality that is not effective (ineffectual, or
-     missing under the evaluation protocol) is regenerated from each effective one by the
-     nearest-neighbour reconstruction of `ops/proxy` and the training split's linear map, and
-     the regenerations are averaged. Without proxies, a non-effective modality is absent.
-  3. the classification network (`models/m3er.py`) on the effective and regenerated modalities;
-     the prediction is the mean of their heads' probabilities (returned as its log).
-
-The check and the proxies act on utterance-level vectors: a sequence modality is represented by
-the mean of its valid frames, and a regenerated sequence modality is that vector repeated over
-its frames (its own length when it has frames, else the mean training length).
-
-Training (clean data, or the protocol's `train.missing` masks) uses the batch's modality mask
-only: the check and the proxies are inference-time parts, as in the paper. The loss is a
-multiplicative fusion loss over the present modalities' heads (`multiplicative_loss`).
-
-What `fit` learns from the training split (frozen leaves of the parameter tree under `fitted`,
-so checkpoints carry them): a CCA per pair of modalities, a linear map per ordered pair, the
-training split's utterance-level vectors (the neighbour banks) and the mean sequence lengths.
+Details: docs/m3er.md#what-it-is.
 """
 
 from __future__ import annotations

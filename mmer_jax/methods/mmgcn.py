@@ -1,20 +1,12 @@
 """MMGCN (Hu et al., ACL 2021) and its fusion baselines, as a dialogue-level method.
 
-`config.method` fields (see `configs/mmgcn_iemocap.py`): `modalities` (letters of the paper's
-rows: 'a', 'v', 't', 'at', 'av', 'vt', 'avt'), `fusion` ('graph' is MMGCN; 'early', 'late',
-'gated' the paper's fusion baselines on the same encoders), the encoders' `width`,
-`speaker_nodes`, `num_speakers`, the GCN's `num_layers`, `gcn_hidden`, `alpha`, `lamda`,
-`gcn_form` ('paper' | 'authors'), `remat`, `fused` and `unroll` (the GCN's layers as one scan
-over folded kernels, and how far it unrolls; models/mmgcn.py `DeepGCN`), `cross_modal_weight`,
-`cos_scale`, `dropout`, `message_passing` ('blocks', or 'edges': the jraph edge list, see
-models/mmgcn.py), and the
-loss: `loss` ('nll', 'weighted_nll', 'focal', 'focal_authors'), `class_weights` (empty: inverse
-training-split frequencies, fitted once and carried by the checkpoint) and `focal_gamma`.
+`config.method` (see `configs/mmgcn_iemocap.py`) picks the modalities (letters of the paper's
+rows), the fusion ('graph' is MMGCN; 'early', 'late', 'gated' the paper's fusion baselines on the
+same encoders), the encoders, the GCN and its layout, and the loss ('nll', 'weighted_nll',
+'focal', 'focal_authors'). Empty `class_weights` are the inverse training-split frequencies,
+fitted once and carried by the checkpoint, scaled to a mean of 1 on the training split.
 
-The class weights are scaled so that the training split's mean weight is 1: each utterance's
-loss is its class weight times its NLL, averaged over the utterances like every other loss (the
-authors' `nn.NLLLoss(weight)` divides by the batch's sum of weights instead; both weight the
-classes alike, they differ by a per-batch factor near 1).
+The fields, the losses and where they differ from the authors' code: docs/mmgcn.md#what-it-is.
 """
 
 from __future__ import annotations

@@ -1,48 +1,17 @@
 """MMIN (Zhao, Li, Jin, ACL 2021) and the comparison rows of its paper.
 
-`config.method.variant` picks the row; `resolve_config` turns it into config fields before
-training, so `<workdir>/config.json` says what ran:
+`config.method.variant` picks the row (`mmin`, `mmin_ae`, `mmin_nocycle`, `full_baseline`,
+`augmented`); `resolve_config` turns it into config fields before training, so
+`<workdir>/config.json` says what ran. This class implements the first three; `full_baseline` and
+`augmented` resolve to early fusion (`methods/baselines.py`). Its loss per example is the
+cross-entropy plus the forward-imagination error to the teacher's target
+(`config.method.teacher_target`) and the cycle error, reduced over the joint embedding by
+`config.method.imagination_reduction`. Two stages, as data in the config: stage 1's encoders
+initialise the student and the frozen teacher. With `method.cache_teacher`, `fit` computes the
+teacher's embeddings of the training split once (`teacher_tables`).
 
-  mmin           student encoders -> CRA (forward imagination) -> classifier on the CRA latents,
-                 backward (cycle) imagination, frozen pretrained teacher; trained on the six
-                 missing patterns (`train.missing='patterns'`, one per sample per step)
-  mmin_ae        the same with a plain autoencoder instead of the CRA (MMIN-AE)
-  mmin_nocycle   the same without the backward net and its loss (MMIN-NoCycle)
-  full_baseline  resolves to early fusion (`methods/baselines.py`) with the config's stage 1
-                 settings: trained on complete data, evaluated under missing conditions by
-                 zero-filling (`method.missing_input='zero_features'`, the paper's baseline)
-  augmented      resolves to early fusion trained on the six patterns and the full one
-                 (`train.missing=method.augmented_missing`; 'patterns' is the authors' code)
-
-This class implements the first three. Loss per example:
-
-  ce_weight * CE(logits, label)
-  + fwd_weight * reduce_d (imagined - stop_gradient(target))^2
-  + cycle_weight * reduce_d (cycle - stop_gradient(student))^2      (not for mmin_nocycle)
-
-where `reduce_d` over the joint embedding dims is `config.method.imagination_reduction`: 'mean'
-(the default; the trainer then averages over the batch, which is the authors' `MSELoss` mean over
-batch x 384, with their weights 4.0 / 2.0) or 'sum' (the squared L2 norm averaged over samples,
-as the talk presenting MMIN writes it, with lambda1 = lambda2 = 0.1: the config variant
-`:talk_loss`). The forward target is `config.method.teacher_target`:
-
-  'complement'  (DESIGN.md and the authors' code) the frozen encoders applied to the input with
-                the available modalities zeroed: missing slots hold the teacher's embedding of
-                the real features, available slots the teacher's embedding of an all-zero input.
-                The cycle then maps the imagined missing modalities back to the available ones.
-  'full'        the frozen encoders' joint embedding of the complete input (a reading of the
-                paper's text). With it the cycle target is ill-posed: the backward net must put
-                exact zeros in the missing slots of an input that no longer says which were missing.
-
-Two stages, as data in the config (`configs/mmin_iemocap.py`): stage `stage1` trains the
-full-modality early-fusion model; this stage's `init_from` copies its best-on-valid `encoders`
-into both the student encoders (fine-tuned) and the teacher (frozen: `trainable_mask` False,
-outputs stop_gradient'ed). `method.pretrained_workdir` names a finished stage-1 run instead.
-
-With `method.cache_teacher`, `fit` computes the frozen teacher's embeddings of every training
-example once (of the complete input, and for the complement target of the all-zero input) into
-the frozen parameter subtree `teacher_tables`; the loss gathers the rows of its batch by `index`
-instead of running the teacher in every step. Checkpoints carry the tables.
+The model, the loss and its weights: docs/mmin.md#the-model; the rows:
+docs/mmin.md#the-comparison-rows.
 """
 
 from __future__ import annotations

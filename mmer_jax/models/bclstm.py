@@ -1,21 +1,13 @@
 """bc-LSTM: a bidirectional contextual LSTM over the turns of a dialogue (Poria et al., ACL 2017).
 
-The conversational baseline: every utterance is first encoded on its own (per modality, a
-Dense + ReLU + dropout over the utterance-level features, zeroed where the modality is missing
-for that utterance, then concatenated in (audio, visual, text) order); a bidirectional LSTM then
-runs over the turns of each dialogue so that every utterance sees its context in both directions;
-a Dense + ReLU + dropout and a per-turn linear classifier give logits [B, L, C].
+The conversational baseline: every utterance is first encoded on its own (per modality, a Dense +
+ReLU + dropout, zeroed where the modality is missing), the encodings are concatenated, and a
+bidirectional LSTM over the turns of each dialogue gives every utterance its context in both
+directions before a per-turn classifier: logits [B, L, C]. It is the single-level ("flat")
+variant of the paper's hierarchical model. Takes dialogue batches (`data/pipeline.py`); padding
+never changes a real turn's logits.
 
-This is the single-level ("flat") variant of the paper's hierarchical model: the paper trains a
-contextual LSTM per modality first and fuses their outputs in a second contextual LSTM; here the
-per-modality utterance features are fused before one contextual LSTM, as the fusion baselines do.
-
-Dialogue batches (`data/pipeline.py`): features [B, L, D_m], `turn_mask` bool [B, L] marking the
-real turns as a prefix of each row (padding turns come after them; padding dialogues have no
-real turn), and a per-utterance modality mask [B, L, 3] (a [B, 3] mask is broadcast over turns).
-Padding never changes a real turn's logits: padded turns' features are zeroed, both LSTM
-directions get `seq_lengths` (the backward pass starts at each dialogue's last real turn), and
-the logits of padded turns are set to 0.
+The model, the variant and the padding: docs/baselines.md#bc-lstm-modelsbclstmpy.
 """
 
 from __future__ import annotations

@@ -5,25 +5,10 @@ ones: the concatenated utterance embeddings x = [h_a, h_v, h_t] (384 = 3 x 128, 
 zero) go through a cascade of residual autoencoders whose latents are the joint representation
 the classifier reads, and whose output is trained towards a frozen teacher's embeddings of the
 missing modalities (forward imagination) and back (backward/cycle imagination).
+`CascadeResidualAE` follows the authors' `ResidualAE` (with its transition layer), `PlainAE`
+their `SimpleFcAE`.
 
-What follows the authors' code (`ResidualAE` / `SimpleFcAE` in the MMIN repository), checked there:
-
-* One block: encoder Dense(256) LeakyReLU Dense(128) LeakyReLU Dense(64) with no activation after
-  the last layer (the latent is linear); decoder Dense(128) ReLU Dense(256) ReLU Dense(384) with
-  no final activation (the imagined embedding must be able to reach the teacher's negative LSTM
-  max-pool values). LeakyReLU slope 0.01 (PyTorch's default). Dropout after every hidden
-  activation is supported, but MMIN builds its autoencoders with dropout 0.
-* The cascade: block 1 receives x, block k receives `x + sum of the outputs of blocks 1..k-1`
-  (the residual stream). The latents of all blocks are concatenated: [B, num_blocks * 64], the
-  classifier's input.
-* The imagined embedding is not the bare sum of the block outputs: the authors' code returns
-  transition(x + sum_k out_k), the residual stream after the last block (the input plus every
-  block's output) passed through a "transition" Dense(384) ReLU Dense(384). We follow the code
-  (`transition=True`, the default); `transition=False` returns the residual stream
-  x + sum_k out_k itself.
-* MMIN-AE (`PlainAE`, the ablation without the cascade): one autoencoder with LeakyReLU after every
-  encoder layer including the latent, LeakyReLU between decoder layers and ReLU on the output,
-  as the authors' `SimpleFcAE` does; its latent is layers[-1] (64) wide and the classifier reads it.
+The blocks, the cascade and the transition: docs/mmin.md#the-modules.
 """
 
 from __future__ import annotations

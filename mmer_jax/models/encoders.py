@@ -1,24 +1,16 @@
 """Per-modality utterance encoders: LSTM + max-pool, TextCNN, MLP, and a per-modality container.
 
 These are MMIN's utterance encoders (Zhao, Li, Jin, ACL 2021), shared by every utterance-level
-method and by the fusion baselines:
+method and by the fusion baselines: `LSTMEncoder` (audio and visual sequences), `TextCNN` (text
+sequences), `MLPEncoder` (utterance-level vectors [B, D]) and `ModalityEncoders`, one of them per
+present modality, returning a dict of [B, E] embeddings.
 
-* `LSTMEncoder`: a 1-layer unidirectional LSTM over frame features followed by a max-pool over
-  time (MMIN's acoustic and visual encoder, `embd_method=maxpool`).
-* `TextCNN`: Kim-style 1-D convolutions with kernel sizes 3/4/5, ReLU, max-pool over time, then
-  dropout and Dense + ReLU (MMIN's lexical encoder).
-* `MLPEncoder`: Dense + ReLU + dropout layers for utterance-level feature vectors [B, D].
-* `ModalityEncoders`: one of the above per present modality, returning a dict of [B, E] embeddings.
+Sequences are [B, T, D] with `lengths` [B]. By default padding never influences an output: padded
+frames are zeroed before any computation and pooling only looks at valid positions;
+`pool_padding=True` (`config.method.encoders.padding='included'`) reproduces the authors' pooling
+over the padding.
 
-Batch conventions (from `data/pipeline.py`): sequence features are [B, T, D] with `lengths` [B];
-frames at index >= length are padding. Unlike the authors' code, which runs the LSTM and the
-convolutions over the zero padding and pools over it too, padding here never influences an output:
-padded frames are replaced by zeros before any computation (so even NaN garbage cannot leak into
-values or gradients) and pooling only looks at valid positions. The padding-invariance tests in
-`tests/test_models.py` check this. `pool_padding=True` (`padding='included'` in
-`ModalityEncoders`, `config.method.encoders.padding`) reproduces the authors' behaviour instead:
-padded frames are still zeroed, but the LSTM runs over them and the max-pools count them, so an
-utterance's embedding depends on how long the longest one in its batch is.
+Details: docs/baselines.md#encoders-modelsencoderspy.
 """
 
 from __future__ import annotations

@@ -1,29 +1,15 @@
 """Fusion baselines over the per-modality encoders: early fusion, late fusion, gated attention.
 
-Each is a composite of an `encoders` submodule (`encoders.ModalityEncoders`, which says which
-modalities the model reads) and a `head` submodule (`layers.MLPHead`; late fusion clones it once
-per modality), both passed in by the caller. All three take
-`(features, lengths, modality_mask, *, deterministic)` where `modality_mask` is the
-boolean [B, 3] mask in (audio, visual, text) order (True = present), and return outputs [B, C]
-(logits) or [B, 1] (regression). With `return_aux=True` they return `(outputs, aux)`, where
-`aux['embeddings']` holds the per-modality embeddings the fusion saw (zero for missing
-modalities); MMIN trains `EarlyFusion` as its full-modality stage-1 model and reuses its
-`encoders` parameters (a `ModalityEncoders` submodule) as initialisation and frozen teacher.
+Each is a composite of an `encoders` submodule (`encoders.ModalityEncoders`) and a `head`
+submodule (`layers.MLPHead`; late fusion clones it per modality), both passed in by the caller.
+All three take `(features, lengths, modality_mask, *, deterministic)`, `modality_mask` the boolean
+[B, 3] mask in (audio, visual, text) order, and return outputs [B, C] (logits) or [B, 1]
+(regression); with `return_aux=True` also `aux['embeddings']`, the per-modality embeddings the
+fusion saw. A missing modality's input features are always zeroed; `missing_input`
+('zero_embedding', default, or 'zero_features', the MMIN authors' baselines) says whether the
+model is told what is missing.
 
-A missing modality's input features are always zeroed before encoding (so NaN garbage cannot
-leak into values or gradients). What happens next is `missing_input`:
-- 'zero_embedding' (default): the model knows the modality is missing; its embedding is replaced
-  by zeros (early fusion), dropped from the mean (late fusion) or from the attention softmax
-  (gated attention), so it never influences the output.
-- 'zero_features': the convention of the MMIN authors' baselines: the zero-filled features are
-  encoded and fused like any other input, i.e. the model is not told what is missing. A model
-  trained on complete data then meets inputs it never saw, which is what the "augmented"
-  baseline (training with random missing patterns) of the MMIN paper repairs.
-Modalities the dataset does not have are simply not listed in `modalities`.
-
-Mixed precision: the caller builds `encoders` and `head` with the compute `dtype` it wants; the
-model's own layers (gated attention's gates and scorer) take `dtype` (`layers` docstring), and
-the attention softmax runs in float32.
+Details: docs/baselines.md#fusion-modelsfusionpy.
 """
 
 from __future__ import annotations

@@ -2,29 +2,13 @@
 
 The method (`methods/imder.py`) owns the diffusion (which SDE, which sampler, which losses); this
 module only holds the parameters and the pure pieces it calls, each exposed as a method for
-`apply(..., method=IMDer.<piece>)`:
+`apply(..., method=IMDer.<piece>)`: `project`, `conditions`, `score_of`, `refine_of` and `fuse`.
+The per-modality score and refinement networks are stacked on a leading modality axis (`score`,
+`refine`). `init_all` touches every piece once, so `init` creates all the parameters. Any two or
+three of the library's modalities. The parameters and `constants` stay float32 under mixed
+precision, and the scores come back in at least float32.
 
-  project(features)          modality -> [B, L, d] (`projections`): the authors' unpadded Conv1d,
-                             or, for an utterance-level vector, a Dense to `utterance_tokens` x d
-                             reshaped to tokens: the score U-Net needs a length that is
-                             a multiple of 8, and a learned spread over tokens gives its
-                             convolutions and attentions something to work on (docs/imder.md).
-  conditions(proj, mask)     modality -> the condition of each sample's score network: the fusion
-                             of the two other modalities when the sample has both (`cat_lv`,
-                             `cat_la`, `cat_va`, the authors' 1x1 convs), else the one it has.
-  score_of(x, t, cond)       every modality's score network at once (`score`: the networks'
-                             parameters stacked on a leading modality axis, `modalities` order);
-                             `score_net_kwargs()` builds one of them alone (the method vmaps a
-                             single network over the stacked variables for per-slot draws).
-  refine_of(x)               every modality's refinement network at once (`refine`, stacked).
-  fuse(proj, deterministic)  the MulT fusion head (`head`) over the completed projections.
-
-`init_all` touches every piece once, so `init` creates all the parameters. Modalities are named
-as in the library ('audio', 'visual', 'text'); any two or three of them.
-
-Mixed precision: `dtype` is every piece's compute dtype (None: promoted; `layers.py` docstring);
-the parameters and the `constants` stay float32, and the score networks return their scores in
-at least float32 (`score_net.py`), so the diffusion around them runs in float32.
+The pieces: docs/imder.md#the-whole-model-imderpy.
 """
 
 from __future__ import annotations

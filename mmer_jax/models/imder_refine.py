@@ -1,26 +1,13 @@
 """IMDer's refinement network: residual channel-attention blocks over a recovered projection.
 
 After reverse diffusion recovers a missing modality's projected sequence, IMDer refines it with a
-small RCAN-style network (residual channel attention, after Zhang et al., ECCV 2018, made 1-D);
-the method trains it with an MSE towards the true projection. Reproduced from the authors'
-`rec_l` / `rec_a` / `rec_v` (`nn.Sequential(Conv1d(d, 2d, 1), Group(2d, 20 blocks,
-reduction 16), Conv1d(2d, d, 1))`):
+small RCAN-style network (residual channel attention, after Zhang et al., ECCV 2018, made 1-D),
+reproduced from the authors' `rec_l` / `rec_a` / `rec_v`: `ChannelAttention` (their CALayer),
+`RCAB`, `ResidualGroup` (their Group) and `RefineNet` (1x1 conv, the group, 1x1 conv back).
+Layout [B, L, C] in and out (channels last), any L >= 1; parameter names map one to one to
+theirs. Every module takes `dtype`, the compute dtype; parameters stay float32.
 
-* `ChannelAttention` (their CALayer): mean over time -> 1x1 conv to C // reduction -> ReLU ->
-  1x1 conv back to C -> sigmoid; the input is scaled channel-wise by the result.
-* `RCAB`: conv3 -> ReLU -> conv3 -> channel attention, times `res_scale`, plus the input.
-* `ResidualGroup` (their Group): `num_blocks` RCABs then a conv3, plus the group's input.
-* `RefineNet`: 1x1 conv to `hidden_factor * C`, the group, 1x1 conv back to C.
-
-Every conv has a bias and "same" padding (kernel 3, padding 1); no normalisation. Layout
-[B, L, C] in and out (channels last); any L >= 1 works, utterance-level vectors as L = 1
-([B, 1, C]) included. PyTorch default initialisation (uniform(+-1/sqrt(fan_in))) throughout.
-Names map one to one: rec_l.0 -> conv_in, rec_l.1.body.{i} -> group/block_{i},
-rec_l.1.body.{i}.body.{0,2} -> conv1/conv2, .body.3.conv_du.{0,2} -> ca/down, ca/up,
-rec_l.1.body.{num_blocks} -> group/conv, rec_l.2 -> conv_out.
-
-Mixed precision: every module takes `dtype`, the compute dtype of its convolutions (None:
-promoted; `layers.py` docstring); `RefineNet` casts its input to it, parameters stay float32.
+The blocks and the name map: docs/imder.md#the-refinement-network-imder_refinepy.
 """
 
 from __future__ import annotations

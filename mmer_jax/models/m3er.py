@@ -1,29 +1,14 @@
 """M3ER's classification network (Mittal et al., AAAI 2020): per-modality LSTMs, a gated memory
 updated by attention at every step, and one classifier head per modality.
 
-The network in the paper's words, with the choices it leaves open (docs/m3er.md lists them):
+One single-layer LSTM (32) per modality over its frames; a memory (128) updated at every step in
+the style of the Memory Fusion Network (`MemoryFusionCell`); per modality a head on [its last
+LSTM output; the memory], whose probabilities the multiplicative fusion losses combine
+(`methods/m3er.py`). A modality that does not take part (`used` False) is absent, not zero: the
+result equals the model without it. Padding never changes an output. Under mixed precision the
+recurrent state is carried in at least float32.
 
-* one single-layer LSTM (32) per modality over its frames (an utterance-level feature vector is
-  a sequence of one frame);
-* a memory (128, zero-initialised) updated at every step up to the sample's longest input, in
-  the style of the Memory Fusion Network (Zadeh et al., AAAI 2018): attention weights over the
-  concatenated previous and current LSTM outputs of every modality pick what changed
-  ("delta-memory attention"), a proposed memory is computed from the attended vector, and two
-  sigmoid gates mix it with the old memory (`MemoryFusionCell`);
-* per modality a head on [its last LSTM output; the memory] (32 + 128 = 160) -> Dense(64) ->
-  ReLU -> dropout -> Dense(classes), whose probabilities the multiplicative fusion losses
-  combine (`methods/m3er.py`).
-
-A modality that does not take part (`used` False: missing, or found ineffectual and not
-regenerated) is absent, not zero: its LSTM outputs are excluded from the memory's input and
-its head from the fusion, so the result equals the model without it. Each modality's LSTM
-stops at its own length (its state is held afterwards) and the memory stops at the longest, so
-padding never changes an output. The LSTMs' input projections run over all frames at once,
-outside the scan; the scan carries only the recurrent part.
-
-Mixed precision (`dtype`, `layers` docstring): the products and activations run in `dtype`; the
-recurrent state (LSTM cells and outputs, the memory) is carried in at least float32, and the
-attention softmax is computed in float32.
+The network and the choices the paper leaves open: docs/m3er.md#the-network-in-code-modelsm3erpy.
 """
 
 from __future__ import annotations

@@ -1,25 +1,15 @@
 """MMGCN (Hu et al., ACL 2021): a deep graph convolution over the modalities of a conversation.
 
-Each utterance becomes one node per modality. Within a dialogue every pair of nodes of one
+Each utterance becomes one node per modality; within a dialogue every pair of nodes of one
 modality is connected (self-loops included) and an utterance's nodes are connected across
-modalities (`data/graphs.py` builds these edge lists on the host, as jraph GraphsTuples). The edge
-weights are computed here from the node features, `1 - arccos(cos_sim(x_i, x_j)) / pi`, so
-gradients flow through them, and normalised symmetrically, `D^-1/2 A D^-1/2`, with segment sums
-over the edges: no dense N x N adjacency. A deep GCN with initial residual and identity mapping
-(GCNII, Chen et al. 2020) propagates over the graph; the classifier sees each utterance's
-modality nodes, concatenated (each node: its input features and its GCN output).
+modalities. The edge weights are computed here from the node features, `1 - arccos(cos_sim(x_i,
+x_j)) / pi`, so gradients flow through them, and normalised symmetrically, `D^-1/2 A D^-1/2`. A
+deep GCN with initial residual and identity mapping (GCNII) propagates over the graph; the
+classifier sees each utterance's modality nodes, concatenated. A node is absent (sends and
+receives nothing, counts in no degree) when its turn is padding or its modality is missing or
+unused: the graph without that node. Dialogue batches (`data/pipeline.py`).
 
-Which nodes take part is decided by masks on the device: a node is absent when its turn is
-padding, its modality is missing for that utterance (the shared missing-modality protocol), or
-the config does not use that modality. An absent node sends and receives nothing and does not
-count in any degree, which is exactly the graph without that node; the classifier sees zeros in
-its place. So random modality dropout in training needs no new graph.
-
-Shapes: dialogue batches (`data/pipeline.py`) with features [B, L, D_m], `speaker` [B, L]
-(order of first appearance in the dialogue), `turn_mask` [B, L], `modality_mask` [B, L, 3], and
-for `message_passing='edges'`, `graph` whose leaves carry a leading shard axis [S, ...] (S groups
-of B / S consecutive dialogues, one per data-parallel device; node `utterance` indices are local
-to their group).
+The model, its two message-passing layouts and the shapes: docs/mmgcn.md#what-it-is.
 """
 
 from __future__ import annotations

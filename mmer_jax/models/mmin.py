@@ -1,37 +1,15 @@
 """MMIN: the Missing Modality Imagination Network (Zhao, Li, Jin, ACL 2021) as one Flax module.
 
-    features, modality_mask
-      -> student encoders (missing modalities' inputs and embeddings zeroed)  -> student [B, M*E]
-      -> forward imagination net (CRA, or a plain AE for MMIN-AE)  -> imagined [B, M*E], latents
-      -> classifier(latents)                                       -> logits [B, C]
-      -> backward imagination net(imagined)                        -> cycle [B, M*E]
-    teacher encoders (frozen, always deterministic, outputs stop_gradient'ed):
-      teacher_complement  teacher on the input where only the *missing* modalities are kept (the
-                          available ones zeroed at the input): the forward-imagination target
-                          (the issue, DESIGN.md, the authors' code)
-      teacher_full        teacher on the full input: the alternative target (`teacher_target`)
+Student encoders -> forward imagination net (CRA, or a plain AE for MMIN-AE) -> classifier on
+its latents, and a backward imagination net over the imagined embedding; a frozen teacher (a
+clone of the encoders, outputs stop_gradient'ed) gives the forward targets `teacher_complement`
+and `teacher_full`. The caller passes the parts in (`encoders`, `forward_net`, `classifier`).
+Joint vectors concatenate the per-modality embeddings in (audio, visual, text) order, restricted
+to the dataset's modalities. A missing modality's slot of the student embedding is exactly zero
+(`zero_missing_slot=False`: the authors' `encoder(zeros)`).
 
-The joint vectors concatenate the per-modality embeddings in the library's fixed (audio, visual,
-text) order, restricted to the modalities the dataset has (`modalities`), so a dataset with fewer
-modalities just has a smaller joint dimension (3 x 128 = 384 for MMIN's setting). The authors
-concatenate in (audio, text, visual) order; the order is immaterial to the model.
-
-The caller passes the parts in: `encoders` (a `ModalityEncoders`; the teacher is its clone, so
-both always agree), `forward_net` (a `cra.CascadeResidualAE`, or a `cra.PlainAE` for MMIN-AE;
-the backward net is its clone, or the net itself with `share_weights`) and `classifier` (a
-`layers.MLPHead`).
-
-The student follows `fusion.EarlyFusion`'s convention (stage 1 of MMIN), so the stage-1 `encoders`
-parameters can be copied into both `encoders` (the student, fine-tuned) and `teacher` (frozen):
-a missing modality's input features are zeroed before encoding and its embedding is replaced by
-zeros. (The authors only zero the raw input, so a missing slot holds encoder(zeros), a
-bias-driven constant; with an exact zero the CRA input says unambiguously what is missing;
-`zero_missing_slot=False` reproduces theirs.)
-For `teacher_complement`, by contrast, an available slot holds teacher(zero input), not zero:
-that is the authors' target, reproduced as it is.
-
-The module does not know the losses; `methods/mmin.py` combines the outputs into
-CE + fwd_weight * MSE(imagined, target) + cycle_weight * MSE(cycle, stop_gradient(student)).
+The module does not know the losses: `methods/mmin.py` combines its outputs.
+The data flow and the conventions: docs/mmin.md#the-modules.
 """
 
 from __future__ import annotations

@@ -1,57 +1,17 @@
 """IMDer's conditional score network: a time-dependent 1-D U-Net with cross-attention to a condition.
 
-IMDer (Wang, Li, Cui, NeurIPS 2023) recovers a missing modality's projected sequence [B, L, 32] by
-reverse diffusion under a variance-exploding SDE (sigma = 25), guided by the available
-modalities. This is the score network s(x, t, condition) of that SDE, reproduced from the
-authors' `ScoreNet` (a Song-style U-Net made 1-D, with a MulT cross-attention at every scale):
+The score network s(x, t, condition) of IMDer's variance-exploding SDE (sigma = 25), reproduced
+from the authors' `ScoreNet` (a Song-style U-Net made 1-D, with a MulT cross-attention at every
+scale): Gaussian Fourier time features, four levels of convs (32, 64, 128, 256 channels) and
+transposed convs with skips, the output divided by the VE marginal std.
 
-* Time: Gaussian Fourier features of t (`GaussianFourierProjection`: 128 fixed random frequencies
-  ~ N(0, 30^2), [sin, cos] of 2 pi t w -> 256), then Dense(256) and swish (`TimeEmbedding`).
-* Encoder, one `UNetBlock` per channel width (32, 64, 128, 256): Conv1d(k=3, padding 1, no bias;
-  stride 1 at the first level, 2 after), then, with a condition, h += TransformerEncoder(h,
-  cond, cond) (2 layers, 8 heads, causal mask, no dropout), h += Dense(embed) broadcast over time,
-  GroupNorm (4 groups at the first level, 32 after), swish.
-* The condition follows its own path: at every level after the first it is convolved by the
-  level's `conv_cond` (same shape as the level's conv) to the level's width and length before
-  the attention; it is never concatenated with skips.
-* Decoder: ConvTranspose1d(k=3, stride 2, padding 1, output_padding 1, no bias) doubling the
-  length, the same cross-attention / time / GroupNorm(32) / swish, with the encoder's output of
-  the same length concatenated (channels) in front of each transposed conv after the first; the
-  last block is a stride-1 ConvTranspose1d (with bias) back to the input width plus cross-attention,
-  with no time embedding, norm or activation.
-* Output: divided by the VE marginal std sqrt((sigma^(2t) - 1) / (2 ln sigma)) at each sample's t,
-  as the authors do (`normalize_output=True`), so that score * std ~ -noise.
+Shapes: x [B, L, C] (channels last), t [B] (or a scalar), condition [B, L', channels[0]] or None.
+L must be divisible by 8; other lengths raise a ValueError. The fixed Fourier frequencies live in
+the variable collection `constants`: give the optimiser only `variables['params']`. Parameters
+map one to one to the authors'. Under mixed precision the time features and the output
+normalisation stay in at least float32, and so does the returned score.
 
-Layout and shapes: x [B, L, C] (channels last; C = 32 for IMDer, any C works and the output has
-C channels), t [B] (or a scalar), condition [B, L', channels[0]] or None (L' may differ from L).
-The sigma is an attribute (`sigma`, default 25), not a callable, so the module stays hashable and
-config-free; `marginal_prob_std(t, sigma)` is the same formula for the diffusion code.
-
-Lengths: three stride-2 convs (padding 1) take L -> ceil(L/2) each, and each transposed conv
-exactly doubles, so the skip concatenations line up only when L is divisible by 2^(levels-1) = 8
-(the authors run 48 -> 24 -> 12 -> 6 -> 12 -> 24 -> 48). Other lengths, L = 1 included, raise a
-ValueError; nothing is padded (padding would change the GroupNorm statistics and the
-attention). An utterance-level vector must be given a length (e.g. broadcast to 8 frames) by
-the method. The condition's length is free.
-
-The Fourier frequencies are fixed, non-trainable random numbers (in the authors' code an
-`nn.Parameter(requires_grad=False)`, so they are in the state dict as `embed.0.W` but Adam never
-moves them). Here they live in a separate variable collection, `constants` (path
-`constants/embed/fourier/W`), drawn from the 'params' key at init: keep the whole variables dict
-from `init` for `apply`, and give the optimiser only `variables['params']`, so that neither
-gradients nor weight decay can touch them.
-
-Parameters keep a one-to-one correspondence with the authors' (conv2 -> down2/conv, dense5 ->
-up4/dense, attention_t4 -> up4/attention, ...; the full map is in the IMDer parity notes).
-Transposed convs use `transpose_kernel=True`, so a PyTorch ConvTranspose1d weight [in, out, k]
-maps to the Flax kernel [k, out, in] by a plain transpose (2, 1, 0), no flip.
-
-Mixed precision (`dtype`, the compute dtype of the convolutions, attentions and dense layers;
-None: promoted, `layers.py` docstring): x and the condition are cast to it at the entry, while
-the time t, its Fourier features (arguments up to 2 pi * 90, far beyond bfloat16's resolution)
-and the output normalisation stay in at least float32, and the score is returned in at least
-float32, the dtype the diffusion's arithmetic (`mmer_jax/diffusion`) runs in. GroupNorm
-computes its statistics in float32.
+The layers, lengths and precision: docs/imder.md#the-score-network-score_netpy.
 """
 
 from __future__ import annotations

@@ -1,33 +1,15 @@
 """Canonical correlation analysis in closed form, and M3ER's per-sample agreement score.
 
 M3ER (Mittal et al., AAAI 2020) checks whether two modalities of a sample agree ("modality
-check"): both are projected on the canonical directions fitted on the training set, and a sample
-whose projected pair correlates poorly is treated as carrying a corrupted modality.
+check"): both are projected on the canonical directions fitted on the training set. `fit_cca` is
+the textbook closed form (a relative ridge, inverse square roots by `eigh`, one SVD) in numpy
+float64 on the whole training set at once, with the signs of the directions fixed so that a refit
+gives the same checkpoint. The fit is a dict of float32 numpy arrays (`mean_x`, `mean_y`,
+`proj_x`, `proj_y`, `correlations`), so it can sit in a parameter tree. `project`,
+`sample_correlation` and `typicality` are jax.numpy, jit-able and batched over any leading axes,
+their matmuls at HIGHEST precision.
 
-`fit_cca` is the textbook closed form, in numpy float64 on the whole training set at once:
-
-  Cxx, Cyy, Cxy   covariances of the centred features (divided by N - 1)
-  Cxx_r, Cyy_r    C + ridge * trace(C) / d * I: a ridge relative to the mean variance, so one
-                  `ridge` suits features of any scale; it keeps C invertible when d >= N or
-                  features are collinear (pooled frames often are)
-  K = Cxx_r^-1/2 Cxy Cyy_r^-1/2 = U S V^T   (inverse square roots by `eigh`)
-  proj_x = Cxx_r^-1/2 U[:, :k], proj_y = Cyy_r^-1/2 V[:, :k], correlations = S[:k]
-
-with k = min(num_components, dx, dy, N - 1). On the training set the canonical variates
-u = (x - mean_x) @ proj_x are whitened and u_k, v_k covary by correlations[k] and not at all
-across components (the ridge shrinks the variance along a direction of variance s to
-s / (s + ridge * trace(C) / d), so low-variance directions fall a little below 1).
-
-scikit-learn's `CCA` finds the same directions by NIPALS, one component at a time by power
-iterations: slow and unreliable past a few components (it warns of non-convergence), while M3ER
-uses 100; the closed form is one eigh per modality and one SVD. The signs of a pair of directions
-are arbitrary; we fix them so that the largest-magnitude entry of each proj_x column is positive
-(refits of the same data give the same checkpoint).
-
-The fit is a dict of float32 numpy arrays (`mean_x` [dx], `mean_y` [dy], `proj_x` [dx, k],
-`proj_y` [dy, k], `correlations` [k]) so it can sit in a Flax parameter tree or an orbax
-checkpoint. `project`, `sample_correlation` and `typicality` are jax.numpy, jit-able and batched
-over any leading axes; their matmuls run at HIGHEST precision (no TF32 on GPUs).
+The formulas, and why not scikit-learn's CCA: docs/m3er.md#cca-in-closed-form-opsccapy.
 """
 
 from __future__ import annotations

@@ -1,34 +1,14 @@
 """M3ER's proxy features: regenerate a sample's ineffective modality j from its effective one i.
 
-M3ER (Mittal et al., AAAI 2020) replaces a modality that failed the modality check by a proxy
-built from the sample's effective modality i and the training set's paired features:
+M3ER (Mittal et al., AAAI 2020) replaces a modality that failed the modality check by a proxy:
+the K training samples of modality i nearest to the query, the ridge coefficients that best
+rebuild the query from them, and the same coefficients applied to those neighbours mapped to j by
+a ridge linear map fitted on the training pairs. `regenerate` does this for a batch at once under
+jit (one distance matmul, `lax.top_k`, a batched K x K solve, HIGHEST precision);
+`regenerate_numpy_loop` is the same algorithm one sample at a time in numpy (the reference). A
+bank may be padded to a fixed size: `bank_mask` [N] keeps padding rows from counting.
 
-  T_ij(a) = a @ W + b       a linear map i -> j, ridge least squares on the training pairs
-  n_1..n_K                  the K training samples of modality i nearest to the query q
-                            (squared Euclidean distance)
-  w = (G + lam * (trace(G) / K + tiny) * I)^-1 N q
-                            the coefficients that best rebuild q from its neighbours, N [K, D_i]
-                            the neighbours and G = N N^T (a ridge relative to their mean
-                            squared norm, so `ridge` suits features of any scale)
-  proxy = sum_k w_k T_ij(n_k) = (sum_k w_k n_k) @ W + (sum_k w_k) b
-                            the same coefficients applied to the mapped partners
-
-w is not constrained to sum to 1 (unlike locally linear embedding), so the bias of T enters
-scaled by sum(w): a query rebuilt exactly from its neighbours gets exactly T(q) only when
-sum(w) = 1 or b = 0.
-(Features with a common offset, as real ones have, push sum(w) towards 1: the offset direction
-dominates the fit.)
-
-`regenerate` does this for a batch at once under jit: the distances to the whole bank are one
-matmul (||bank||^2 - 2 q . bank^T; ||q||^2 is the same for every bank row and does not change
-the ranking), then `lax.top_k`, a gather and a batched K x K solve. Its matmuls run at HIGHEST
-precision: the expanded distance subtracts large numbers, and TF32 on GPUs would pick the wrong
-neighbours. `regenerate_numpy_loop` is the same algorithm one sample at a time in numpy (the
-reference for the tests and the speed benchmark).
-
-A bank may be padded to a fixed size: `bank_mask` [N] (True = a real row) keeps padding rows from
-being chosen. If fewer than K rows are real, the padding rows still fill the K places, but they are
-zeroed before the solve, so their coefficients are exactly 0 and they add nothing to the proxy.
+The formulas and the padding: docs/m3er.md#proxy-regeneration-opsproxypy.
 """
 
 from __future__ import annotations

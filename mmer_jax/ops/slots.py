@@ -2,23 +2,14 @@
 
 IMDer draws and scores a modality only for the examples that miss it. Masks are per example, so
 the active slots of a batch [M, B] vary from batch to batch, while a compiled program needs fixed
-shapes. `over_slots` packs the active slots of each modality to the front (in example order),
-cuts them into K = ceil(B / chunk) chunks of `chunk` slots per modality, and runs `fn` on one
-chunk [M, chunk, ...] at a time (`lax.map`, differentiable), skipping a chunk that holds no
-active slot (`lax.cond`): a batch whose modalities each miss at most `chunk` examples costs one
-chunk, a complete batch none. Results are scattered back to [M, B, ...], zero where inactive.
+shapes. `over_slots` packs the active slots of each modality to the front, cuts them into chunks
+of `chunk` slots, runs `fn` on one chunk [M, chunk, ...] at a time (`lax.map`), skipping a chunk
+with no active slot (`lax.cond`), and scatters the results back to [M, B, ...], zero where
+inactive. `fn` must treat the slots of a chunk independently. Under a sharded jit the chunks are
+gathered and scattered by one-hot products and pinned replicated, so the gradients agree with
+one device's.
 
-Inactive places inside a chunk are filled with zeros (keys: the last example's) and their
-results are dropped, so `fn` must treat the slots of a chunk independently (every IMDer draw and
-loss term is per slot). Under `vmap` a `lax.cond` runs both branches: the skip then saves nothing.
-
-Under jit with a batch sharded over devices, the chunks are gathered and scattered by one-hot
-products (exact: HIGHEST precision, products by 1 and sums of zeros) and each chunk's inputs are
-pinned replicated (`with_sharding_constraint(x, PartitionSpec())`, when the trainer has set its
-mesh: `parallel.under_mesh`). With indexed gathers, or without the pin, the stacked refinement
-and score convs' kernel gradients of a sharded step disagreed with one device's by up to 0.07
-(XLA's automatic partitioning, jax 0.10.2, batch 8 on 8 host devices, chunks of 4:
-tests/test_method_contract.py); with both, they agree to rounding.
+Details: docs/imder.md#training-configsimder_mosipy-the-authors-configjson (the packed path).
 """
 
 from __future__ import annotations

@@ -1,96 +1,17 @@
 """IMDer against the authors' code (mdswyz/IMDer), weight for weight and noise for noise.
 
 Their networks are imported from the checkout at run time (`trains/singleTask/model/`:
-`scoremodel.py`'s `ScoreNet`, `loss_fn`, `Euler_Maruyama_sampler`; `rcan.py`'s `Group`;
-`imder.py`'s `IMDER`, `MSE`, `marginal_prob_std`, `diffusion_coeff`). Their `IMDER` is built from
-their own `config/config.json` (MOSI: `datasetParams.mosi` and the aligned feature sizes 768 / 5 /
-20) with `use_bert=False` and `train_mode='regression'`, so one model holds every network; the
-L1 loss is `torch.nn.L1Loss`, their trainer's regression criterion. Ours are the Flax modules
+`scoremodel.py`, `rcan.py`, `imder.py`), their `IMDER` built from their own `config/config.json`
+(MOSI) with `use_bert=False` and `train_mode='regression'`. Ours are the Flax modules
 (`models/score_net.py`, `models/imder_refine.py`, `models/imder_head.py`) and the diffusion
-package (`diffusion/sde.py`, `losses.py`, `sampling.py`, `conditioning.py`).
+package. One set of weights goes into both through the weight map (`to_authors` /
+`from_authors`; `to_composite` / `from_composite` for `models/imder.py`'s stacked variables), and
+both run on one batch and one noise sequence (ours, fed to theirs through patched `torch.rand`,
+`torch.randn` and `torch.randn_like`), in float32 and float64 (`tolerances.TOLERANCES`): the
+score network, the score-matching loss, the Euler-Maruyama sampler, the refinement network, the
+fusion head, the losses and their gradients.
 
-What is compared, in float32 and float64 (`tolerances.TOLERANCES`):
-
-  score/*        their `score_a` and our ScoreNet at the same (x, t, condition), B x 48 x 32.
-  loss/score     their `loss_fn(score_a, x, marginal_prob_std, condition)` and ours (mean over the
-                 batch of `losses.score_matching_loss_at`, the condition perturbed with the same z
-                 by `conditioning.perturb_condition`), t and z from `losses.draw_perturbation`
-                 fed to theirs by patching `torch.rand` / `torch.randn_like` (t exactly: the
-                 uniform u with u (1 - eps) + eps == t in their arithmetic is searched for).
-  gradient/score/<level>  d loss/score / d parameters (torch autograd, `jax.grad`), mapped back.
-  em{N}/*        their `Euler_Maruyama_sampler` (N = 10 and their 100 steps) and ours
-                 (`sampling.euler_maruyama` with `conditioning.perturbed_condition_score`) on one
-                 noise sequence: `torch.randn` returns, in the order their loop asks for it, our
-                 initial noise and each step's condition noise (`conditioning.condition_noise` at
-                 that grid time), `torch.randn_like` each step's noise.
-  refine/*, gradient/refine  their `rec_a` (Conv1d, RCAN `Group` of 20 RCABs, Conv1d) and our
-                 RefineNet, and their `MSE` to a target (ours `mean((pred - target)^2)`).
-  condition/cat_lv  their 1x1 fusion conv and our PairCondition on the projected (text, visual).
-  head/*, loss/l1, gradient/head/<network>  their `IMDER.forward(num_modal=3)` (no modality
-                 missing: projections and MulT head only) and our IMDerProjections +
-                 IMDerFusionHead: the projections, Feature_t/a/v/f, the output M, the L1 loss
-                 to a label, and its gradients w.r.t. the head's parameters.
-
-The weight map (`to_authors` / `from_authors`). Ours is one variables dict {'params',
-'constants'} with one top-level module per network (m = text | audio | visual, their letter
-l | a | v); `models/imder.py` holds the same variables with the per-modality score and refinement
-networks stacked on a leading modality axis (`score`, `refine`, in the dataset's modality
-order): `to_composite` / `from_composite` convert between the two.
-
-  score_<m>            score_<letter>                      (ScoreNet)
-    embed/fourier/W      embed.0.W                           (collection `constants`: their
-                                                             nn.Parameter(requires_grad=False))
-    embed/dense          embed.1
-    downN/conv, conv_cond, dense, gnorm, attention
-                         convN, convN_cond, denseN.dense, gnormN, attention_N       (N = 1..4)
-    upN/conv, conv_cond, dense, gnorm, attention
-                         tconvN, tconvN_cond, dense(9-N).dense, tgnormN, attention_tN
-  refine_<m>           rec_<letter>                        (RefineNet)
-    conv_in, conv_out    0, 2
-    group/block_i/conv1, conv2, ca/down, ca/up
-                         1.body.i.body.0, .body.2, .body.3.conv_du.0, .body.3.conv_du.2
-    group/conv           1.body.20
-  cat_<pair>/conv      cat_<pair>                          (PairCondition; lv, la, va)
-  projections/conv/proj_<letter>   proj_<letter>           (IMDerProjections)
-  head/trans_*, proj1, proj2, out_layer   the same names   (IMDerFusionHead)
-  any TransformerEncoder: layers_k/self_attn/in_proj_kernel, in_proj_bias, out_proj, fc1, fc2,
-                         layers_k/layer_norms_j, layer_norm
-                         -> layers.k.self_attn.in_proj_weight, ..., layers.k.layer_norms.j,
-                         layer_norm (their buffers `version`, `embed_positions._float_tensor`
-                         have no counterpart)
-
-  Leaves: kernel / scale -> weight, in_proj_kernel -> in_proj_weight, bias and W unchanged.
-  Layouts (`to_torch_layout`, its own inverse): a Dense kernel [in, out] is the transpose of a
-  Linear weight [out, in] (the packed attention `in_proj_kernel` [E, 3E] of `in_proj_weight`
-  [3E, E] too); a Conv kernel [k, in, out] is `transpose(2, 1, 0)` of a Conv1d weight [out, in,
-  k], and our ConvTranspose kernel [k, out, in] (`transpose_kernel=True`) is the same transpose of
-  a ConvTranspose1d weight [in, out, k], no flip; 1-D tensors are copied.
-
-Activations: ours are channels-last [B, L, C], theirs [B, C, L] (convolutions) and [L, B, C]
-(transformers); every compared tensor is transposed to ours.
-
-Differences, each documented and none a change of what is computed:
-* Their package `__init__`s import their trainer (tqdm, sklearn metrics) and BERT (`transformers`);
-  the harness imports the model files under empty stand-ins of their packages, with a placeholder
-  for `BertTextEncoder` (`use_bert=False` never builds it). Their module-level `device = 'cuda'`
-  (read by `marginal_prob_std` and `diffusion_coeff`) is set to 'cpu' on the imported module, and
-  the sampler is called with `device='cpu'`.
-* Dropout: their model in eval mode, ours deterministic (the head's MOSI rates are not 0, and two
-  frameworks cannot draw the same masks; the score networks have none).
-* Noise: both sides get the same arrays (ours drawn by JAX); theirs through patched `torch.rand`,
-  `torch.randn` and `torch.randn_like` during their call only.
-* float64: three places of their code compute in float32 whatever the model's dtype: the
-  sinusoidal position table (`get_embedding`, `dtype=torch.float`), the attention softmax
-  (`attn_weights.float()`), and the sampler's time grid (`torch.ones`, `torch.linspace`, the
-  default dtype). The float64 comparison runs their code with those promoted: `torch.float` read
-  as float64 while their `get_embedding` builds the table (and the per-device table caches
-  emptied), `Tensor.float()` leaving float64 tensors as they are, torch's default dtype float64.
-  In float32 nothing is patched.
-* The marginal std of the perturbation in the loss and of the condition noise: theirs
-  sqrt((sigma^(2t) - 1) / (2 ln sigma)), ours (`VESDE.marginal_std`) the same with `expm1`,
-  which keeps small t accurate in float32 (inside the ScoreNet the output is divided by their
-  formula on both sides). The two agree to rounding except for t near 0, where theirs loses
-  digits (about 1e-5 relative at t = 1e-3 in float32).
+What is compared, the weight map and the documented differences: docs/imder_parity.md.
 """
 
 from __future__ import annotations

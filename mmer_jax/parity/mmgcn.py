@@ -1,73 +1,17 @@
 """MMGCN against the authors' code (hujingwen6666/MMGCN), weight for weight.
 
-Their `DialogueGCNModel` (`model.py`, with `MM_GCN` from `model_mm.py` and `GCNII_lyc` from
-`model_GCN.py`) is imported from the checkout at run time and built as their `train.py` builds it
-for `run.sh`'s IEMOCAP line: base_model 'LSTM', graph_type 'MMGCN', mm_fusion_mthd
-'concat_subsequently', modals 'avl', use_speaker, use_residue, D_e = graph_hidden_size = 100,
-2 speakers, 6 classes, IEMOCAP feature sizes (text 100, audio 1582, visual 342); their `MM_GCN`
-hard-codes 64 GCNII layers with `variant=True` whatever `--Deep_GCN_nlayers` says. Dropout is 0
-and their model is in eval mode. Ours is `models/mmgcn.py`'s `MMGCN` with the options that
-compute the same (`OUR_OPTIONS`: the 'authors' GCN form `gcn_concat_input=True`, 64 layers, gamma
-1, their cosine scale), on a graph from `data/graphs.py` (`add_dialogue_graph`).
+Their `DialogueGCNModel` (`model.py`, with `MM_GCN` and `GCNII_lyc`) is imported from the
+checkout at run time and built as their `train.py` builds it for `run.sh`'s IEMOCAP line (64
+GCNII layers, `variant=True`, dropout 0, eval mode). Ours is `models/mmgcn.py`'s `MMGCN` with the
+options that compute the same (`OUR_OPTIONS`). Both run on one batch of dialogues of equal length
+in float32 and float64 (`tolerances.TOLERANCES`): encoders, node features, every adjacency entry,
+GCN output, log-probabilities, loss and gradients. `authors_node_index` maps our nodes to theirs,
+`to_authors` / `from_authors` the weights. Running their code as it is needs four things, none a
+change of what it computes: stand-in modules for the import (`stub_modules`), `.cuda()` as the
+identity (`authors_runtime`), their legacy index (`legacy_index`) and, in float64, torch's
+default dtype float64.
 
-What is compared, in float32 and float64 (`tolerances.TOLERANCES`), on one batch of dialogues of
-equal length (their LSTM runs over padding, unpacked; ours stops at each dialogue's end, so only
-equal lengths compute the same):
-
-  encoder/{audio,visual}   their linear_a / linear_v outputs, ours encoder_audio / encoder_visual
-  encoder/text_lstm        their lstm_l output, ours the second bidirectional LSTM layer's
-  nodes/{audio,visual,text} the GCN's node inputs (the text nodes with the speaker embedding)
-  adjacency                their dense `create_big_adj` output (the matrix their GCN multiplies
-                           by) and our normalised edge weights (`return_adjacency=True`) scattered
-                           into the same [3 N, 3 N] layout (`dense_adjacency`): every entry off
-                           the diagonal, zeros included
-  adjacency/self_loops     its diagonal, in float32 with the gradient tolerance: arccos near
-                           0.99999 turns the cosine's float32 rounding into ~1e-5 on both sides
-                           (`SELF_LOOP_TOLERANCE`; the report's `self_loops_float32_vs_float64`
-                           gives each side's float32 self-loops against its own float64 ones)
-  gcn/output               the GCN stack's output features per node (their `GCNII_lyc` output
-                           after the residue concatenation, its last 100 columns; ours `gcn`'s)
-  log_probs                their forward's log_softmax output and log_softmax of our logits, on
-                           the real turns in their order (dialogue-major)
-  loss                     their `nn.NLLLoss(weight)` (train.py with --class-weight); ours
-                           sum(w_y nll) / sum(w_y) from our logits (`weighted_nll`)
-  gradient/<group>         d loss / d parameters, theirs mapped back through the weight map;
-                           `gradient/gcn/layers` is the worst of the 64 GCN layers, each
-                           compared on its own
-
-Node order: theirs is modality-major over the whole batch (all audio nodes, dialogue after
-dialogue, then visual, then text: index m * N + offset_b + t, N the batch's real turns); ours is
-one block per dialogue with the modalities inside (`graphs.dialogue_graph`).
-`authors_node_index` maps each of our nodes to theirs.
-
-The weight map (`to_authors` / `from_authors`), ours -> theirs:
-
-  encoder_{audio,visual,text}       linear_{a,v,l}        (Dense kernel = Linear weight.T)
-  text_lstm_{k}_{forward,backward}  lstm_l.*_l{k}, lstm_l.*_l{k}_reverse   (layouts.py: gates
-                                    i, f, g, o; our one bias = bias_ih + bias_hh)
-  speaker_embedding/embedding       graph_model.speaker_embeddings.weight
-  gcn/input                         graph_model.graph_net.fcs.0
-  gcn/layer_{i}/kernel              graph_model.graph_net.convs.{i-1}.weight   (as is: [2H, H])
-  classifier                        smax_fc
-
-Their other parameters (`att_model`, `gatedatt`, and `graph_model`'s a_fc, v_fc, l_fc,
-feature_fc, final_fc, modal_embeddings, a/v/l_spk_embs) are built but never used on this path:
-they keep their own initial values, and the run checks that none of them gets a gradient.
-
-Running their code as it is needs four things, none a change of what it computes:
-* their files import `torch_geometric` (RGCNConv, GraphConv: the 'relation' graph, not built
-  here) and `ipdb` at the top: empty stand-in modules are put in `sys.modules` for the import
-  only (`stub_modules`), and taken out again;
-* `MM_GCN` calls `.cuda()` unconditionally (`create_big_adj`, the node features): during their
-  forward `torch.Tensor.cuda` returns the tensor itself (`authors_runtime`), restored afterwards;
-* `create_big_adj` writes each cross-modal block's diagonal with `adj[idx] = dia_sim`, idx a
-  [2, n] numpy array, which their PyTorch (1.1) read as a tuple (rows, columns) and PyTorch 2.9
-  and later read as one index into the first axis (a shape error): during their forward
-  `Tensor.__setitem__` turns exactly such an index into a tuple (`legacy_index`);
-* `create_big_adj` builds its matrices with `torch.zeros` in torch's default dtype: the float64
-  run sets the default dtype to float64 (otherwise the adjacency is float32 and their own GCN
-  fails on the dtype mismatch); the float32 run sets nothing.
-Their constructor's prints go to stderr (stdout is the JSON line).
+What is compared, the weight map and the documented differences: docs/mmgcn_parity.md.
 """
 
 from __future__ import annotations

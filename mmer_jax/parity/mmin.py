@@ -1,35 +1,15 @@
 """MMIN against the authors' code (AIM3-RUC/MMIN, branch master), weight for weight.
 
 Their networks (`models/networks/`: `LSTMEncoder`, `TextCNN`, `ResidualAE`, `FcClassifier`) are
-built with `configs/mmin_iemocap.py`'s sizes (their `CAP_mmin.sh`), and their `MMINModel`'s own
-`set_input`, `forward`, `backward` and `optimize_parameters` run on a stand-in object carrying
-the attributes those methods read (their `__init__` loads a pretrained checkpoint from disk and
-moves everything to CUDA). Ours is `methods/mmin.py` with the teacher tables fitted on the batch,
-its loss, and one `steps.train_step`.
+built with `configs/mmin_iemocap.py`'s sizes, and their `MMINModel`'s own `set_input`, `forward`,
+`backward` and `optimize_parameters` run on a stand-in object (their `__init__` loads a
+pretrained checkpoint and moves everything to CUDA). Ours is `methods/mmin.py` with the teacher
+tables fitted on the batch, its loss, and one `steps.train_step`. `to_authors` / `from_authors`
+map the weights (`joint_permutation`: their joint vector is (audio, text, visual)). The run sets
+`PARITY_OPTIONS`, the config fields whose defaults depart from the authors' code on purpose, to
+their behaviour; dropout is off on both sides.
 
-The weight map (`to_authors` / `from_authors`), ours -> theirs:
-
-  encoders/{audio,visual,text}   netA, netV, netL      (teacher/...: the pretrained encoder's)
-    lstm/{input,hidden}            rnn.{weight_ih,bias_ih}_l0, rnn.{weight_hh,bias_hh}_l0
-                                   (lstm_biases=2; with 1, lstm/{ii..io, hi..ho}: layouts.py)
-    conv_{3,4,5}, embed            conv{1,2,3}, embd.0
-  forward_net, backward_net      netAE, netAE_cycle
-    block_k/enc_{0,1,2}            encoder_k.{0,2,4}
-    block_k/dec_{0,1,2}            decoder_k.{0,2,4}
-    transition_{0,1}               transition.{0,2}
-  classifier/dense_{0,1}, out    netC.module.{0,3}, netC.fc_out
-
-Joint embeddings are (audio, visual, text) here and (audio, text, visual) there: every layer
-reading or writing the 384-d joint vector has its rows or columns permuted (`joint_permutation`),
-and the compared joint outputs are permuted the same way.
-
-The run sets `PARITY_OPTIONS`, the config fields whose defaults depart from the authors' code on
-purpose, to their behaviour: a missing slot holds `encoder(zeros)`, the LSTM and TextCNN pools
-run over the zero padding, the LSTMs carry PyTorch's two biases (which Adam moves twice as far
-as one), and each network's gradient norm is clipped on its own. Dropout is off
-on both sides (their nets in eval mode, our rates 0): the two frameworks' dropout masks cannot be
-drawn alike. Training-time missing patterns are fixed by the harness (`train.missing='none'`, the
-batch's mask is the pattern), one of the six per example.
+What is set, the weight map and the results: docs/mmin.md#parity-with-the-authors-code.
 """
 
 from __future__ import annotations
