@@ -1,12 +1,13 @@
 """Paper tables from a spec: rows of runs over seeds, aggregated by `compare`, ordered by `paired`.
 
 A spec (`launch/tables/<name>.py`, `spec()` returning a `Spec`) names a config, the seeds and the
-rows: each row the config with its own overrides, or another row's stage (`results_of`), a run
-that reuses another row's stage (`link`), or the same run as another row (`same_as`). Every run
-is `<workdir>/<row>/seed=<k>/` (a plain `mmer_jax.main` workdir); `launch/table.py` runs the ones
-without results through the sweep's job runner (`jobs.py`) and writes `table.json` / `table.md`:
-per row, condition and metric the mean ± sample std over seeds with n, derived columns, and the
-spec's orderings paired by seed. Details: docs/compare.md#tables.
+rows: each row the config with its own overrides (`{run:ROW}` in one: ROW's run of the same
+seed), or another row's stage (`results_of`), a run that reuses another row's stage (`link`), or
+the same run as another row (`same_as`). Every run is `<workdir>/<row>/seed=<k>/` (a plain
+`mmer_jax.main` workdir); `launch/table.py` runs the ones without results through the sweep's
+job runner (`jobs.py`) and writes `table.json` / `table.md`: per row, condition and metric the
+mean ± sample std over seeds with n, derived columns, and the spec's orderings paired by seed.
+Details: docs/compare.md#tables.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -26,7 +28,8 @@ from mmer_jax import writers
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-  """One row. `overrides`: `--config.x=v` after the spec's; `config`: another config file;
+  """One row. `overrides`: `--config.x=v` after the spec's, `{run:ROW}` in one replaced by ROW's
+  run directory of the same seed (this row then runs after ROW); `config`: another config file;
   `results_of`: (row, stage) whose results this row reads (nothing trained); `link`: {stage:
   row}, stages of another row's run linked into this one before it trains; `same_as`: the run of
   another row (e.g. the depth row at the default depth); `mode`: main's `--mode`."""
@@ -65,6 +68,9 @@ class Spec:
   analysis: Callable[..., dict] | None = None  # (workdir, spec, table) -> extra JSON
 
 
+RUN_PLACEHOLDER = re.compile(r'\{run:([^{}]+)\}')  # `{run:ROW}` in a row's override
+
+
 def run_dir(workdir: str, spec: Spec, row: str, seed: int) -> str:
   """The run a row reads for a seed (`same_as` followed)."""
   name = spec.rows[row].same_as or row
@@ -79,6 +85,11 @@ def results_path(workdir: str, spec: Spec, row: str, seed: int) -> str:
   return os.path.join(run_dir(workdir, spec, row, seed), 'results.json')
 
 
+def fill_runs(override: str, workdir: str, spec: Spec, seed: int) -> str:
+  """`override` with each `{run:ROW}` replaced by ROW's run directory for `seed`."""
+  return RUN_PLACEHOLDER.sub(lambda m: run_dir(workdir, spec, m.group(1), seed), override)
+
+
 def command(workdir: str, spec: Spec, row: str, seed: int, extra: Sequence[str] = (),
             python: str = sys.executable) -> list[str] | None:
   """The `mmer_jax.main` command of one row and seed, None for a row that trains nothing."""
@@ -88,7 +99,7 @@ def command(workdir: str, spec: Spec, row: str, seed: int, extra: Sequence[str] 
   return [python, '-m', 'mmer_jax.main', f'--config={r.config or spec.config}',
           f'--workdir={run_dir(workdir, spec, row, seed)}', f'--config.seed={seed}',
           *([f'--mode={r.mode}'] if r.mode != 'train' else []), *spec.overrides, *extra,
-          *r.overrides]
+          *(fill_runs(o, workdir, spec, seed) for o in r.overrides)]
 
 
 def prepare_links(workdir: str, spec: Spec, row: str, seed: int) -> None:
@@ -102,9 +113,10 @@ def prepare_links(workdir: str, spec: Spec, row: str, seed: int) -> None:
 
 
 def _needs(r: Row) -> list[str]:
-  """The rows whose runs a row reads or links."""
+  """The rows whose runs a row reads, links or names in an override."""
   return [*r.link.values(), *([r.results_of[0]] if r.results_of else []),
-          *([r.same_as] if r.same_as else [])]
+          *([r.same_as] if r.same_as else []),
+          *(name for o in r.overrides for name in RUN_PLACEHOLDER.findall(o))]
 
 
 def depth(spec: Spec, row: str) -> int:
