@@ -1,6 +1,6 @@
 """mmer_jax/tables.py and launch/table.py: runs from a spec, waves, links, `{run:ROW}`, the
-aggregate (sample std, n, paired orderings), the specs of the published tables and their numbers
-against the launchers they replace."""
+aggregate (sample std, n, paired orderings), and the specs of the published tables
+(launch/tables/): their commands, cells, orderings and analyses on fake runs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from mmer_jax import paired
 from mmer_jax import tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -30,11 +31,21 @@ SPEC = tables.Spec(
                tables.Ordering('main', 'reuse', 'acc2', 'avg')))
 
 
-def _write(path, mae, acc2):
+def _results(path, cells: dict, **per_row) -> None:
+  """results.json of `cells` ({condition: {metric: value}}); `per_row`: {key: {condition:
+  value}} added to each row (e.g. num_samples)."""
   path.parent.mkdir(parents=True, exist_ok=True)
-  rows = [{'condition': c, 'metrics': {'mae': mae + k, 'acc2': acc2 - k}}
-          for k, c in enumerate(('full', 'rate=0.5'))]
-  path.write_text(json.dumps({'rows': rows}))
+  path.write_text(json.dumps({'rows': [
+      {'condition': c, 'metrics': m, **{k: v[c] for k, v in per_row.items()}}
+      for c, m in cells.items()]}))
+
+
+def _write(path, mae, acc2):
+  _results(path, {c: {'mae': mae + k, 'acc2': acc2 - k} for k, c in enumerate(('full', 'rate=0.5'))})
+
+
+def _load(name: str, arg: str | None = None) -> tables.Spec:
+  return tables.load_spec(str(REPO / 'launch' / 'tables' / f'{name}.py'), arg)
 
 
 def test_commands_links_and_waves(tmp_path):
@@ -120,163 +131,297 @@ def test_published_specs_print_their_commands(tmp_path, name):
     assert '/imder/seed=1' in out.stdout and '/imder_zeros_complete/' not in out.stdout
 
 
-# The specs against the launchers they replace (launch/{mmin,m3er,features}_table.py): the old
-# launcher run on fake results.json in its own layout (nothing to train, so it only tabulates),
-# tables.aggregate on the same files linked into <workdir>/<row>/seed=<k>.
+# MMIN (launch/tables/mmin_iemocap4.py): WA and UA on the six missing conditions, full and their
+# average; the orderings on the average; the criterion and the imagination ratios.
 
-def _old_table(launcher: str, *flags: str) -> dict:
-  out = subprocess.run([sys.executable, f'launch/{launcher}.py', *flags], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
-  assert out.returncode == 0, out.stderr[-2000:]
-  workdir = next(f.split('=', 1)[1] for f in flags if f.startswith('--workdir='))
-  return json.loads(pathlib.Path(workdir, 'table.json').read_text())
+MISSING = ('a', 'v', 't', 'av', 'at', 'vt')
 
 
-def _fake_results(path: pathlib.Path, conditions, metrics, rng) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps({'rows': [
-      {'condition': c, 'metrics': {m: float(rng.uniform(0.3, 0.9)) for m in metrics},
-       'num_samples': 60 + k} for k, c in enumerate(conditions)]}))
+def _mmin_run(workdir, row: str, seed: int, ua: dict | float, full: float = 0.8,
+              wa_shift: float = 0.0) -> None:
+  """A run's results.json: UA per missing condition (one value: all six) and on full; WA is UA
+  + `wa_shift`."""
+  ua = {**(ua if isinstance(ua, dict) else dict.fromkeys(MISSING, ua)), 'full': full}
+  _results(workdir / row / f'seed={seed}' / 'results.json',
+           {c: {'ua': v, 'wa': v + wa_shift} for c, v in ua.items()})
 
 
-def _link(new: pathlib.Path, old: pathlib.Path) -> None:
-  new.parent.mkdir(parents=True, exist_ok=True)
-  new.symlink_to(old, target_is_directory=True)
+def test_mmin_average_is_the_mean_of_the_six_missing_conditions(tmp_path):
+  spec = _load('mmin_iemocap4')
+  assert tuple(spec.derived['average']) == MISSING
+  ua = {'a': 0.6, 'v': 0.4, 't': 0.7, 'av': 0.65, 'at': 0.75, 'vt': 0.72}
+  _mmin_run(tmp_path, 'augmented', 0, ua, full=0.9, wa_shift=0.01)
+  cells = tables.aggregate(str(tmp_path), spec, ['augmented'], [0])['rows']['augmented']['cells']
+  assert list(cells) == [*MISSING, 'full', 'average']
+  assert cells['average']['ua']['mean'] == pytest.approx(np.mean(list(ua.values())))
+  assert cells['average']['wa']['mean'] == pytest.approx(np.mean(list(ua.values())) + 0.01)
+  assert cells['full']['ua']['mean'] == 0.9 and cells['full']['wa']['mean'] == pytest.approx(0.91)
 
 
-def _close(a, b):
-  assert a == pytest.approx(b, rel=0, abs=1e-12)
+def test_mmin_orderings_pair_the_average_by_seed(tmp_path):
+  spec = _load('mmin_iemocap4')
+  averages = {'mmin': (0.66, 0.67, 0.65), 'augmented': (0.65, 0.66, 0.66),
+              'full_baseline': (0.60, 0.61, 0.62)}  # mmin_ae, mmin_nocycle: not run
+
+  def orderings(averages, seeds=(0, 1, 2)):
+    for row, values in averages.items():
+      for seed in seeds:
+        _mmin_run(tmp_path / str(len(seeds)), row, seed, values[seed])
+    table = tables.aggregate(str(tmp_path / str(len(seeds))), spec, list(spec.rows), seeds)
+    return table, {(o['better'], o['worse'], o['metric']): o for o in table['orderings']}
+
+  table, found = orderings(averages)
+  # Orderings with a row that has no runs are left out.
+  assert set(found) == {(b, w, m) for b, w in (('mmin', 'augmented'), ('augmented', 'full_baseline'))
+                        for m in ('ua', 'wa')}
+  assert {o['condition'] for o in table['orderings']} == {'average'}
+  o = found['mmin', 'augmented', 'ua']
+  diff = np.subtract(averages['mmin'], averages['augmented'])
+  assert o['mean_diff'] == pytest.approx(diff.mean())
+  assert o['std_diff'] == pytest.approx(diff.std(ddof=1))
+  assert o['t'] == pytest.approx(diff.mean() / (diff.std(ddof=1) / np.sqrt(3)))
+  assert (o['seeds_held'], o['num_seeds'], o['holds']) == (int((diff > 0).sum()), 3, True)
+  o = found['augmented', 'full_baseline', 'wa']
+  diff = np.subtract(averages['augmented'], averages['full_baseline'])
+  assert o['seeds_held'] == 3 and o['mean_diff'] == pytest.approx(diff.mean())
+  # An ordering that fails on average does not hold.
+  _, found = orderings({**averages, 'mmin': (0.64, 0.65, 0.65)})
+  assert not found['mmin', 'augmented', 'ua']['holds']
+  # One seed: no spread and no t (null in the JSON, blank in table.md).
+  table, found = orderings(averages, seeds=(0,))
+  o = found['mmin', 'augmented', 'ua']
+  assert o['std_diff'] is None and o['t'] is None and o['holds']
+  claim = next(x.claim for x in spec.orderings if (x.better, x.worse) == ('mmin', 'augmented'))
+  diff = averages['mmin'][0] - averages['augmented'][0]
+  assert f'| {claim} | mmin > augmented | ua @ average | {diff:+.4f} | 1/1 |  |' in tables.markdown(
+      table)
 
 
-def _same_orderings(old: list[dict], new: list[dict], key) -> None:
-  new = {(o['better'], o['worse'], o['metric'], o['condition']): o for o in new}
-  assert len(new) == len(old)
-  for o in old:
-    n = new[key(o)]
-    for k in ('mean_diff', 'std_diff', 't'):
-      _close(n[k], o[k])
-    for k in ('seeds_held', 'num_seeds', 't_critical', 'significant', 'holds'):
-      assert n[k] == o[k]
+def test_mmin_criterion_uses_the_critical_t_of_the_number_of_seeds(tmp_path):
+  spec = _load('mmin_iemocap4')
+  seeds = (0, 1, 2, 3, 4)
+  augmented = np.array([0.66, 0.67, 0.65, 0.66, 0.68])
+  averages = {'augmented': augmented,  # ahead of full_baseline in every seed
+              'full_baseline': np.array([0.65, 0.655, 0.64, 0.65, 0.66]),
+              'mmin': np.array([0.66, 0.665, 0.652, 0.655, 0.679])}  # a little behind augmented
+  crit = paired.T_CRITICAL[len(seeds) - 1]
+
+  def criterion(averages, workdir):
+    for row, values in averages.items():
+      for seed in seeds:
+        _mmin_run(workdir, row, seed, float(values[seed]))
+    table = tables.aggregate(str(workdir), spec, list(spec.rows), seeds)
+    return {(c['better'], c['worse'], c['metric']): c
+            for c in spec.analysis(str(workdir), spec, table)['criterion']}
+
+  def t(better, worse):
+    diff = averages[better] - averages[worse]
+    return diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff)))
+
+  found = criterion(averages, tmp_path / 'close')
+  assert set(found) == {('augmented', 'full_baseline', 'ua'), ('augmented', 'full_baseline', 'wa'),
+                        ('mmin', 'augmented', 'ua')}
+  c = found['augmented', 'full_baseline', 'ua']
+  assert c['t_critical'] == crit and c['t'] == pytest.approx(t('augmented', 'full_baseline'))
+  assert c['test'] == 'better' and c['t'] > crit and c['criterion_holds']
+  c = found['mmin', 'augmented', 'ua']
+  assert c['t'] == pytest.approx(t('mmin', 'augmented'))
+  assert c['test'] == 'not_worse' and -crit < c['t'] < 0 and c['criterion_holds'] and not c['holds']
+  # Clearly worse in every seed but one: the non-inferiority test fails.
+  averages['mmin'] = np.array([0.645, *(augmented[1:] - 0.02)])
+  found = criterion(averages, tmp_path / 'worse')
+  c = found['mmin', 'augmented', 'ua']
+  assert c['t'] == pytest.approx(t('mmin', 'augmented')) and c['t'] < -crit
+  assert not c['criterion_holds']
 
 
-def test_mmin_spec_matches_mmin_table(tmp_path):
-  spec = tables.load_spec(str(REPO / 'launch' / 'tables' / 'mmin_iemocap4.py'))
-  rng, seeds = np.random.default_rng(0), (0, 1, 2)
+def test_mmin_imagination_ratios_over_seeds(tmp_path):
+  spec = _load('mmin_iemocap4')
+  seeds = (0, 1)
+  ratio = lambda s, k: 0.5 + 0.3 * s + 0.05 * k  # noqa: E731  (seed 1 is above 1 on vt)
+  for seed in seeds:
+    for row in ('mmin', 'mmin_ae'):  # mmin_ae has no imagination reports
+      _mmin_run(tmp_path, row, seed, 0.6)
+    (tmp_path / 'mmin' / f'seed={seed}' / 'imagination_mse.json').write_text(json.dumps({
+        'conditions': {c: {'ratio_to_train_mean': ratio(seed, k),
+                           'ratio_to_zeros': ratio(seed, k) / 2,
+                           'mse': {'imagined': 2 * ratio(seed, k)}} for k, c in enumerate(MISSING)},
+        'beats_train_mean_everywhere': seed == 0}))
+  table = tables.aggregate(str(tmp_path), spec, list(spec.rows), seeds)
+  imagination = spec.analysis(str(tmp_path), spec, table)['imagination']
+  assert set(imagination) == {'mmin'}
+  assert imagination['mmin']['num_seeds'] == 2
+  assert not imagination['mmin']['beats_train_mean_everywhere']  # seed 1's report says no
+  for k, c in enumerate(MISSING):
+    ratios = np.array([ratio(s, k) for s in seeds])
+    cell = imagination['mmin']['conditions'][c]
+    assert cell['ratio_to_train_mean']['mean'] == pytest.approx(ratios.mean())
+    assert cell['ratio_to_train_mean']['std'] == pytest.approx(ratios.std(ddof=1))
+    assert cell['ratio_to_zeros']['mean'] == pytest.approx(ratios.mean() / 2)
+    assert cell['mse_imagined']['mean'] == pytest.approx(2 * ratios.mean())
+    assert cell['seeds_beating_train_mean'] == int((ratios < 1).sum())
+
+
+# M3ER (launch/tables/m3er.py): two trained networks, the other rows re-evaluate one of them.
+
+def test_m3er_trains_two_rows_and_reevaluates_the_rest():
+  spec = _load('m3er', 'iemocap_4')
+  cmd = tables.command('/r', spec, 'm3er', 1, python='py')
+  assert cmd[1:4] == ['-m', 'mmer_jax.main', '--config=configs/m3er_iemocap.py:synthetic']
+  assert '--mode=evaluate' not in cmd and '--config.method.variant=m3er' in cmd
+  assert '--workdir=/r/m3er/seed=1' in cmd and '--config.seed=1' in cmd
+  cmd = tables.command('/r', _load('m3er', 'ravdess_av'), 'no_proxy_paper_check', 0, python='py')
+  assert '--mode=evaluate' in cmd and '--config.method.variant=no_proxy' in cmd
+  assert cmd[-1] == '--config.method.check_statistic=correlation'  # the row's own, last
+  assert '--config.data.features_dir=../shared/data/ravdess_av' in cmd
+  assert {r for r, row in spec.rows.items() if row.mode == 'train'} == {'original_mult', 'm3er'}
+
+
+def test_m3er_reevaluated_rows_link_the_trained_runs(tmp_path):
+  spec = _load('m3er', 'iemocap_4')
+  waves = tables.pending(str(tmp_path), spec, ['no_proxy', 'original_mult_check'], [0], python='py')
+  workdirs = [[c[4].split('=', 1)[1] for c in wave] for wave in waves]
+  assert workdirs == [[f'{tmp_path}/{r}/seed=0' for r in ('original_mult', 'm3er')],
+                      [f'{tmp_path}/{r}/seed=0' for r in ('no_proxy', 'original_mult_check')]]
+  for row, trained in (('no_proxy', 'm3er'), ('original_mult_check', 'original_mult')):
+    (tmp_path / trained / 'seed=0' / 'checkpoints').mkdir(parents=True)
+    (tmp_path / trained / 'seed=0' / 'feature_stats.json').write_text('{}')
+    for name in ('checkpoints', 'feature_stats.json'):  # the standardisation it was trained with
+      link = tmp_path / row / 'seed=0' / name
+      assert link.is_symlink() and os.path.samefile(link, tmp_path / trained / 'seed=0' / name)
+  (tmp_path / 'm3er' / 'seed=0' / 'results.json').write_text('{}')
+  (wave,) = tables.pending(str(tmp_path), spec, ['no_check_no_proxy'], [0], python='py')
+  assert [c[4] for c in wave] == [f'--workdir={tmp_path}/no_check_no_proxy/seed=0']  # m3er: done
+
+
+def test_m3er_means_and_paired_orderings(tmp_path):
+  spec = _load('m3er', 'iemocap_4')
+  bases = {'m3er': np.array([0.70, 0.72, 0.71]), 'no_proxy': np.array([0.68, 0.71, 0.69])}
+  for row, values in bases.items():
+    for seed, base in enumerate(values):
+      _results(tmp_path / row / f'seed={seed}' / 'results.json', {
+          **{c: {'weighted_f1': base - i / 10, 'wa': base - i / 20,
+                 'mean_ovr_accuracy': 0.8 - i / 50} for i, c in enumerate(spec.conditions)},
+          'a': {'weighted_f1': 0.1}})
+  table = tables.aggregate(str(tmp_path), spec, list(spec.rows), [0, 1, 2])
+  cells = table['rows']['m3er']['cells']
+  assert list(cells) == list(spec.conditions)  # not `a`: outside the table's grid
+  assert cells['full']['weighted_f1']['mean'] == pytest.approx(bases['m3er'].mean())
+  assert cells['full']['weighted_f1']['std'] == pytest.approx(bases['m3er'].std(ddof=1))
+  assert cells['noise=1.0']['wa']['mean'] == pytest.approx(bases['m3er'].mean() - 3 / 20)
+  found = [o for o in table['orderings'] if (o['condition'], o['metric']) == ('full', 'weighted_f1')]
+  assert len(found) == 1 and (found[0]['better'], found[0]['worse']) == ('m3er', 'no_proxy')
+  diff = bases['m3er'] - bases['no_proxy']
+  assert found[0]['mean_diff'] == pytest.approx(diff.mean())
+  assert found[0]['t'] == pytest.approx(diff.mean() / (diff.std(ddof=1) / np.sqrt(3)))
+  assert found[0]['seeds_held'] == 3 and found[0]['holds']
+  assert '| m3er > no_proxy | weighted_f1 @ full |' in tables.markdown(table)
+
+
+# The features table (launch/tables/features.py): fusion and MMIN rows on one feature directory,
+# one grid with per-modality rates.
+
+def test_features_grid_means_sample_stds_and_scored_samples(tmp_path):
+  spec = _load('features', 'DIR')
+  wa = {c: np.array([0.8, 0.7, 0.9]) - 0.05 * k for k, c in enumerate(spec.conditions)}
+  samples = {c: 60 + k for k, c in enumerate(spec.conditions)}
+  for seed in range(3):
+    _results(tmp_path / 'late_fusion' / f'seed={seed}' / 'results.json',
+             {c: {'wa': v[seed], 'ua': v[seed] - 0.1} for c, v in wa.items()}, num_samples=samples)
+  _results(tmp_path / 'mmin' / 'seed=0' / 'results.json', {c: {'wa': 0.6, 'ua': 0.5} for c in wa})
+  table = tables.aggregate(str(tmp_path), spec, ['late_fusion', 'mmin'], [0, 1, 2])
+  cells = table['rows']['late_fusion']['cells']
+  assert list(cells) == list(spec.conditions)  # the grid, in order
+  for c, values in wa.items():
+    assert cells[c]['wa']['mean'] == pytest.approx(values.mean())
+    assert cells[c]['wa']['std'] == pytest.approx(values.std(ddof=1))
+    assert cells[c]['ua']['mean'] == pytest.approx(values.mean() - 0.1)
+  assert table['rows']['mmin']['cells']['full']['wa']['std'] is None  # one seed: no spread
+  scored = spec.analysis(str(tmp_path), spec, table)
+  assert scored['late_fusion'] == samples and scored['mmin'] == dict.fromkeys(wa)
+
+
+def test_features_rows_and_the_per_modality_rates(tmp_path):
+  spec = _load('features', 'DIR')
+  assert set(spec.rows) >= {'late_fusion', 'early_fusion', 'late_fusion_augmented',
+                            'early_fusion_augmented', 'late_fusion_uneven', 'mmin'}
+  assert 'imder' not in spec.rows
+  # The per-modality rates are a grid condition of every row (as results.json names it) and the
+  # training rates of late_fusion_uneven; the uniform rates follow.
+  assert spec.conditions[-5:] == ('rate=a:0.1,v:0.5,t:0.0', 'rate=0.0', 'rate=0.3', 'rate=0.5',
+                                  'rate=0.7')
   for row in spec.rows:
-    for seed in seeds:
-      old = tmp_path / 'old' / f'{row}_seed{seed}'
-      _fake_results(old / 'results.json', spec.conditions, ('wa', 'ua'), rng)
-      if row in ('mmin', 'mmin_ae'):  # mmin_nocycle: no imagination report, left out
-        ratios = {c: {'ratio_to_train_mean': float(rng.uniform(0.5, 1.2)),
-                      'ratio_to_zeros': float(rng.uniform(0.2, 0.8)),
-                      'mse': {'imagined': float(rng.uniform(0.1, 1.0))}}
-                  for c in spec.derived['average']}
-        (old / 'imagination_mse.json').write_text(json.dumps({
-            'conditions': ratios, 'beats_train_mean_everywhere': seed != 1}))
-      _link(tmp_path / 'new' / row / f'seed={seed}', old)
-  old = _old_table('mmin_table', f'--workdir={tmp_path}/old', '--seeds=0,1,2')
-  table = tables.aggregate(str(tmp_path / 'new'), spec, list(spec.rows), seeds)
-  analysis = spec.analysis(str(tmp_path / 'new'), spec, table)
-  # mmin_table's std was the population std (np.std); the table's is the sample std.
-  to_sample = np.sqrt(len(seeds) / (len(seeds) - 1))
-  for row in spec.rows:
-    for metric in ('wa', 'ua'):
-      for column, mean in old['mean'][row][metric].items():
-        cell = table['rows'][row]['cells'][column][metric]
-        _close(cell['mean'], mean)
-        _close(cell['std'], old['std'][row][metric][column] * to_sample)
-  _same_orderings(old['orderings'], table['orderings'],
-                  lambda o: (o['better'], o['worse'], o['metric'], 'average'))
-  assert [(c['better'], c['worse'], c['metric'], c['test'], c['criterion_holds']) for c in
-          analysis['criterion']] == [(c['better'], c['worse'], c['metric'], c['test'],
-                                      c['criterion_holds']) for c in old['criterion']]
-  assert set(analysis['imagination']) == set(old['imagination']) == {'mmin', 'mmin_ae'}
-  for row, imag in old['imagination'].items():
-    new = analysis['imagination'][row]
-    assert (new['num_seeds'], new['beats_train_mean_everywhere']) == (
-        imag['num_seeds'], imag['beats_train_mean_everywhere'])
-    for c, o in imag['conditions'].items():
-      n = new['conditions'][c]
-      _close(n['ratio_to_train_mean']['mean'], o['ratio_to_train_mean'])
-      _close(n['ratio_to_train_mean']['std'], o['ratio_to_train_mean_std'] * to_sample)
-      _close(n['ratio_to_zeros']['mean'], o['ratio_to_zeros'])
-      _close(n['mse_imagined']['mean'], o['mse_imagined'])
-      assert n['seeds_beating_train_mean'] == o['seeds_beating_train_mean']
+    cmd = tables.command(str(tmp_path), spec, row, 0, python='py')
+    assert '--config.data.features_dir=DIR' in cmd
+    assert '--config.eval.rates=(0.0, 0.3, 0.5, 0.7)' in cmd
+    (grid,) = [a for a in cmd if a.startswith('--config.eval.conditions=')]
+    assert grid.endswith("'vt', 'rate=a:0.1,v:0.5')")
+  cmd = tables.command(str(tmp_path), spec, 'late_fusion_uneven', 0, python='py')
+  assert cmd[-2:] == ['--config.train.missing=rate', '--config.train.missing_rates=a:0.1,v:0.5']
+  # table.md: a line per row, a column per grid condition.
+  for row, wa in (('late_fusion', 0.8), ('mmin', 0.6)):
+    for seed in (0, 1):
+      _results(tmp_path / row / f'seed={seed}' / 'results.json',
+               {c: {'wa': wa, 'ua': wa} for c in spec.conditions})
+  lines = tables.markdown(tables.aggregate(str(tmp_path), spec, ['late_fusion', 'mmin'],
+                                           [0, 1])).splitlines()
+  assert '| row | n | ' + ' | '.join(spec.conditions) + ' |' in lines
+  cells = ['0.8000 ± 0.0000'] * len(spec.conditions)
+  assert '| late_fusion | 2 | ' + ' | '.join(cells) + ' |' in lines
+  assert any(line.startswith('| mmin | 2 | 0.6000') for line in lines)
 
 
-def test_m3er_spec_matches_m3er_table(tmp_path):
-  spec = tables.load_spec(str(REPO / 'launch' / 'tables' / 'm3er.py'))
-  rng, seeds = np.random.default_rng(1), (0, 1, 2, 3)
-  for row in spec.rows:
-    for seed in seeds:
-      old = tmp_path / 'old' / f'{row}_seed{seed}'
-      _fake_results(old / 'results.json', ('a', *spec.conditions), spec.metrics, rng)
-      _link(tmp_path / 'new' / row / f'seed={seed}', old)
-  old = _old_table('m3er_table', f'--workdir={tmp_path}/old', '--seeds=0,1,2,3')
-  table = tables.aggregate(str(tmp_path / 'new'), spec, list(spec.rows), seeds)
-  assert list(table['rows']) == list(old['rows'])
-  for row, cells in old['rows'].items():
-    for condition, by_metric in cells.items():
-      for metric, (mean, std) in by_metric.items():
-        cell = table['rows'][row]['cells'][condition][metric]
-        _close(cell['mean'], mean)
-        _close(cell['std'], std)
-  _same_orderings(old['orderings'], table['orderings'],
-                  lambda o: (o['better'], o['worse'], o['metric'], o['condition']))
+def test_features_imder_row_runs_the_cpu_variant(tmp_path):
+  from configs import imder_mosi  # pylint: disable=g-import-not-at-top
+  spec = _load('features', 'DIR,imder')
+  cmd = tables.command(str(tmp_path), spec, 'imder', 0, python='py')
+  assert '--config=configs/imder_mosi.py:cpu' in cmd
+  assert "--config.train.valid_conditions=('a', 'v')" in cmd
+  assert not [a for a in cmd if a.startswith('--config.method.')]  # no copy of the settings
+  assert spec.rows['imder_zeros_complete'].results_of == ('imder', 'stage1')
+  assert tables.command(str(tmp_path), spec, 'imder_zeros_complete', 0) is None
+  config = imder_mosi.get_config('cpu')  # what the row trains, before its valid_conditions
+  assert config.method.score_channels == (32, 64) and config.method.sampler == 'dpm_solver'
 
 
-def test_features_spec_matches_features_table(tmp_path):
-  spec = tables.load_spec(str(REPO / 'launch' / 'tables' / 'features.py'), 'DIR,imder')
-  rng, seeds = np.random.default_rng(2), (0, 1, 2)
-  # An audio-visual directory: no condition with text.
-  grid = [c for c in spec.conditions if 't' not in c.split('=')[0]]
-  trained = [r for r, row in spec.rows.items() if not row.results_of]
-  for row in trained:
-    for seed in seeds:
-      old = tmp_path / 'old' / row / f'seed_{seed}'
-      _fake_results(old / 'results.json', grid, ('wa', 'ua'), rng)
-      if row == 'imder':
-        _fake_results(old / 'stage1' / 'results.json', grid, ('wa', 'ua'), rng)
-      _link(tmp_path / 'new' / row / f'seed={seed}', old)
-  old = _old_table('features_table', f'--workdir={tmp_path}/old', '--features_dir=DIR',
-                   '--seeds=0,1,2', f'--rows={",".join(spec.rows)}')['table']
-  table = tables.aggregate(str(tmp_path / 'new'), spec, list(spec.rows), seeds)
-  samples = spec.analysis(str(tmp_path / 'new'), spec, table)
-  assert list(table['rows']) == list(old)
-  for row, cells in old.items():
-    assert list(table['rows'][row]['cells']) == list(cells)  # the grid, in the old order
-    for condition, cell in cells.items():
-      for metric in ('wa', 'ua'):
-        new = table['rows'][row]['cells'][condition][metric]
-        _close(new['mean'], cell[metric][0])
-        _close(new['std'], cell[metric][1])
-      assert samples[row][condition] == cell['n']
+# IMDer (launch/tables/imder_mosi.py): the analysis re-evaluates checkpoints (faked here).
+
+IMDER_METRICS = ('mae', 'acc2', 'f1', 'acc7', 'corr')
 
 
-def test_imder_fast_cost_pairs_fast_with_em100_per_seed(tmp_path, monkeypatch):
-  """The IMDer spec's analysis: imder_fast's own rate-0.5 row against both checkpoints
-  re-evaluated with Euler-Maruyama 100 (faked here), paired by seed, kept per seed."""
+def _restored_metrics(run: str, steps: int) -> dict:
+  """The fake re-evaluation: MAE 0.9 (imder's checkpoint) or 0.95 (imder_fast's) at 100 steps,
+  0.001 more a step fewer; Acc-2 0.5 + 0.001 a step; the rest 0.5."""
+  mae = (0.95 if run.startswith('imder_fast') else 0.9) + 0.001 * (100 - steps)
+  return {**dict.fromkeys(IMDER_METRICS, 0.5), 'mae': mae, 'acc2': 0.5 + 0.001 * steps}
+
+
+def _imder_runs(tmp_path, monkeypatch, seeds=(0, 1)) -> list:
+  """imder and imder_fast runs (rate-0.5 MAE 0.9 / 0.8 + 0.01 seed, the rest 0.5) and
+  `reevaluate.Restored` faked by `_restored_metrics`; returns the list its calls go to."""
   from mmer_jax import reevaluate  # pylint: disable=g-import-not-at-top
-  spec = tables.load_spec(str(REPO / 'launch' / 'tables' / 'imder_mosi.py'))
-  metrics = ('mae', 'acc2', 'f1', 'acc7', 'corr')
-  for seed in (0, 1):
+  for seed in seeds:
     for row, mae in (('imder', 0.9), ('imder_fast', 0.8)):
-      path = tmp_path / row / f'seed={seed}' / 'results.json'
-      path.parent.mkdir(parents=True)
-      path.write_text(json.dumps({'rows': [{'condition': 'rate=0.5', 'metrics': {
-          m: mae + 0.01 * seed if m == 'mae' else 0.5 for m in metrics}}]}))
+      _results(tmp_path / row / f'seed={seed}' / 'results.json', {'rate=0.5': {
+          m: mae + 0.01 * seed if m == 'mae' else 0.5 for m in IMDER_METRICS}})
   calls = []
 
   class Fake:
     def __init__(self, run_dir):
-      self.run_dir = run_dir
+      self.run = os.path.relpath(run_dir, tmp_path)
 
     def metrics_at(self, rate, changes):
-      calls.append((os.path.relpath(self.run_dir, tmp_path), rate, changes['method.num_steps']))
-      fast = os.path.relpath(self.run_dir, tmp_path).startswith('imder_fast')
-      return {m: (0.95 if fast else 0.9) if m == 'mae' else 0.5
-              for m in metrics}
+      calls.append((self.run, rate, changes['method.num_steps']))
+      return _restored_metrics(self.run, changes['method.num_steps'])
   monkeypatch.setattr(reevaluate, 'Restored', Fake)
+  return calls
+
+
+def test_imder_fast_cost_pairs_fast_with_em100_per_seed(tmp_path, monkeypatch):
+  """The IMDer spec's analysis: imder_fast's own rate-0.5 row against both checkpoints
+  re-evaluated with Euler-Maruyama 100, paired by seed, kept per seed."""
+  spec = _load('imder_mosi')
+  calls = _imder_runs(tmp_path, monkeypatch)
   table = tables.aggregate(str(tmp_path), spec, list(spec.rows), [0, 1])
   cost = spec.analysis(str(tmp_path), spec, table)['fast']
   assert calls == [(f'{row}/seed={s}', 0.5, 100) for s in (0, 1) for row in ('imder', 'imder_fast')]
