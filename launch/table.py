@@ -61,8 +61,8 @@ def main(argv):
   table['overrides'] += list(_OVERRIDE.value)
   if spec.analysis is not None:
     table['analysis'] = spec.analysis(workdir, spec, table)
-  tables.write(workdir, table)
-  print(tables.markdown(table))
+  tables.write(workdir, table, spec)
+  print(tables.markdown(table, spec))
   print(f'wrote {os.path.join(workdir, "table.json")}', json.dumps({'rows': len(table['rows'])}))
 
 

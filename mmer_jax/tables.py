@@ -32,13 +32,16 @@ class Row:
   run directory of the same seed (this row then runs after ROW); `config`: another config file;
   `results_of`: (row, stage) whose results this row reads (nothing trained); `link`: {stage:
   row}, stages of another row's run linked into this one before it trains; `same_as`: the run of
-  another row (e.g. the depth row at the default depth); `mode`: main's `--mode`."""
+  another row (e.g. the depth row at the default depth); `mode`: main's `--mode`; `link_root`:
+  the table workdir whose runs `link` names (default: this table's; another table's runs are
+  read as they are, never run)."""
   overrides: Sequence[str] = ()
   config: str | None = None
   results_of: tuple[str, str] | None = None
   link: dict[str, str] = dataclasses.field(default_factory=dict)
   same_as: str | None = None
   mode: str = 'train'
+  link_root: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +57,8 @@ class Ordering:
 @dataclasses.dataclass(frozen=True)
 class Spec:
   """A table: `conditions` and `metrics` shown; `derived`: {name: conditions} averaged per run
-  into a column of that name; `lower_is_better`: metrics where less is better (orderings)."""
+  into a column of that name; `lower_is_better`: metrics where less is better (orderings);
+  `analysis`: table.json's `analysis`, `analysis_markdown`: its text at the end of table.md."""
   name: str
   config: str
   rows: dict[str, Row]
@@ -66,6 +70,7 @@ class Spec:
   orderings: Sequence[Ordering] = ()
   lower_is_better: Sequence[str] = ('mae',)
   analysis: Callable[..., dict] | None = None  # (workdir, spec, table) -> extra JSON
+  analysis_markdown: Callable[[dict], str] | None = None  # analysis -> text after the table
 
 
 RUN_PLACEHOLDER = re.compile(r'\{run:([^{}]+)\}')  # `{run:ROW}` in a row's override
@@ -103,19 +108,20 @@ def command(workdir: str, spec: Spec, row: str, seed: int, extra: Sequence[str] 
 
 
 def prepare_links(workdir: str, spec: Spec, row: str, seed: int) -> None:
-  """Links the stages a row reuses (`Row.link`) into its run directory."""
-  for stage, source in spec.rows[row].link.items():
+  """Links the stages a row reuses (`Row.link`, from `Row.link_root`) into its run directory."""
+  r = spec.rows[row]
+  for stage, source in r.link.items():
     target = os.path.join(run_dir(workdir, spec, row, seed), stage)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if not os.path.lexists(target):
-      os.symlink(os.path.abspath(os.path.join(run_dir(workdir, spec, source, seed), stage)),
-                 target)
+      os.symlink(os.path.abspath(os.path.join(run_dir(r.link_root or workdir, spec, source, seed),
+                                              stage)), target)
 
 
 def _needs(r: Row) -> list[str]:
-  """The rows whose runs a row reads, links or names in an override."""
-  return [*r.link.values(), *([r.results_of[0]] if r.results_of else []),
-          *([r.same_as] if r.same_as else []),
+  """The rows of this table whose runs a row reads, links or names in an override."""
+  return [*(r.link.values() if r.link_root is None else ()),
+          *([r.results_of[0]] if r.results_of else []), *([r.same_as] if r.same_as else []),
           *(name for o in r.overrides for name in RUN_PLACEHOLDER.findall(o))]
 
 
@@ -208,8 +214,9 @@ def aggregate(workdir: str, spec: Spec, rows: Sequence[str], seeds: Sequence[int
   return table
 
 
-def markdown(table: dict) -> str:
-  """table.md: per metric a rows x columns table (mean ± sample std, n), then the orderings."""
+def markdown(table: dict, spec: Spec | None = None) -> str:
+  """table.md: per metric a rows x columns table (mean ± sample std, n), the orderings, then
+  the spec's `analysis_markdown` of `table['analysis']` (when both are there)."""
   lines = [f"# {table['name']}", '', f"`{table['config']}`"
            + (' ' + ' '.join(table['overrides']) if table['overrides'] else '')
            + f"; seeds {','.join(map(str, table['seeds']))}; mean ± sample std over seeds (n).", '']
@@ -232,13 +239,15 @@ def markdown(table: dict) -> str:
                    f"{o['condition']} | {o['mean_diff']:+.4f}{std} | "
                    f"{o['seeds_held']}/{o['num_seeds']} | {t} |")
     lines.append('')
+  if spec is not None and spec.analysis_markdown is not None and table.get('analysis'):
+    lines += [spec.analysis_markdown(table['analysis']).rstrip('\n'), '']
   return '\n'.join(lines)
 
 
-def write(workdir: str, table: dict) -> None:
+def write(workdir: str, table: dict, spec: Spec | None = None) -> None:
   os.makedirs(workdir, exist_ok=True)
   writers.write_atomic(os.path.join(workdir, 'table.json'), json.dumps(table, indent=1))
-  writers.write_atomic(os.path.join(workdir, 'table.md'), markdown(table))
+  writers.write_atomic(os.path.join(workdir, 'table.md'), markdown(table, spec))
 
 
 def load_spec(path: str, arg: str | None = None) -> Spec:

@@ -1,9 +1,10 @@
 """mmer_jax/tables.py and launch/table.py: runs from a spec, waves, links, `{run:ROW}`, the
-aggregate (sample std, n, paired orderings), and the specs of the published tables
-(launch/tables/): their commands, cells, orderings and analyses on fake runs."""
+aggregate (sample std, n, paired orderings), the analysis in table.md, and the specs of the
+published tables (launch/tables/): their commands, cells, orderings and analyses on fake runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -84,6 +85,18 @@ def test_aggregate_is_the_sample_std_over_seeds_and_pairs_orderings(tmp_path):
   assert by_metric['mae']['seeds_held'] == 2 and by_metric['acc2']['mean_diff'] == pytest.approx(0.1)
   text = tables.markdown(table)
   assert '| reuse | 2 |' in text and 'lower MAE' in text and '(2)' not in text.split('**acc2**')[0]
+
+
+def test_the_specs_analysis_markdown_ends_table_md(tmp_path):
+  spec = dataclasses.replace(SPEC, analysis_markdown=lambda a: f"**extra** {a['x']}\n")
+  _write(tmp_path / 'main' / 'seed=0' / 'results.json', 0.5, 0.8)
+  table = tables.aggregate(str(tmp_path), spec, ['main'], [0])
+  plain = tables.markdown(table, spec)
+  assert plain == tables.markdown(table) and '**extra**' not in plain  # no analysis: nothing
+  table['analysis'] = {'x': 1}
+  tables.write(str(tmp_path), table, spec)
+  assert (tmp_path / 'table.md').read_text() == plain + '\n**extra** 1\n'
+  assert tables.markdown(table) == plain  # without the spec: the table alone
 
 
 def test_a_run_placeholder_names_another_rows_run_of_the_same_seed(tmp_path):
@@ -211,14 +224,14 @@ def test_mmin_criterion_uses_the_critical_t_of_the_number_of_seeds(tmp_path):
       for seed in seeds:
         _mmin_run(workdir, row, seed, float(values[seed]))
     table = tables.aggregate(str(workdir), spec, list(spec.rows), seeds)
-    return {(c['better'], c['worse'], c['metric']): c
-            for c in spec.analysis(str(workdir), spec, table)['criterion']}
+    table['analysis'] = spec.analysis(str(workdir), spec, table)
+    return table, {(c['better'], c['worse'], c['metric']): c for c in table['analysis']['criterion']}
 
   def t(better, worse):
     diff = averages[better] - averages[worse]
     return diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff)))
 
-  found = criterion(averages, tmp_path / 'close')
+  table, found = criterion(averages, tmp_path / 'close')
   assert set(found) == {('augmented', 'full_baseline', 'ua'), ('augmented', 'full_baseline', 'wa'),
                         ('mmin', 'augmented', 'ua')}
   c = found['augmented', 'full_baseline', 'ua']
@@ -227,12 +240,18 @@ def test_mmin_criterion_uses_the_critical_t_of_the_number_of_seeds(tmp_path):
   c = found['mmin', 'augmented', 'ua']
   assert c['t'] == pytest.approx(t('mmin', 'augmented'))
   assert c['test'] == 'not_worse' and -crit < c['t'] < 0 and c['criterion_holds'] and not c['holds']
+  text = tables.markdown(table, spec)
+  assert (f"| augmented beats full_baseline | UA | {t('augmented', 'full_baseline'):.2f} | "
+          f't > {crit:.2f} | yes |') in text
+  assert (f"| mmin is not worse than augmented | UA | {t('mmin', 'augmented'):.2f} | "
+          f't > -{crit:.2f} | yes |') in text
   # Clearly worse in every seed but one: the non-inferiority test fails.
   averages['mmin'] = np.array([0.645, *(augmented[1:] - 0.02)])
-  found = criterion(averages, tmp_path / 'worse')
+  table, found = criterion(averages, tmp_path / 'worse')
   c = found['mmin', 'augmented', 'ua']
   assert c['t'] == pytest.approx(t('mmin', 'augmented')) and c['t'] < -crit
   assert not c['criterion_holds']
+  assert '| mmin is not worse than augmented | UA |' in tables.markdown(table, spec)
 
 
 def test_mmin_imagination_ratios_over_seeds(tmp_path):
@@ -248,7 +267,8 @@ def test_mmin_imagination_ratios_over_seeds(tmp_path):
                            'mse': {'imagined': 2 * ratio(seed, k)}} for k, c in enumerate(MISSING)},
         'beats_train_mean_everywhere': seed == 0}))
   table = tables.aggregate(str(tmp_path), spec, list(spec.rows), seeds)
-  imagination = spec.analysis(str(tmp_path), spec, table)['imagination']
+  table['analysis'] = spec.analysis(str(tmp_path), spec, table)
+  imagination = table['analysis']['imagination']
   assert set(imagination) == {'mmin'}
   assert imagination['mmin']['num_seeds'] == 2
   assert not imagination['mmin']['beats_train_mean_everywhere']  # seed 1's report says no
@@ -260,6 +280,12 @@ def test_mmin_imagination_ratios_over_seeds(tmp_path):
     assert cell['ratio_to_zeros']['mean'] == pytest.approx(ratios.mean() / 2)
     assert cell['mse_imagined']['mean'] == pytest.approx(2 * ratios.mean())
     assert cell['seeds_beating_train_mean'] == int((ratios < 1).sum())
+  text = tables.markdown(table, spec)
+  assert '**Imagination** (mmin, 2 seeds)' in text and '(mmin_ae' not in text
+  by_condition = [np.array([ratio(s, k) for s in seeds]) for k in range(len(MISSING))]
+  assert '| / train mean | ' + ' | '.join(f'{r.mean():.4f} ± {r.std(ddof=1):.4f}'
+                                          for r in by_condition) + ' |' in text
+  assert '| seeds < 1 | ' + ' | '.join(f'{(r < 1).sum()}/2' for r in by_condition) + ' |' in text
 
 
 # M3ER (launch/tables/m3er.py): two trained networks, the other rows re-evaluate one of them.
@@ -292,6 +318,18 @@ def test_m3er_reevaluated_rows_link_the_trained_runs(tmp_path):
   (tmp_path / 'm3er' / 'seed=0' / 'results.json').write_text('{}')
   (wave,) = tables.pending(str(tmp_path), spec, ['no_check_no_proxy'], [0], python='py')
   assert [c[4] for c in wave] == [f'--workdir={tmp_path}/no_check_no_proxy/seed=0']  # m3er: done
+
+
+def test_m3er_trained_in_reevaluates_another_tables_networks(tmp_path):
+  spec = _load('m3er', f'iemocap_4,trained_in={tmp_path}/trained')
+  (wave,) = tables.pending(str(tmp_path / 'new'), spec, list(spec.rows), [0], python='py')
+  assert len(wave) == len(spec.rows) and all('--mode=evaluate' in c for c in wave)
+  assert not any(f'{tmp_path}/trained' in a for c in wave for a in c)  # nothing runs there
+  for row, trained in (('m3er', 'm3er'), ('original_mult', 'original_mult'),
+                       ('no_proxy', 'm3er'), ('original_mult_check_proxy', 'original_mult')):
+    for name in ('checkpoints', 'feature_stats.json'):
+      assert os.readlink(tmp_path / 'new' / row / 'seed=0' / name) == str(
+          tmp_path / 'trained' / trained / 'seed=0' / name)
 
 
 def test_m3er_means_and_paired_orderings(tmp_path):
@@ -431,3 +469,36 @@ def test_imder_fast_cost_pairs_fast_with_em100_per_seed(tmp_path, monkeypatch):
   assert cost['summary']['fast_em100']['mae'][0] == pytest.approx(0.95)
   spec.analysis(str(tmp_path), spec, table)  # kept: no evaluation again
   assert len(calls) == 4
+
+
+def test_imder_analysis_shows_in_table_md(tmp_path, monkeypatch):
+  spec = _load('imder_mosi', 'cpu,nfe=0')
+  _imder_runs(tmp_path, monkeypatch)
+  table = tables.aggregate(str(tmp_path), spec, list(spec.rows), [0, 1])
+  table['analysis'] = spec.analysis(str(tmp_path), spec, table)
+  text = tables.markdown(table, spec)
+  # The fast block: per metric mean ± sample std over seeds 0, 1, and the paired differences.
+  per_seed = {'fast': [{m: 0.8 + 0.01 * s if m == 'mae' else 0.5 for m in IMDER_METRICS}
+                       for s in (0, 1)],
+              'em100': [_restored_metrics('imder', 100)] * 2,
+              'fast_em100': [_restored_metrics('imder_fast', 100)] * 2}
+  per_seed.update({f'fast - {n}': [{m: f[m] - o[m] for m in IMDER_METRICS}
+                                   for f, o in zip(per_seed['fast'], per_seed[n])]
+                   for n in ('em100', 'fast_em100')})
+  assert '**`:fast` against Euler-Maruyama 100** (rate 0.5, 2 seeds;' in text
+  for name, cells in per_seed.items():
+    values = [np.array([c[m] for c in cells]) for m in IMDER_METRICS]
+    assert f'| {name} | ' + ' | '.join(f'{v.mean():.4f} ± {v.std(ddof=1):.4f}'
+                                        for v in values) + ' |' in text
+  # The NFE table: a sampler's NFE k needs k / (score evaluations a step) whole steps (two at
+  # least for Euler-Maruyama); MAE / Acc-2 of seed 0's imder checkpoint.
+  per_step = {'euler_maruyama': 1, 'pc': 2, 'ode_heun': 2, 'ode_rk4': 4, 'dpm_solver_1': 1,
+              'dpm_solver_2': 2}
+  nfes = (5, 10, 20, 50, 100)
+  assert '| sampler | ' + ' | '.join(map(str, nfes)) + ' |' in text
+  for sampler, k in per_step.items():
+    cells = []
+    for nfe in nfes:
+      metrics = _restored_metrics('imder', nfe // k)
+      cells.append(f"{metrics['mae']:.3f} / {metrics['acc2']:.3f}" if nfe % k == 0 else '—')
+    assert f'| {sampler} | ' + ' | '.join(cells) + ' |' in text

@@ -4,7 +4,8 @@ Rows, paired by seed: `imder` (both stages), `zeros_complete` (its stage 1: the 
 complete data, missing projections zero-filled at test), `zeros_missing` (`recovery=zeros` from
 the same stage 1), `imder_fast` (`:fast` from the same stage 1). Analysis: `:fast` against
 Euler-Maruyama 100 at rate 0.5 per seed (`fast`), and with `:cpu,nfe=K` every sampler's metrics
-against its NFE on seed K's imder checkpoint (`nfe`). `:authors`: the config without `cpu`.
+against its NFE on seed K's imder checkpoint (`nfe`), both also in table.md. `:authors`: the
+config without `cpu`.
 """
 
 import functools
@@ -81,6 +82,36 @@ def analysis(workdir, spec, table, nfe_seed=None) -> dict:
   return out
 
 
+def _mean_std(value: list) -> str:
+  mean, std = value
+  return f'{mean:.4f}' + ('' if std is None else f' ± {std:.4f}')
+
+
+def analysis_markdown(analysis: dict) -> str:
+  """table.md's text of the analysis: `fast` (fast, em100, fast_em100 and the paired
+  differences, mean ± sample std per metric) and `nfe` (sampler x NFE, MAE / Acc-2)."""
+  lines = []
+  fast = analysis.get('fast')
+  if fast:
+    lines += [f"**`:fast` against Euler-Maruyama 100** (rate {fast['rate']}, "
+              f"{len(fast['per_seed'])} seeds; mean ± sample std, differences paired by seed)", '',
+              '| | ' + ' | '.join(METRICS) + ' |', '|---|' + '---|' * len(METRICS)]
+    for name, by_metric in (*fast['summary'].items(), *fast['paired'].items()):
+      lines.append(f'| {name} | ' + ' | '.join(_mean_std(by_metric[m]) for m in METRICS) + ' |')
+    lines.append('')
+  nfe = analysis.get('nfe')
+  if nfe:
+    at = {(p['sampler'], p['nfe']): p for p in nfe['points']}
+    lines += [f"**NFE** (seed {nfe['seed']}'s imder checkpoint, rate {nfe['rate']}; MAE / Acc-2)",
+              '', '| sampler | ' + ' | '.join(map(str, NFES)) + ' |', '|---|' + '---|' * len(NFES)]
+    for name in dict.fromkeys(p['sampler'] for p in nfe['points']):
+      lines.append(f'| {name} | ' + ' | '.join(
+          f"{at[name, k]['mae']:.3f} / {at[name, k]['acc2']:.3f}" if (name, k) in at else '—'
+          for k in NFES) + ' |')
+    lines.append('')
+  return '\n'.join(lines)
+
+
 def spec(arg: str = 'cpu') -> tables.Spec:
   options = dict(a.partition('=')[::2] for a in arg.split(',') if a)
   scale = 'authors' if 'authors' in options else 'cpu'
@@ -98,4 +129,5 @@ def spec(arg: str = 'cpu') -> tables.Spec:
       orderings=tuple(tables.Ordering('imder', worse, m, f'rate={r}', f'IMDer beats {worse}')
                       for worse in ('zeros_complete', 'zeros_missing') for r in RATES[1:]
                       for m in METRICS),
-      lower_is_better=('mae',), analysis=functools.partial(analysis, nfe_seed=nfe_seed))
+      lower_is_better=('mae',), analysis=functools.partial(analysis, nfe_seed=nfe_seed),
+      analysis_markdown=analysis_markdown)

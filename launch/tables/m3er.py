@@ -9,6 +9,8 @@ parts', not the seeds'. Weighted F1, WA and the paper's mean one-vs-rest accurac
 complete test data and the `noise=<f>` rows; the paper's orderings paired by seed, on every
 condition, in weighted F1 and MA. Datasets: `DATASETS` (ravdess_av reads
 `../shared/data/ravdess_av`; `--override=--config.data.features_dir=DIR` for another place).
+`spec('DATASET,trained_in=DIR')` trains nothing: every row re-evaluates the networks of the
+table in DIR (e.g. with `--override=--config.eval.noise_replace=True`).
 """
 
 from mmer_jax import tables
@@ -42,16 +44,21 @@ ORDERINGS = (('m3er', 'no_proxy'), ('no_proxy', 'no_check_no_proxy'),
              ('original_mult_check', 'original_mult'))
 
 
-def spec(dataset: str = 'iemocap_4') -> tables.Spec:
+def spec(arg: str = 'iemocap_4') -> tables.Spec:
+  dataset, _, trained_in = arg.partition(',trained_in=')
   if dataset not in DATASETS:
     raise ValueError(f'm3er table: dataset {dataset!r}; expected one of {list(DATASETS)}')
   config, data = DATASETS[dataset]
-  rows = {r: tables.Row(overrides=(f'--config.method.variant={r}',)) for r in TRAINED}
-  rows.update({r: tables.Row(overrides=(f'--config.method.variant={variant}', *own),
-                             link={name: trained for name in LINKED}, mode='evaluate')
-               for r, (variant, trained, own) in REEVALUATED.items()})
+  runs = {r: (r, r, ()) for r in TRAINED} | REEVALUATED  # row -> (variant, network, overrides)
+  rows = {r: tables.Row(overrides=(f'--config.method.variant={variant}', *own))
+          if r in TRAINED and not trained_in else
+          tables.Row(overrides=(f'--config.method.variant={variant}', *own),
+                     link={name: trained for name in LINKED}, link_root=trained_in or None,
+                     mode='evaluate')
+          for r, (variant, trained, own) in runs.items()}
   return tables.Spec(
-      name=f'M3ER ablation on {dataset}', config=config, overrides=data, rows=rows,
+      name=f'M3ER ablation on {dataset}' + (f' (networks of {trained_in})' if trained_in else ''),
+      config=config, overrides=data, rows=rows,
       conditions=CONDITIONS, metrics=('weighted_f1', 'wa', 'mean_ovr_accuracy'),
       orderings=tuple(tables.Ordering(b, w, m, c) for b, w in ORDERINGS for c in CONDITIONS
                       for m in ('weighted_f1', 'mean_ovr_accuracy')))

@@ -6,7 +6,8 @@ the same seed's full_baseline run (`--config.method.pretrained_workdir={run:full
 WA and UA on the six missing conditions, full, and the six-condition `average`; the paper's
 orderings on the average, paired by seed. The analysis: the synthetic criterion (`CRITERION`)
 and, per MMIN row, the imagination ratios of `imagination_mse.json` (the imagined missing
-embeddings' MSE over the train-mean imputer's and over zeros', per condition, over seeds).
+embeddings' MSE over the train-mean imputer's and over zeros', per condition, over seeds), both
+also in table.md.
 `spec('synthetic,train_x4')`: another variant of the config (docs/mmin.md's x4 columns).
 """
 
@@ -77,6 +78,34 @@ def analysis(workdir: str, spec: tables.Spec, table: dict) -> dict:
           'imagination': imagination(workdir, spec, table)}
 
 
+def analysis_markdown(analysis: dict) -> str:
+  """table.md's text of the analysis: the criterion's verdicts, then per MMIN row the
+  imagination ratios (mean ± sample std over seeds) and the seeds below 1."""
+  lines = []
+  if analysis.get('criterion'):
+    lines += ['**The synthetic criterion** (paired t over seeds on the average, two-sided 5%)', '',
+              '| test | metric | t | needs | holds |', '|---|---|---|---|---|']
+    for c in analysis['criterion']:
+      sign, verb = ('', 'beats') if c['test'] == 'better' else ('-', 'is not worse than')
+      need = 'n/a' if c['t_critical'] is None else f"t > {sign}{c['t_critical']:.2f}"
+      t = 'n/a' if c['t'] is None else f"{c['t']:.2f}"
+      held = {None: 'n/a', True: 'yes', False: 'no'}[c['criterion_holds']]
+      lines.append(f"| {c['better']} {verb} {c['worse']} | {c['metric'].upper()} | {t} | "
+                   f'{need} | {held} |')
+    lines.append('')
+  for row, imag in analysis.get('imagination', {}).items():
+    cond, n = imag['conditions'], imag['num_seeds']
+    lines += [f'**Imagination** ({row}, {n} seeds): MSE of the imagined missing embeddings / MSE '
+              "of the train-mean imputer's (and of zeros')", '',
+              '| | ' + ' | '.join(MISSING) + ' |', '|---|' + '---|' * len(MISSING)]
+    for name, key in (('/ train mean', 'ratio_to_train_mean'), ('/ zeros', 'ratio_to_zeros')):
+      lines.append(f'| {name} | ' + ' | '.join(compare.format_cell(cond[c][key], n)
+                                             for c in MISSING) + ' |')
+    lines += ['| seeds < 1 | ' + ' | '.join(f"{cond[c]['seeds_beating_train_mean']}/{n}"
+                                           for c in MISSING) + ' |', '']
+  return '\n'.join(lines)
+
+
 def spec(variant: str = 'synthetic') -> tables.Spec:
   rows = {r: tables.Row(overrides=(f'--config.method.variant={r}',))
           for r in ('full_baseline', 'augmented')}
@@ -88,4 +117,4 @@ def spec(variant: str = 'synthetic') -> tables.Spec:
       conditions=(*MISSING, 'full'), metrics=('wa', 'ua'), derived={'average': MISSING},
       orderings=tuple(tables.Ordering(b, w, m, 'average', claim) for b, w, claim in ORDERINGS
                       for m in ('ua', 'wa')),
-      analysis=analysis)
+      analysis=analysis, analysis_markdown=analysis_markdown)
