@@ -32,12 +32,12 @@ inside training are config fields (`method.sampler`, `method.num_steps`, `method
 `method.train_num_steps`).
 
 `:cpu` (`cpu_scale`, docs/imder.md "CPU scale"; with `synthetic`, or alone on the real release or
-a features directory) is the laptop size that `launch/table.py --spec=launch/tables/imder_mosi.py` and
-`launch/features_table.py` run: score U-Nets of two levels (32, 64) with one attention layer, two
-RCABs, DPM-Solver-2 draws (3 steps in training, 10 at evaluation), 15 epochs per stage, selection
-pooled over the three one-missing patterns. At the authors' scale one training step takes about
-25 s on a 2-core CPU (100 epochs: days); the head, projections, losses, optimiser and protocol
-stay the authors' in both.
+a features directory) is the laptop size that `launch/table.py --spec=launch/tables/imder_mosi.py`
+and the `imder` row of `--spec=launch/tables/features.py:DIR,imder` run: score U-Nets of two
+levels (32, 64) with one attention layer, two RCABs, DPM-Solver-2 draws (3 steps in training, 10
+at evaluation), 15 epochs per stage, selection pooled over the three one-missing patterns. At the
+authors' scale one training step takes about 25 s on a 2-core CPU (100 epochs: days); the head,
+projections, losses, optimiser and protocol stay the authors' in both.
 """
 
 import ml_collections

@@ -17,7 +17,8 @@ its ablation table, one variant each:
 `--config.method.loss`, `.modality_check` and `.proxy` set explicitly win over the variant's.
 The test grid has the shared missing conditions and rates plus rows `noise=<f>` where a share f
 of the test samples has one modality replaced by white Gaussian noise (`config.eval.noise_*`,
-docs/protocol.md); `launch/m3er_table.py` runs the whole ablation table over seeds.
+docs/protocol.md); `python launch/table.py --spec=launch/tables/m3er.py[:dataset] --workdir=DIR`
+runs the whole ablation table over seeds.
 
 Training as the paper reports it: batch 256, Adam, up to 500 epochs with early stopping on the
 validation split (patience 10 epochs: the paper gives none), except the learning rate: 1e-3, not
