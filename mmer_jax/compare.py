@@ -1,32 +1,14 @@
-"""Compares finished runs on one dataset: methods x missing-modality grid, robustness, complexity.
+"""The one aggregator of finished runs, sweeps and tables (docs/compare.md): methods x grid rows,
+robustness curves and complexity, on one dataset.
 
   python -m mmer_jax.compare runs/fusion_s0 runs/fusion_s1 runs/mmin_sweep --out=runs/compare
   python -m mmer_jax.compare runs/table --out=runs/compare --metrics=ua,wa --nocomplexity
 
-Each positional argument is a run directory (it has `results.json`), a sweep directory (it has
-`sweep.json`: its members are taken), or a folder holding such directories (searched
-recursively; a run's own subdirectories, e.g. MMIN's stages, are not runs of their own). Every
-run is taken once. All runs must be evaluated on one dataset and split.
-
-Runs are grouped into *entries*: the same method (and variant) and the same resolved config
-(`config.json`) except the seed and path-like fields (`*dir`: data, feature and work
-directories). An entry is labelled by method[/variant] and the config fields (dotted names) in
-which entries of that method differ, e.g. `early_fusion optimizer.learning_rate=0.001` (a field
-where it has the value most of them share is left out). Its cells are the mean and the sample
-standard deviation (ddof=1) over its runs (seeds).
-
-Writes into `--out`:
-
-  compare.md / compare.json   per metric, a table entries x grid rows (the conditions, rates and
-                              noise rows of all runs, in the order they appear): mean ± std
-  robustness_<metric>.png     the metric against the missing rate (the `rate=<r>` rows; the
-                              `full` row stands for rate 0 when there is no `rate=0.0`), one line
-                              per entry, shaded mean ± std over its seeds
-  complexity.md               per entry (`--complexity`, on by default): trainable parameters,
-                              FLOPs per example, train step time and memory of the compiled
-                              train step (mmer_jax/complexity.py), measured once per entry
-
-docs/compare.md describes the columns and the choices made.
+Arguments are run directories, sweep directories or folders holding them. Runs are grouped into
+entries (the same method and resolved config but the seed and `*dir` fields), labelled by the
+fields in which entries differ. `summarize` (mean, sample std, n) and `format_cell` are the
+statistics and the cell format that sweeps (`sweep.py`) and paper tables (`tables.py`) use too.
+Writes compare.md / compare.json, robustness_<metric>.png and complexity.md into `--out`.
 """
 
 from __future__ import annotations

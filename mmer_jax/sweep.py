@@ -1,32 +1,15 @@
 """Vmapped sweeps: members of one config that differ only in numeric hyperparameters train as ONE
-compiled program.
+compiled program (docs/sweeps.md).
 
   python launch/sweep.py --config=configs/fusion_iemocap.py:synthetic --workdir=runs/sweep_fusion
 
-A config file's `sweep()` returns a list of override dicts, `{dotted field: value}` (big_vision's
-and the Flax examples' way). Members whose overrides differ only in *vmapped* fields form a group:
-
-  seed                      each member's initialisation, data order, dropout and masking keys,
-                            and evaluation keys (host side: nothing is traced); utterance-level
-                            methods only (a dialogue batch's shape depends on its dialogues)
-  optimizer.learning_rate   the member's optimiser is built inside the traced step
-  train.missing_rate        the training modality dropout rate (traced)
-  method.<float field>      loss weights, dropout rates, ...: the method is built inside the
-                            traced step from a config whose swept fields are the member's values
-
-A group's parameters and optimiser states are stacked on a leading `sweep` axis, the train step is
-`jax.vmap`ped over it, and the stacked state is sharded over a 2-D mesh `sweep` x `batch`
-(`create_sweep_mesh`). Each member keeps its own PRNG stream, data order, model selection,
-early stopping and test grid, so its `results.json` equals that of a separate run with its
-overrides. A staged config (MMIN, IMDer) trains stage by stage, each stage one vmapped program,
-each member's stage initialised from its own earlier stage. Anything else (depth, modalities,
-method, a field a method reads in Python) makes separate groups, which `launch/sweep.py` runs as
-separate jobs.
-
-A group's directory holds one directory per member (`results.json`, `config.json`, the feature
-statistics and `checkpoints/best`, so `mmer_jax.main --mode=evaluate` re-evaluates a member on its
-own), the stacked latest state for resuming (`checkpoints/latest`), and `sweep.json` /
-`sweep.md`: every grid row per member and its mean and std over the members.
+A config's `sweep()` returns override dicts; members differing only in vmapped fields (`seed`,
+`optimizer.learning_rate`, `train.missing_rate`, float `method.` fields) form a group whose
+stacked state trains under one `jax.vmap`ped step, sharded over a `sweep` x `batch` mesh, through
+the one training loop (`loop.py`, `SweepDriver`), so each member's results equal its separate
+run's. Anything structural makes separate groups, which `launch/sweep.py` runs as jobs. A
+group's directory holds one run directory per member, the stacked latest state and
+`sweep.json` / `sweep.md` (means over members by `compare.summarize`).
 """
 
 from __future__ import annotations

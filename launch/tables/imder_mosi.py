@@ -12,8 +12,7 @@ import functools
 import json
 import os
 
-import numpy as np
-
+from mmer_jax import compare
 from mmer_jax import reevaluate
 from mmer_jax import tables
 
@@ -46,7 +45,9 @@ def fast_cost(workdir, spec, table) -> dict:
         json.dump(cell, f, indent=1)
     with open(done, encoding='utf-8') as f:
       per_seed.append(json.load(f))
-  mean_std = lambda v: [float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else None]  # noqa: E731
+  def mean_std(values):  # the table's statistics: mean, sample std (None for one seed)
+    s = compare.summarize(values)
+    return [s['mean'], s['std']]
   return {'rate': 0.5, 'per_seed': per_seed,
           'summary': {n: {m: mean_std([c[n][m] for c in per_seed]) for m in METRICS}
                       for n in ('fast', 'em100', 'fast_em100')},

@@ -1,32 +1,14 @@
 """IMDer (Wang, Li, Cui, NeurIPS 2023): diffusion recovers the missing modalities.
 
-Each modality is projected to d channels (a Conv1d with kernel 3 and no padding: 50 frames -> 48;
-an utterance vector becomes `utterance_tokens` tokens, docs/imder.md). For every modality a
-sample lacks, a score network conditioned on the sample's available projections (one, or the
-1x1-conv fusion of two) draws the missing projection by reverse-time diffusion of a VE SDE
-(sigma = 25); a refinement network cleans the draw; the cross-modal transformer head predicts
-from the completed set. A modality present in the sample is never replaced by its recovery.
-
-Stages (configs/imder_mosi.py): `pretrain` trains projections and head on complete data (a
-missing modality's projection is zero-filled at evaluation); `imder` starts from them, keeps the
-projections frozen and trains the score networks (denoising score matching on the true projection
-of each dropped modality, conditioned on what the sample kept), the refinement networks (MSE of
-the refined draw to the true projection) and the head, with
-
-    loss = task (L1 | CE) + score_weight * sum_m score_m + rec_weight * sum_m rec_m,
-
-each term per example and only over the modalities the sample is missing but the data has (a
-modality the data itself lacks has no target). The draw used in training is not differentiated
-(the authors sample under `torch.no_grad()`). As in the authors' code the condition is diffused
-with the sample: the same noise as the sample in the score loss, fresh noise at every sampler step
-(`diffusion/conditioning.py`; `method.perturb_condition=False` gives the clean condition).
-Every draw is one example's own (its key folded from its position in the split and the
-modality), so results do not depend on the batch size.
-
-`method.recovery='zeros'` replaces the recovery by zero-filled projections (the no-recovery row,
-the same head); `train.ema_decay` averages the score networks' weights, which sampling uses.
-The parameters are the model's variables {'params', 'constants'} (the score networks' fixed
-Fourier frequencies are constants, never trained).
+Each modality is projected to d channels; for every modality a sample lacks, a score network
+conditioned on its available projections draws the missing projection by reverse-time
+diffusion (VE SDE), a refinement network cleans it, and the MulT head predicts from the
+completed set. Stages `pretrain` (projections and head on complete data) then `imder` (frozen
+projections; score, refinement and head trained, loss = task + score_weight * score + rec_weight
+* rec, per example over the slots the sample misses). Draws are per example (keys folded from
+its split position and modality) and never differentiated; a one-pattern batch draws exactly its
+missing slots. `method.recovery='zeros'` is the no-recovery row. Details, the authors' choices
+and where we differ: docs/imder.md#what-runs, #model-code, #speed-side-by-side-with-the-authors-code.
 """
 
 from __future__ import annotations
