@@ -23,6 +23,7 @@ from absl import flags
 
 from mmer_jax import jobs
 from mmer_jax import tables
+from mmer_jax import workdir_lock
 
 _SPEC = flags.DEFINE_string('spec', None, 'The table spec (launch/tables/<name>.py[:arg]).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs and the table go.')
@@ -55,16 +56,16 @@ def main(argv):
       for command in wave:
         print(shlex.join(command))
     return
-  for wave in waves if _TRAIN.value else ():
-    jobs.run(wave, jobs_at_once=_JOBS.value, devices_per_job=_DEVICES.value)
-  table = tables.aggregate(workdir, spec, tables.with_needs(spec, rows), seeds)
-  table['overrides'] += list(_OVERRIDE.value)
-  if spec.analysis is not None:
-    table['analysis'] = spec.analysis(workdir, spec, table)
-  tables.write(workdir, table, spec)
+  with workdir_lock.hold(workdir):  # one table launcher per workdir (each run locks its own)
+    for wave in waves if _TRAIN.value else ():
+      jobs.run(wave, jobs_at_once=_JOBS.value, devices_per_job=_DEVICES.value)
+    table = tables.aggregate(workdir, spec, tables.with_needs(spec, rows), seeds)
+    table['overrides'] += list(_OVERRIDE.value)
+    if spec.analysis is not None:
+      table['analysis'] = spec.analysis(workdir, spec, table)
+    tables.write(workdir, table, spec)
   print(tables.markdown(table, spec))
   print(f'wrote {os.path.join(workdir, "table.json")}', json.dumps({'rows': len(table['rows'])}))
-
 
 if __name__ == '__main__':
   app.run(main)

@@ -28,6 +28,7 @@ from mmer_jax import gradcheck
 from mmer_jax import parallel
 from mmer_jax import rng
 from mmer_jax import train
+from mmer_jax import workdir_lock
 from mmer_jax.data import schema
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/<name>.py[:variant]).',
@@ -103,7 +104,8 @@ def main(argv):
   logging.info('devices: %s', jax.devices())
   try:
     if _MODE.value == 'train':
-      train.train_and_evaluate(config, workdir, stage=_STAGE.value)
+      with workdir_lock.hold(workdir):
+        train.train_and_evaluate(config, workdir, stage=_STAGE.value)
     elif _MODE.value == 'evaluate':
       train.evaluate_best(config, workdir)
     else:
@@ -111,7 +113,7 @@ def main(argv):
       print(gradcheck.format_report(report))
       if not report['ok']:
         sys.exit(1)
-  except (schema.DataError, diagnostics.TrainingDiverged) as e:
+  except (schema.DataError, diagnostics.TrainingDiverged, workdir_lock.WorkdirLocked) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
 

@@ -39,6 +39,7 @@ from mmer_jax import parallel
 from mmer_jax import stages as stages_lib
 from mmer_jax import steps
 from mmer_jax import train
+from mmer_jax import workdir_lock
 from mmer_jax import writers
 
 SWEEP_AXIS = 'sweep'
@@ -578,7 +579,8 @@ def write_table(workdir: str, table: dict) -> None:
 def run_group(config: ml_collections.ConfigDict, members: Sequence[dict], workdir: str, *,
               devices=None) -> dict:
   """Trains and evaluates a group and writes its sweep.json / sweep.md; returns the table."""
-  results = train_group(config, members, workdir, devices=devices)
+  with workdir_lock.hold(workdir):
+    results = train_group(config, members, workdir, devices=devices)
   names = [member_name(m) for m in members]
   table = summarize(names, members, results,
                     diverged=[loop.read_diverged(os.path.join(workdir, n)) for n in names])
