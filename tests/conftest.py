@@ -55,8 +55,9 @@ def x64():
 # installing there, a few minutes: every module imports, the numerical core, one training run end
 # to end with its progress log. Their slow tests stay out.
 SMOKE_FILES = frozenset({
-    'test_imports.py', 'test_metrics.py', 'test_missing.py', 'test_steps.py', 'test_optim.py',
-    'test_writers.py', 'test_safe_pickle.py', 'test_pipeline.py',
+    'test_imports.py', 'test_metrics.py', 'test_missing.py', 'test_steps.py', 'test_stages.py',
+    'test_base.py', 'test_optim.py', 'test_writers.py', 'test_safe_pickle.py', 'test_pipeline.py',
+    'test_graphs.py',
 })
 
 
