@@ -23,6 +23,9 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(4 << 30))  # bytes; 
 import jax  # noqa: E402  (after the cache's environment)
 import pytest  # noqa: E402
 
+from configs import fusion_features  # noqa: E402
+import toy_data  # noqa: E402
+
 
 def _shared_data_dir() -> pathlib.Path | None:
   """The repository's ../shared/data (real datasets), or /work/shared/data, or None."""
@@ -51,12 +54,26 @@ def x64():
   jax.config.update('jax_enable_x64', previous)
 
 
+@pytest.fixture(scope='module')
+def grouped_toy_config(tmp_path_factory):
+  """fusion_features on a 90-row toy directory, training masks drawn on the host at rate 0.5 in
+  one-pattern batches (`train.mask_draw='host_grouped'`): epochs of different lengths."""
+  config = fusion_features.get_config()
+  config.data.features_dir = str(toy_data.write_features_dir(tmp_path_factory.mktemp('g') / 'toy', n=90))
+  config.data.batch_size = 8
+  config.train.missing = 'rate'
+  config.train.missing_rate = 0.5
+  config.train.mask_draw = 'host_grouped'
+  return config
+
+
 # The smoke subset (`python -m pytest -m smoke`): what `.ci/run` runs on Python 3.12 and 3.13 after
 # installing there, a few minutes: every module imports, the numerical core, one training run end
 # to end with its progress log. Their slow tests stay out.
 SMOKE_FILES = frozenset({
-    'test_imports.py', 'test_metrics.py', 'test_missing.py', 'test_steps.py', 'test_optim.py',
-    'test_writers.py', 'test_safe_pickle.py', 'test_pipeline.py',
+    'test_imports.py', 'test_metrics.py', 'test_missing.py', 'test_steps.py', 'test_stages.py',
+    'test_base.py', 'test_optim.py', 'test_writers.py', 'test_safe_pickle.py', 'test_pipeline.py',
+    'test_graphs.py',
 })
 
 

@@ -1,14 +1,13 @@
-"""Host-drawn training masks and one-pattern batches (mmer_jax/data/grouping.py, Streams)."""
+"""Host-drawn training masks and one-pattern batches (mmer_jax/data/grouping.py).
+
+Streams of such batches are tested in test_streams.py, a run's epochs of different lengths in
+test_train.py."""
 
 import numpy as np
 import pytest
-import toy_data
 
-from configs import fusion_features
 from mmer_jax import missing
-from mmer_jax import train
 from mmer_jax.data import grouping
-from mmer_jax.data import streams as streams_lib
 
 ALL = np.ones(3, bool)
 
@@ -84,52 +83,6 @@ def test_pattern_missing_lists_the_columns_the_pattern_lacks():
   assert grouping.pattern_missing(ALL, ALL, 3).shape == (3, 0)
   only_at = np.array([True, False, True])
   np.testing.assert_array_equal(grouping.pattern_missing([False, False, True], only_at, 1), [[0]])
-
-
-@pytest.fixture(scope='module')
-def toy_config(tmp_path_factory):
-  config = fusion_features.get_config()
-  config.data.features_dir = str(toy_data.write_features_dir(tmp_path_factory.mktemp('g') / 'toy', n=90))
-  config.data.batch_size = 8
-  config.train.missing = 'rate'
-  config.train.missing_rate = 0.5
-  config.train.mask_draw = 'host_grouped'
-  return config
-
-
-def test_streams_give_one_pattern_batches_that_cover_the_epoch(toy_config):
-  dataset = streams_lib.load_dataset(toy_config)
-  streams = streams_lib.Streams(toy_config, dataset, level='utterance')
-  sizes = streams.epoch_sizes(3)
-  for epoch in range(3):
-    batches = list(streams.epoch('train', epoch, train=True))
-    assert len(batches) == sizes[epoch]
-    seen = []
-    for b in batches:
-      rows = b['example_mask']
-      final = b['modality_mask'] & b['train_mask']
-      assert (final == final[0]).all()  # padding rows carry the pattern too
-      lacks = np.flatnonzero(dataset.spec.available & ~final[0])
-      np.testing.assert_array_equal(b['pattern_missing'], np.tile(lacks, (len(rows), 1)))
-      seen += list(b['index'][rows])
-    np.testing.assert_array_equal(np.sort(seen), np.arange(len(dataset.sources['train'])))
-    # Resuming at batch 2 gives the same batches from there.
-    tail = list(streams.epoch('train', epoch, train=True, start=2))
-    for a, b in zip(batches[2:], tail):
-      np.testing.assert_array_equal(a['index'], b['index'])
-      np.testing.assert_array_equal(a['train_mask'], b['train_mask'])
-
-
-def test_the_run_maps_steps_to_epochs_of_different_lengths(toy_config):
-  run = train.Run(toy_config)
-  sizes = run.streams.epoch_sizes(toy_config.train.num_epochs)
-  assert run.num_steps == sum(sizes)
-  ends = np.cumsum(sizes)
-  assert run.epoch_position(0) == (0, 0)
-  assert run.epoch_position(int(ends[0])) == (1, 0)
-  assert run.epoch_position(int(ends[0]) + 1) == (1, 1)
-  assert run.is_epoch_end(int(ends[1])) and not run.is_epoch_end(int(ends[1]) - 1)
-  assert run.epochs_done(int(ends[1])) == 2 and run.epochs_done(int(ends[1]) + 1) == 3
 
 
 def _row_predict(calls):

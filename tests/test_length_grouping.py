@@ -1,17 +1,13 @@
 """Length-grouped dialogue batches (`data.length_grouping='sorted'`): every dialogue once per epoch
-in ceil(n / B) batches, reproducible per (seed, epoch), resumable at any batch, less padding; and
-what a dialogue is predicted never depends on which batch (or batch size) carried it."""
-
-import types
+in ceil(n / B) batches, reproducible per (seed, epoch), less padding; and what a dialogue is
+predicted never depends on which batch (or batch size) carried it. Streams resuming a sorted epoch
+at any batch: test_streams.py."""
 
 import numpy as np
 import pytest
 
-import ml_collections
-from configs import default
 from mmer_jax.data import pipeline
-from mmer_jax.data import streams
-from test_mmgcn import _apply, _batch, _dialogues, _init, _model, _spec
+from test_mmgcn import _apply, _batch, _dialogues, _init, _model
 
 LENGTHS = [3, 17, 5, 9, 12, 2, 30, 7, 7, 21, 4, 15, 11, 6, 8, 26, 13]
 
@@ -52,30 +48,6 @@ def test_evaluation_order_ignores_length_grouping():
     assert np.concatenate(batches).tolist() == list(range(len(LENGTHS)))
   with pytest.raises(ValueError, match='length_grouping'):
     pipeline.dialogue_batch_indices(LENGTHS, dialogues_per_batch=4, length_grouping='bucket')
-
-
-def _streams(**data):
-  """Streams over a fake dataset of LENGTHS-turn dialogues in every split."""
-  spec = _spec()
-  rows = [{'dialogue_id': f'd{k:02d}', 'turn': t, 'label': t % 3, 'speaker': t % 2,
-           **{m: np.full(d.dim, k + t / 100, np.float32) for m, d in spec.modalities.items()}}
-          for k, n in enumerate(LENGTHS) for t in range(n)]
-  dataset = types.SimpleNamespace(spec=spec, sources={s: rows for s in ('train', 'valid', 'test')})
-  config = default.get_config()
-  config.data.update(batch_size=4, eval_batch_size=4, buckets=(8, 16, 32), prefetch=0, **data)
-  return streams.Streams(config, dataset, level='dialogue')
-
-
-def test_streams_resume_a_sorted_epoch_at_any_batch():
-  s = _streams(length_grouping='sorted')
-  full = [b['index'].tolist() for b in s.epoch('train', 3, train=True)]
-  assert len(full) == s.num_batches('train', train=True) == 5
-  for start in (0, 2, 4):
-    assert [b['index'].tolist() for b in s.epoch('train', 3, train=True, start=start)] == full[start:]
-  plain = [b['index'].tolist() for b in _streams().epoch('train', 3, train=True)]
-  assert plain != full  # the field takes effect
-  assert ([b['index'].tolist() for b in s.epoch('test', train=False)]
-          == [b['index'].tolist() for b in _streams().epoch('test', train=False)])
 
 
 def test_predictions_per_dialogue_do_not_depend_on_grouping_or_batch_size():

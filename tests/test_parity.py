@@ -1,9 +1,10 @@
-"""Tests for the parity harness (mmer_jax/parity): the weight map, the layouts, the comparison.
+"""Tests for MMIN's parity harness (mmer_jax/parity/mmin.py): the weight map, the permutation.
 
 Without PyTorch: the map from our MMIN parameters to the authors' state_dict names and shapes
-(read from their `models/networks/*.py`) round-trips exactly, and each layout conversion is
-checked against PyTorch's equations written in numpy. With torch installed and a checkout of
-AIM3-RUC/MMIN named by MMER_AUTHORS_MMIN, the full parity run must pass (skipped otherwise).
+(read from their `models/networks/*.py`) round-trips exactly. With torch installed and a checkout
+of AIM3-RUC/MMIN named by MMER_AUTHORS_MMIN, the full parity run must pass (skipped otherwise).
+The harness's shared parts: test_layouts.py (each layout against PyTorch's equations written in
+numpy), test_tolerances.py (the comparison), test_checkout.py.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import numpy as np
 import pytest
 
 from mmer_jax import train
-from mmer_jax.models import encoders
-from mmer_jax.parity import tolerances
 from mmer_jax.parity import layouts
 from mmer_jax.parity import mmin as mmin_parity
 
@@ -88,75 +87,11 @@ def test_weight_map_with_one_lstm_bias_round_trips():
   jax.tree_util.tree_map(np.testing.assert_array_equal, back, jax.tree_util.tree_map(np.asarray, p))
 
 
-def _sigmoid(x):
-  return 1 / (1 + np.exp(-x))
-
-
-def _torch_lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh):
-  """PyTorch's nn.LSTM equations (its documentation), gates i, f, g, o."""
-  i, f, g, o = np.split(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh, 4, axis=-1)
-  c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-  return _sigmoid(o) * np.tanh(c), c
-
-
-@pytest.mark.parametrize('biases', [1, 2])
-def test_lstm_layouts_compute_pytorchs_equations(biases):
-  rng = np.random.default_rng(0)
-  d, hid, batch = 3, 4, 2
-  w_ih, w_hh = rng.standard_normal((4 * hid, d)), rng.standard_normal((4 * hid, hid))
-  b_ih, b_hh = rng.standard_normal(4 * hid), rng.standard_normal(4 * hid)
-  x, h, c = rng.standard_normal((batch, d)), rng.standard_normal((batch, hid)), rng.standard_normal((batch, hid))
-  want_h, want_c = _torch_lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh)
-  if biases == 1:
-    cell, p = nn.OptimizedLSTMCell(hid, param_dtype=jnp.float64), layouts.lstm_to_flax(w_ih, w_hh, b_ih, b_hh)
-  else:
-    cell = encoders.PairedBiasLSTMCell(hid, param_dtype=jnp.float64)
-    p = layouts.paired_lstm_to_flax(w_ih, w_hh, b_ih, b_hh)
-  with jax.enable_x64(True):
-    (new_c, new_h), _ = cell.apply({'params': p}, (jnp.asarray(c), jnp.asarray(h)), jnp.asarray(x))
-  np.testing.assert_allclose(new_h, want_h, rtol=1e-12)
-  np.testing.assert_allclose(new_c, want_c, rtol=1e-12)
-
-
-def test_time_conv_layout_is_pytorchs_full_width_conv2d():
-  rng = np.random.default_rng(1)
-  out, k, d, t = 5, 3, 4, 7
-  w, b = rng.standard_normal((out, 1, k, d)), rng.standard_normal(out)
-  x = rng.standard_normal((2, t, d))
-  # Conv2d over [B, 1, T, D] with a [k, D] kernel, no padding: out[b, o, s] = sum w[o,0] * x[b, s:s+k] + b
-  want = np.stack([np.einsum('okd,bkd->bo', w[:, 0], x[:, s:s + k]) + b for s in range(t - k + 1)], axis=1)
-  with jax.enable_x64(True):
-    got = nn.Conv(out, (k,), padding='VALID', param_dtype=jnp.float64).apply(
-        {'params': layouts.time_conv_to_flax(w, b)}, jnp.asarray(x))
-  np.testing.assert_allclose(got, want, rtol=1e-12)
-  back = layouts.time_conv_from_flax(layouts.time_conv_to_flax(w, b))
-  np.testing.assert_array_equal(back['weight'], w)
-
-
 def test_joint_permutation_maps_their_order_to_ours():
   # theirs: (audio, text, visual) blocks of 2
   theirs = np.array(['a0', 'a1', 't0', 't1', 'v0', 'v1'])
   perm = mmin_parity.joint_permutation(('audio', 'visual', 'text'), 2)
   assert list(theirs[perm]) == ['a0', 'a1', 'v0', 'v1', 't0', 't1']
-
-
-def test_difference_is_relative_to_the_largest_magnitude():
-  d = tolerances.difference([1.0, 1e-9], [1.0 + 1e-6, 0.0], tolerance=1e-5)
-  assert d['max_abs'] == pytest.approx(1e-6) and d['max_rel'] == pytest.approx(1e-6 / (1 + 1e-6))
-  assert d['ok']
-  assert not tolerances.difference([2.0], [1.0], tolerance=0.5)['ok']
-  assert not tolerances.difference([np.nan], [1.0], tolerance=0.5)['ok']
-  with pytest.raises(ValueError, match='shapes differ'):
-    tolerances.difference(np.zeros(2), np.zeros(3), 1.0)
-  rep = tolerances.report('x', {'float32': {'a': {'ok': True}}, 'float64': {'b': {'ok': False}}})
-  assert rep['ok'] is False
-
-
-def test_missing_checkout_is_a_clear_error(tmp_path):
-  from mmer_jax.parity import checkout  # pylint: disable=g-import-not-at-top
-  with pytest.raises(SystemExit, match='lacks'):
-    with checkout.on_path(str(tmp_path), mmin_parity.REQUIRED):
-      pass
 
 
 _REPO = os.environ.get('MMER_AUTHORS_MMIN')
