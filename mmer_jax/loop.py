@@ -6,7 +6,8 @@ member's selection record (`Member`) with the run's semantics: the best validati
 checkpoint written at each improvement, early stopping after `train.patience` epochs, a
 non-finite loss stops that member (recorded, reported; the others go on), and a stopped member
 no longer logs. Nothing is saved once every member has stopped on a non-finite loss, so a
-diverged state never becomes a single run's latest checkpoint.
+diverged state never becomes a single run's latest checkpoint. A signal (`preemption.py`) ends
+the loop after the step in flight, with its checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from mmer_jax import diagnostics
 from mmer_jax import metrics as metrics_lib
 from mmer_jax import parallel
+from mmer_jax import preemption
 from mmer_jax import writers
 
 DEFAULT_SELECT = {'classification': 'valid/ua', 'regression': 'valid/mae'}
@@ -144,6 +146,10 @@ def train_members(driver: Driver, state, step: int, members: list[Member], *,
           metric_writers[i].write_scalars(step, {f'train/{k}': v[i] for k, v in metrics.items()}
                                           | {'steps_per_sec': progress.steps_per_sec})
       end_of_epoch = driver.is_epoch_end(step)
+      if preemption.requested() and not end_of_epoch:  # an epoch's end validates first
+        driver.save_latest(step, state, members)
+        raise preemption.Preempted(f'stopped on a signal at step {step}: resume by running the '
+                                   'same command again')
       if step % tc.checkpoint_every_steps == 0 and not end_of_epoch:
         driver.save_latest(step, state, members)
       if step >= driver.num_steps:
@@ -175,6 +181,9 @@ def train_members(driver: Driver, state, step: int, members: list[Member], *,
         logging.info('%searly stopping after epoch %d: no better %s since epoch %d',
                      _prefix(driver.names[i]), epoch_done, select, members[i].best_epoch)
     driver.save_latest(step, state, members)
+    if preemption.requested() and step < driver.num_steps:
+      raise preemption.Preempted(f'stopped on a signal at step {step} (an epoch\'s end): resume '
+                                 'by running the same command again')
     progress.resume_training(step)
   return state
 

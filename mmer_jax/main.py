@@ -26,6 +26,7 @@ from ml_collections import config_flags
 from mmer_jax import diagnostics
 from mmer_jax import gradcheck
 from mmer_jax import parallel
+from mmer_jax import preemption
 from mmer_jax import rng
 from mmer_jax import train
 from mmer_jax import workdir_lock
@@ -104,7 +105,7 @@ def main(argv):
   logging.info('devices: %s', jax.devices())
   try:
     if _MODE.value == 'train':
-      with workdir_lock.hold(workdir):
+      with workdir_lock.hold(workdir), preemption.watch():
         train.train_and_evaluate(config, workdir, stage=_STAGE.value)
     elif _MODE.value == 'evaluate':
       train.evaluate_best(config, workdir)
@@ -116,6 +117,9 @@ def main(argv):
   except (schema.DataError, diagnostics.TrainingDiverged, workdir_lock.WorkdirLocked) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
+  except preemption.Preempted as e:
+    print(f'preempted: {e}', file=sys.stderr)
+    sys.exit(preemption.EXIT_PREEMPTED)
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import toy_data
@@ -143,6 +144,36 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, shared, run):
   b = json.loads((workdir / 'results.json').read_text())
   assert a['selected_step'] == b['selected_step']
   assert [r['condition'] for r in a['rows']] == [r['condition'] for r in b['rows']]
+  for ra, rb in zip(a['rows'], b['rows']):
+    for k, v in ra['metrics'].items():
+      assert abs(v - rb['metrics'][k]) < 1e-6, (ra['condition'], k, v, rb['metrics'][k])
+
+
+def test_sigterm_saves_the_step_in_flight_and_resumes_equal(tmp_path, shared):
+  """SIGTERM once the run has saved step 5: it exits with EXIT_PREEMPTED (75) after saving the
+  step in flight, and the rerun ends like the uninterrupted run."""
+  toy, data_dir, uninterrupted = shared
+  a = uninterrupted('fusion')
+  workdir = tmp_path / 'preempted'
+  process = subprocess.Popen([sys.executable] + _command('fusion', toy, data_dir, workdir),
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 300
+  while not (workdir / 'checkpoints' / 'latest' / '5').exists() and time.monotonic() < deadline:
+    assert process.poll() is None, process.stderr.read()[-3000:]
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 75, stderr[-3000:]
+  assert 'preempted: stopped on a signal at step' in stderr
+  saved = int(stderr.split('stopped on a signal at step ')[1].split()[0].rstrip(':'))
+  steps = sorted(int(p.name) for p in (workdir / 'checkpoints' / 'latest').iterdir()
+                 if p.name.isdigit())
+  assert steps[-1] == saved >= 5 and not (workdir / 'results.json').exists()
+  assert not (workdir / '.lock').exists()  # released on the way out
+  resumed = _run(_command('fusion', toy, data_dir, workdir))
+  assert resumed.returncode == 0 and f'resumed from step {saved}' in resumed.stderr
+  b = json.loads((workdir / 'results.json').read_text())
+  assert a['selected_step'] == b['selected_step']
   for ra, rb in zip(a['rows'], b['rows']):
     for k, v in ra['metrics'].items():
       assert abs(v - rb['metrics'][k]) < 1e-6, (ra['condition'], k, v, rb['metrics'][k])
