@@ -67,5 +67,13 @@ def main(argv):
   print(tables.markdown(table, spec))
   print(f'wrote {os.path.join(workdir, "table.json")}', json.dumps({'rows': len(table['rows'])}))
 
+def _main(argv):
+  try:
+    main(argv)
+  except workdir_lock.WorkdirLocked as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(_main)
