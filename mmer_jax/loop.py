@@ -73,7 +73,7 @@ class Member:
     return dataclasses.asdict(self)
 
   def warn(self, kind: str, message: str, name: str = '') -> None:
-    logging.warning('%s%s', f'member {name}: ' if name else '', message)
+    logging.warning('%s%s', _prefix(name), message)
     if not any(w.startswith(kind) for w in self.warnings):
       self.warnings.append(f'{kind}: {message}')
 
@@ -106,7 +106,8 @@ class Driver(Protocol):
     """The stepped state and each metric as a host array [S]."""
   def validate(self, state) -> list[tuple[dict, tuple]]:
     """Per member (valid metrics without the prefix, (outputs, labels, mask) pooled)."""
-  def save_best(self, i: int, step: int, state, member: Member) -> None: ...
+  def save_best(self, i: int, step: int, state, member: Member) -> None:
+    """Member i's parameters of the last `validate` as its best checkpoint."""
   def save_latest(self, step: int, state, members: Sequence[Member]) -> None: ...
 
 

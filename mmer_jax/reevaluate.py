@@ -13,6 +13,7 @@ from mmer_jax import checkpoint
 from mmer_jax import complexity
 from mmer_jax import evaluate
 from mmer_jax import stages as stages_lib
+from mmer_jax import sweep
 from mmer_jax import train
 
 
@@ -32,14 +33,7 @@ class Restored:
 
   def metrics_at(self, rate: float, changes: dict | None = None) -> dict[str, float]:
     """Test metrics of the `rate=<rate>` grid row with `changes` ({dotted field: value}) set."""
-    config = self.config.copy_and_resolve_references()
-    with config.unlocked():
-      for field, value in (changes or {}).items():
-        *parents, leaf = field.split('.')
-        node = config
-        for key in parents:
-          node = node[key]
-        node[leaf] = value
+    config = sweep.apply_overrides(self.config, changes or {})
     run = train.Run(config, devices=jax.devices()[:1], workdir=self.workdir)
     rows = evaluate.run_grid(run.spec, run.predict, run.device_params(self.params),
                              run.eval_batches(config.eval.split), conditions=(), rates=(rate,),

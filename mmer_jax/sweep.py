@@ -393,10 +393,11 @@ class SweepDriver:
     return states, {k: np.asarray(v) for k, v in jax.device_get(metrics).items()}
 
   def validate(self, states):
+    self._validated = jax.device_get(states.eval_params)  # one copy for every save_best after
     return validation_metrics(self.sweep_run, states.eval_params)
 
   def save_best(self, i, step, states, member):
-    params = jax.tree_util.tree_map(lambda x: np.asarray(x[i]), jax.device_get(states.eval_params))
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x[i]), self._validated)
     checkpoint.save(self.best_mgrs[i], step, {'params': params}, member.meta())
 
   def save_latest(self, step, states, members):

@@ -277,14 +277,13 @@ class RunDriver:
     return state, {k: np.asarray(v)[None] for k, v in metrics.items()}
 
   def validate(self, state):
-    params = self.run.device_params(self.run.from_devices(state).eval_params)
-    valid, pooled = self.run.evaluate_split(params, 'valid', self.valid_conditions,
-                                            with_outputs=True)
+    self._validated = self.run.from_devices(state).eval_params  # what save_best writes
+    valid, pooled = self.run.evaluate_split(self.run.device_params(self._validated), 'valid',
+                                            self.valid_conditions, with_outputs=True)
     return [(valid, pooled)]
 
   def save_best(self, i, step, state, member):
-    checkpoint.save(self.best_mgr, step, {'params': self.run.from_devices(state).eval_params},
-                    member.meta())
+    checkpoint.save(self.best_mgr, step, {'params': self._validated}, member.meta())
 
   def save_latest(self, step, state, members):
     checkpoint.save(self.latest_mgr, step, self.run.from_devices(state).checkpoint_items(),
