@@ -257,9 +257,3 @@ def load_spec(path: str, arg: str | None = None) -> Spec:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.spec(arg) if arg is not None else module.spec()
-
-
-def seed_values(table: dict, row: str, column: str, metric: str) -> list[float]:
-  """A cell's per-seed values (seed order), for an analysis."""
-  return table['rows'][row]['cells'][column][metric]['values']
-
